@@ -3,4 +3,5 @@
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
 //! everything else is an adapter (webhook, watches, executor, store, notifier) or wiring.
 
+pub mod core;
 pub mod sandbox;
