@@ -5,3 +5,7 @@
 //! Adapters elsewhere in the crate feed it and carry out what it decides.
 
 pub mod alert;
+pub mod correlate;
+pub mod engine;
+pub mod undo;
+pub mod workload;

@@ -1,0 +1,216 @@
+//! Engine tests: builders in, decisions out, no mocks.
+
+use std::time::Duration;
+
+use super::*;
+use crate::core::alert::{AlertSource, Fingerprint, LabelSet};
+use crate::core::workload::tests::{mk_deployment, mk_rs, ts};
+
+fn mk_policy(mode: Mode) -> Policy {
+    Policy {
+        mode,
+        correlation_window: Duration::from_secs(30 * 60),
+        grace: Duration::from_secs(30),
+        labels: CorrelationLabels::default(),
+    }
+}
+
+fn mk_alert(pairs: &[(&str, &str)], starts_at: Timestamp) -> Alert {
+    let labels: LabelSet = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("alertname".to_string(), "HighErrorRate".to_string())])
+        .collect();
+    Alert {
+        source: AlertSource::Alertmanager,
+        status: AlertStatus::Firing,
+        fingerprint: Fingerprint::of(&labels),
+        labels,
+        annotations: LabelSet::new(),
+        starts_at,
+        ends_at: None,
+        generator_url: String::new(),
+        external_url: None,
+    }
+}
+
+/// web rolled out three times: revision 3 (nginx:3) became current at ts(1000).
+fn mk_index() -> WorkloadIndex {
+    let mut index = WorkloadIndex::default();
+    index.apply_replica_set(mk_rs("web", "a", "nginx:1", 1, ts(0)), ts(0));
+    index.apply_replica_set(mk_rs("web", "b", "nginx:2", 2, ts(500)), ts(500));
+    index.apply_replica_set(mk_rs("web", "c", "nginx:3", 3, ts(1000)), ts(1000));
+    index.apply_deployment(mk_deployment("web", "nginx:3"), ts(1000));
+    index
+}
+
+const WEB: &[(&str, &str)] = &[("namespace", "default"), ("deployment", "web")];
+
+#[test]
+fn a_fresh_alert_after_a_rollout_rolls_back_to_the_previous_revision() {
+    let d = decide(
+        &mk_alert(WEB, ts(1120)),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    let Some(Command::UndoDeployment(undo)) = d.command else {
+        panic!("expected an undo");
+    };
+    assert_eq!(undo.blamed.name, "web-c");
+    assert_eq!(undo.planned_target.name, "web-b");
+    assert!(!undo.dry_run);
+    assert!(
+        d.reason.contains("revision 2 (web-b, nginx:2)"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.rollout.expect("rollout").since, ts(1000));
+}
+
+#[test]
+fn dry_run_decides_the_same_but_marks_the_command() {
+    let d = decide(
+        &mk_alert(WEB, ts(1120)),
+        &mk_index(),
+        &mk_policy(Mode::DryRun),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::WouldRollBack);
+    assert!(matches!(d.command, Some(Command::UndoDeployment(u)) if u.dry_run));
+}
+
+#[test]
+fn an_alert_older_than_the_rollout_is_pre_existing() {
+    let d = decide(
+        &mk_alert(WEB, ts(900)),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::PreExisting, "{}", d.reason);
+    assert!(d.command.is_none());
+}
+
+#[test]
+fn an_alert_just_inside_the_grace_is_still_blamed() {
+    let d = decide(
+        &mk_alert(WEB, ts(980)),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+}
+
+#[test]
+fn an_old_rollout_is_not_blamed() {
+    let d = decide(
+        &mk_alert(WEB, ts(1000 + 31 * 60)),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::NoRecentRollout, "{}", d.reason);
+    assert!(
+        d.reason.contains("outside the correlation window"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn unknown_and_ambiguous_workloads_do_nothing() {
+    let index = mk_index();
+    let policy = mk_policy(Mode::Enforce);
+    let d = decide(
+        &mk_alert(
+            &[("namespace", "default"), ("deployment", "nope")],
+            ts(1100),
+        ),
+        &index,
+        &policy,
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::NoWorkload);
+    assert!(d.reason.contains("default/nope"), "{}", d.reason);
+
+    let mut index = mk_index();
+    let mut twin = mk_deployment("web2", "nginx:3");
+    twin.template["metadata"]["labels"]["app"] = "web".into();
+    index.apply_deployment(twin, ts(1000));
+    let d = decide(
+        &mk_alert(&[("namespace", "default"), ("app", "web")], ts(1100)),
+        &index,
+        &policy,
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::Ambiguous);
+    assert!(d.command.is_none());
+}
+
+#[test]
+fn paused_and_no_history_are_reported_not_acted_on() {
+    let policy = mk_policy(Mode::Enforce);
+    let mut index = mk_index();
+    let mut paused = mk_deployment("web", "nginx:3");
+    paused.paused = true;
+    index.apply_deployment(paused, ts(1000));
+    let d = decide(&mk_alert(WEB, ts(1100)), &index, &policy, &[]);
+    assert_eq!(d.outcome, Outcome::Paused);
+    assert!(d.command.is_none());
+
+    let mut index = WorkloadIndex::default();
+    index.apply_replica_set(mk_rs("web", "c", "nginx:3", 1, ts(1000)), ts(1000));
+    index.apply_deployment(mk_deployment("web", "nginx:3"), ts(1000));
+    let d = decide(&mk_alert(WEB, ts(1100)), &index, &policy, &[]);
+    assert_eq!(d.outcome, Outcome::NoHistory);
+}
+
+#[test]
+fn one_cause_gets_one_rollback_and_an_undo_is_never_undone() {
+    let policy = mk_policy(Mode::Enforce);
+    let index = mk_index();
+    let earlier = PastAction {
+        incident_id: 7,
+        workload_uid: "uid-web".into(),
+        blamed_uid: "uid-web-c".into(),
+        target_uid: None,
+        at: ts(1100),
+    };
+    let d = decide(
+        &mk_alert(WEB, ts(1150)),
+        &index,
+        &policy,
+        std::slice::from_ref(&earlier),
+    );
+    assert_eq!(d.outcome, Outcome::AlreadyRolledBack);
+    assert!(d.command.is_none());
+
+    // After rollbackd moved web back to web-b, a new alert must not undo that.
+    let mut index = mk_index();
+    index.apply_deployment(mk_deployment("web", "nginx:2"), ts(1200));
+    let done = PastAction {
+        target_uid: Some("uid-web-b".into()),
+        ..earlier
+    };
+    let d = decide(&mk_alert(WEB, ts(1300)), &index, &policy, &[done]);
+    assert_eq!(d.outcome, Outcome::OwnRollback, "{}", d.reason);
+    assert!(d.command.is_none());
+}
+
+#[test]
+fn a_resolved_alert_is_not_acted_on() {
+    let mut alert = mk_alert(WEB, ts(1100));
+    alert.status = AlertStatus::Resolved;
+    let d = decide(&alert, &mk_index(), &mk_policy(Mode::Enforce), &[]);
+    assert_eq!(d.outcome, Outcome::NotFiring);
+}
+
+#[test]
+fn outcome_codes_round_trip() {
+    for o in Outcome::ALL {
+        assert_eq!(Outcome::from_code(o.code()), Some(o));
+    }
+}

@@ -1,0 +1,369 @@
+//! The workload index: what rollbackd knows about Deployments and their ReplicaSets.
+//!
+//! Watches feed it through `apply_*`, `delete_*` and `reset_*` (kubert's
+//! `IndexNamespacedResource` shape); it holds no business logic beyond answering "which
+//! ReplicaSet is current" and "when did it become current". Objects are kept as plain domain
+//! structs with their pod templates as JSON, so the engine and the undo plan need no kube types.
+//!
+//! Rollout time: a ReplicaSet becomes current either when it is created for a new template or
+//! when a rollback reuses it. Kubernetes records no time for the second case, so the index notes
+//! the moment it *sees* the current ReplicaSet of a Deployment change, and the rollout time is
+//! the later of that moment and the ReplicaSet's creation. After a restart a reused ReplicaSet
+//! therefore looks old, which errs towards not acting.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::alert::LabelSet;
+
+/// The label the Deployment controller adds to pod templates and ReplicaSet selectors.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+/// The revision annotation on Deployments and their ReplicaSets.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// Namespace and name: how objects are addressed in the index.
+pub type ObjectKey = (String, String);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentState {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub paused: bool,
+    /// `spec.template`, exactly as the API server returned it.
+    pub template: Value,
+    pub annotations: LabelSet,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaSetState {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// UID of the controller ownerReference when that controller is a Deployment.
+    pub owner_uid: Option<String>,
+    /// `deployment.kubernetes.io/revision`; missing counts as 0, unparsable as `None`.
+    pub revision: Option<i64>,
+    pub template: Value,
+    pub annotations: LabelSet,
+    pub created_at: Timestamp,
+}
+
+impl ReplicaSetState {
+    /// The first container image of the template, for humans reading a decision.
+    pub fn image(&self) -> Option<&str> {
+        first_image(&self.template)
+    }
+}
+
+/// The first container image of a pod template.
+pub fn first_image(template: &Value) -> Option<&str> {
+    template
+        .pointer("/spec/containers/0/image")
+        .and_then(Value::as_str)
+}
+
+/// Pod-template labels, where correlation by `app`-style labels looks.
+pub fn template_labels(template: &Value) -> impl Iterator<Item = (&str, &str)> {
+    template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+}
+
+/// Whether two pod templates are equal once the `pod-template-hash` label is ignored, which is
+/// how both the Deployment controller and `kubectl rollout undo` compare them.
+pub fn templates_equal_ignoring_hash(a: &Value, b: &Value, hash_label: &str) -> bool {
+    strip_label(a, hash_label) == strip_label(b, hash_label)
+}
+
+/// A copy of `template` without the given label (and without an empty `labels` map left behind).
+pub fn strip_label(template: &Value, label: &str) -> Value {
+    let mut out = template.clone();
+    if let Some(metadata) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        let now_empty = match metadata.get_mut("labels").and_then(Value::as_object_mut) {
+            Some(labels) => {
+                labels.remove(label);
+                labels.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            metadata.remove("labels");
+        }
+    }
+    out
+}
+
+/// The ReplicaSet a Deployment currently runs and since when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurrentRollout<'a> {
+    pub replica_set: &'a ReplicaSetState,
+    /// When this ReplicaSet became the Deployment's current one, as well as can be known.
+    pub since: Timestamp,
+}
+
+/// Deployments and ReplicaSets by namespace and name, plus observed rollout transitions.
+#[derive(Debug, Default)]
+pub struct WorkloadIndex {
+    deployments: BTreeMap<ObjectKey, DeploymentState>,
+    replica_sets: BTreeMap<ObjectKey, ReplicaSetState>,
+    /// Last known current ReplicaSet UID per Deployment UID.
+    current: HashMap<String, String>,
+    /// When the index saw a Deployment's current ReplicaSet change: (ReplicaSet UID, time).
+    transitions: HashMap<String, (String, Timestamp)>,
+}
+
+impl WorkloadIndex {
+    pub fn apply_deployment(&mut self, deployment: DeploymentState, now: Timestamp) {
+        let key = (deployment.namespace.clone(), deployment.name.clone());
+        let uid = deployment.uid.clone();
+        self.deployments.insert(key, deployment);
+        self.note_current(&uid, now);
+    }
+
+    pub fn delete_deployment(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(d) = self.deployments.remove(&key) {
+            self.current.remove(&d.uid);
+            self.transitions.remove(&d.uid);
+        }
+    }
+
+    /// Replaces every Deployment, as after a (re)list; transitions seen before are kept.
+    pub fn reset_deployments(&mut self, all: Vec<DeploymentState>, now: Timestamp) {
+        self.deployments = all
+            .into_iter()
+            .map(|d| ((d.namespace.clone(), d.name.clone()), d))
+            .collect();
+        let live: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
+        self.current.retain(|uid, _| live.contains(uid));
+        self.transitions.retain(|uid, _| live.contains(uid));
+        for uid in live {
+            self.note_current(&uid, now);
+        }
+    }
+
+    pub fn apply_replica_set(&mut self, rs: ReplicaSetState, now: Timestamp) {
+        let owner = rs.owner_uid.clone();
+        self.replica_sets
+            .insert((rs.namespace.clone(), rs.name.clone()), rs);
+        if let Some(owner) = owner {
+            self.note_current(&owner, now);
+        }
+    }
+
+    pub fn delete_replica_set(&mut self, namespace: &str, name: &str) {
+        self.replica_sets
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    pub fn reset_replica_sets(&mut self, all: Vec<ReplicaSetState>, now: Timestamp) {
+        self.replica_sets = all
+            .into_iter()
+            .map(|rs| ((rs.namespace.clone(), rs.name.clone()), rs))
+            .collect();
+        let uids: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
+        for uid in uids {
+            self.note_current(&uid, now);
+        }
+    }
+
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<&DeploymentState> {
+        self.deployments
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    pub fn replica_set(&self, namespace: &str, name: &str) -> Option<&ReplicaSetState> {
+        self.replica_sets
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    pub fn deployments_in(&self, namespace: &str) -> impl Iterator<Item = &DeploymentState> + '_ {
+        let namespace = namespace.to_string();
+        self.deployments
+            .values()
+            .filter(move |d| d.namespace == namespace)
+    }
+
+    pub fn deployment_count(&self) -> usize {
+        self.deployments.len()
+    }
+
+    /// The Deployment that controls a ReplicaSet, if the index has it.
+    pub fn owner_of(&self, rs: &ReplicaSetState) -> Option<&DeploymentState> {
+        let owner = rs.owner_uid.as_deref()?;
+        self.deployments_in(&rs.namespace).find(|d| d.uid == owner)
+    }
+
+    /// ReplicaSets whose controller is this Deployment (what `kubectl rollout undo` considers).
+    pub fn owned_replica_sets(
+        &self,
+        deployment: &DeploymentState,
+    ) -> impl Iterator<Item = &ReplicaSetState> + '_ {
+        let (namespace, uid) = (deployment.namespace.clone(), deployment.uid.clone());
+        self.replica_sets.values().filter(move |rs| {
+            rs.namespace == namespace && rs.owner_uid.as_deref() == Some(uid.as_str())
+        })
+    }
+
+    /// The owned ReplicaSet whose template equals the Deployment's, and since when it is current.
+    pub fn current_rollout(&self, deployment: &DeploymentState) -> Option<CurrentRollout<'_>> {
+        let rs = current_replica_set(deployment, self.owned_replica_sets(deployment))?;
+        let observed = self
+            .transitions
+            .get(&deployment.uid)
+            .filter(|(rs_uid, _)| *rs_uid == rs.uid)
+            .map(|(_, at)| *at);
+        let since = observed.map_or(rs.created_at, |at| at.max(rs.created_at));
+        Some(CurrentRollout {
+            replica_set: rs,
+            since,
+        })
+    }
+
+    fn note_current(&mut self, deployment_uid: &str, now: Timestamp) {
+        let Some(deployment) = self.deployments.values().find(|d| d.uid == deployment_uid) else {
+            return;
+        };
+        let Some(rs) = current_replica_set(deployment, self.owned_replica_sets(deployment)) else {
+            // Mid-rollout the new ReplicaSet may not exist yet: keep the last known one.
+            return;
+        };
+        let rs_uid = rs.uid.clone();
+        match self
+            .current
+            .insert(deployment_uid.to_string(), rs_uid.clone())
+        {
+            Some(previous) if previous != rs_uid => {
+                self.transitions
+                    .insert(deployment_uid.to_string(), (rs_uid, now));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Among `owned`, the ReplicaSet whose template matches the Deployment's (the controller's
+/// "new ReplicaSet"); the highest revision wins if several match.
+pub fn current_replica_set<'a>(
+    deployment: &DeploymentState,
+    owned: impl Iterator<Item = &'a ReplicaSetState>,
+) -> Option<&'a ReplicaSetState> {
+    owned
+        .filter(|rs| {
+            templates_equal_ignoring_hash(&rs.template, &deployment.template, POD_TEMPLATE_HASH)
+        })
+        .max_by_key(|rs| rs.revision.unwrap_or(0))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("valid test timestamp")
+    }
+
+    pub fn mk_template(image: &str, app: &str) -> Value {
+        json!({
+            "metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": "app", "image": image}]}
+        })
+    }
+
+    pub fn mk_deployment(name: &str, image: &str) -> DeploymentState {
+        DeploymentState {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            resource_version: "1".into(),
+            paused: false,
+            template: mk_template(image, name),
+            annotations: LabelSet::new(),
+        }
+    }
+
+    pub fn mk_rs(
+        deploy: &str,
+        hash: &str,
+        image: &str,
+        revision: i64,
+        created: Timestamp,
+    ) -> ReplicaSetState {
+        let mut template = mk_template(image, deploy);
+        template["metadata"]["labels"][POD_TEMPLATE_HASH] = json!(hash);
+        ReplicaSetState {
+            namespace: "default".into(),
+            name: format!("{deploy}-{hash}"),
+            uid: format!("uid-{deploy}-{hash}"),
+            owner_uid: Some(format!("uid-{deploy}")),
+            revision: Some(revision),
+            template,
+            annotations: [(REVISION_ANNOTATION.to_string(), revision.to_string())].into(),
+            created_at: created,
+        }
+    }
+
+    #[test]
+    fn current_rollout_is_the_rs_with_the_deployment_template() {
+        let mut index = WorkloadIndex::default();
+        index.apply_replica_set(mk_rs("web", "a", "nginx:1", 1, ts(0)), ts(0));
+        index.apply_replica_set(mk_rs("web", "b", "nginx:2", 2, ts(100)), ts(100));
+        index.apply_deployment(mk_deployment("web", "nginx:2"), ts(100));
+        let d = index.deployment("default", "web").expect("indexed");
+        let current = index.current_rollout(d).expect("current");
+        assert_eq!(current.replica_set.name, "web-b");
+        assert_eq!(current.since, ts(100));
+    }
+
+    #[test]
+    fn a_reused_replica_set_counts_from_when_it_was_seen_becoming_current() {
+        let mut index = WorkloadIndex::default();
+        index.apply_replica_set(mk_rs("web", "a", "nginx:1", 1, ts(0)), ts(0));
+        index.apply_replica_set(mk_rs("web", "b", "nginx:2", 2, ts(100)), ts(100));
+        index.apply_deployment(mk_deployment("web", "nginx:2"), ts(100));
+        // A rollback to nginx:1 reuses web-a, created long ago.
+        index.apply_deployment(mk_deployment("web", "nginx:1"), ts(500));
+        let d = index.deployment("default", "web").expect("indexed");
+        let current = index.current_rollout(d).expect("current");
+        assert_eq!(current.replica_set.name, "web-a");
+        assert_eq!(current.since, ts(500));
+    }
+
+    #[test]
+    fn first_sight_uses_creation_time_not_startup_time() {
+        let mut index = WorkloadIndex::default();
+        index.reset_deployments(vec![mk_deployment("web", "nginx:1")], ts(900));
+        index.reset_replica_sets(vec![mk_rs("web", "a", "nginx:1", 1, ts(0))], ts(900));
+        let d = index.deployment("default", "web").expect("indexed");
+        assert_eq!(index.current_rollout(d).expect("current").since, ts(0));
+    }
+
+    #[test]
+    fn replica_sets_of_other_owners_are_ignored() {
+        let mut index = WorkloadIndex::default();
+        let mut foreign = mk_rs("web", "a", "nginx:1", 7, ts(0));
+        foreign.owner_uid = Some("someone-else".into());
+        index.apply_replica_set(foreign, ts(0));
+        index.apply_deployment(mk_deployment("web", "nginx:1"), ts(0));
+        let d = index.deployment("default", "web").expect("indexed");
+        assert!(index.current_rollout(d).is_none());
+        assert_eq!(index.owned_replica_sets(d).count(), 0);
+    }
+
+    #[test]
+    fn strip_label_ignores_only_the_hash() {
+        let a = mk_rs("web", "a", "nginx:1", 1, ts(0)).template;
+        let b = mk_template("nginx:1", "web");
+        assert!(templates_equal_ignoring_hash(&a, &b, POD_TEMPLATE_HASH));
+        let c = mk_template("nginx:2", "web");
+        assert!(!templates_equal_ignoring_hash(&a, &c, POD_TEMPLATE_HASH));
+    }
+}
