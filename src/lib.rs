@@ -3,5 +3,6 @@
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
 //! everything else is an adapter (webhook, watches, executor, store, notifier) or wiring.
 
+pub mod config;
 pub mod core;
 pub mod sandbox;

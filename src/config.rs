@@ -1,0 +1,497 @@
+//! Configuration: one TOML file read with the `config` crate, then `ROLLBACKD__SECTION__KEY`
+//! environment overrides, then validation that reports every problem at once.
+//!
+//! Data model: [`Config`] holds one typed struct per section. Loading goes through a JSON value
+//! so that unknown keys and bad values can each be named by their dotted key (`server.listen`)
+//! instead of stopping at the first serde error. Secrets are held as [`Secret`], which never
+//! prints its value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::core::correlate::CorrelationLabels;
+use crate::core::engine::{Mode, Policy};
+
+/// One problem found in the configuration, named by its dotted key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found, so that `rollbackd check` can list them all.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in {}:", self.problems.len(), self.file.display())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A value that must never reach a log line, an error or `check` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub kubernetes: KubernetesConfig,
+    pub store: StoreConfig,
+    pub policy: PolicyConfig,
+    pub correlation: CorrelationConfig,
+    pub prometheus: Option<PrometheusConfig>,
+    /// The webhook bearer token, read from `server.token_file` or `server.token`.
+    pub webhook_token: Option<Secret>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    /// Prefer `token_file`; this exists for `ROLLBACKD__SERVER__TOKEN`.
+    pub token: Option<String>,
+    /// Largest webhook body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Base URL of rollbackd's pages as on-call reaches them, for links in messages.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            token_file: None,
+            token: None,
+            max_body_bytes: 1024 * 1024,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    pub kubeconfig: Option<PathBuf>,
+    /// Empty: all namespaces.
+    pub namespaces: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub correlation_window: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            kubeconfig: None,
+            namespaces: Vec::new(),
+            correlation_window: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://rollbackd.db".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub mode: Mode,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// Which alert labels name the workload, and the clock-skew grace.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelationConfig {
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    pub namespace_labels: Vec<String>,
+    pub deployment_labels: Vec<String>,
+    pub replicaset_labels: Vec<String>,
+    pub pod_labels: Vec<String>,
+    /// Alert label → pod-template label keys it is matched against.
+    pub template_labels: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        let labels = CorrelationLabels::default();
+        CorrelationConfig {
+            grace: Duration::from_secs(30),
+            namespace_labels: labels.namespace,
+            deployment_labels: labels.deployment,
+            replicaset_labels: labels.replica_set,
+            pod_labels: labels.pod,
+            template_labels: labels.template,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub rules: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: "http://127.0.0.1:9090".into(),
+            rules: vec!["rules/*.yml".into()],
+            poll_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Config {
+    /// The engine's policy, destructured from the configuration.
+    pub fn policy(&self) -> Policy {
+        let c = &self.correlation;
+        Policy {
+            mode: self.policy.mode,
+            correlation_window: self.kubernetes.correlation_window,
+            grace: c.grace,
+            labels: CorrelationLabels {
+                namespace: c.namespace_labels.clone(),
+                deployment: c.deployment_labels.clone(),
+                replica_set: c.replicaset_labels.clone(),
+                pod: c.pod_labels.clone(),
+                template: c.template_labels.clone(),
+            },
+        }
+    }
+
+    /// Loads `path` plus environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let fail = |problems| ConfigErrors {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let raw = read_raw(path, env).map_err(|message| {
+            fail(vec![ConfigProblem {
+                key: String::new(),
+                message,
+            }])
+        })?;
+        let mut problems = unknown_keys(&raw);
+        let server: ServerConfig = section(&raw, "server", &mut problems);
+        let kubernetes: KubernetesConfig = section(&raw, "kubernetes", &mut problems);
+        let store: StoreConfig = section(&raw, "store", &mut problems);
+        let policy: PolicyConfig = section(&raw, "policy", &mut problems);
+        let correlation: CorrelationConfig = section(&raw, "correlation", &mut problems);
+        let prometheus = raw
+            .get("prometheus")
+            .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
+        let mut config = Config {
+            server,
+            kubernetes,
+            store,
+            policy,
+            correlation,
+            prometheus,
+            webhook_token: None,
+        };
+        config.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    fn validate(&mut self, problems: &mut Vec<ConfigProblem>) {
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        match (&self.server.token_file, &self.server.token) {
+            (Some(_), Some(_)) => problem(
+                "server.token_file",
+                "set either server.token_file or server.token, not both".into(),
+            ),
+            (Some(file), None) => match read_secret_file(file) {
+                Ok(token) => self.webhook_token = Some(token),
+                Err(message) => problem("server.token_file", message),
+            },
+            (None, Some(token)) if token.trim().is_empty() => {
+                problem("server.token", "is empty".into())
+            }
+            (None, Some(token)) => self.webhook_token = Some(Secret::new(token.trim())),
+            (None, None) => {}
+        }
+        if self.server.max_body_bytes < 1024 {
+            problem(
+                "server.max_body_bytes",
+                format!("{} is too small (at least 1024)", self.server.max_body_bytes),
+            );
+        }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problem("server.public_url", format!("{url:?} is not an http(s) URL"));
+        }
+        if let Some(path) = &self.kubernetes.kubeconfig
+            && !path.is_file()
+        {
+            problem(
+                "kubernetes.kubeconfig",
+                format!("{} does not exist or is not a file", path.display()),
+            );
+        }
+        for ns in &self.kubernetes.namespaces {
+            if !is_dns_label(ns) {
+                problem(
+                    "kubernetes.namespaces",
+                    format!("{ns:?} is not a valid namespace name"),
+                );
+            }
+        }
+        if self.kubernetes.correlation_window.is_zero() {
+            problem("kubernetes.correlation_window", "must be longer than 0s".into());
+        }
+        if self.correlation.grace >= self.kubernetes.correlation_window {
+            problem(
+                "correlation.grace",
+                "must be shorter than kubernetes.correlation_window".into(),
+            );
+        }
+        if self.correlation.namespace_labels.is_empty() {
+            problem("correlation.namespace_labels", "must name at least one label".into());
+        }
+        let url = &self.store.url;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            problem(
+                "store.url",
+                "PostgreSQL is not supported yet; use sqlite://FILE".into(),
+            );
+        } else if !url.starts_with("sqlite:") {
+            problem(
+                "store.url",
+                format!("{url:?} is not a sqlite:// URL"),
+            );
+        }
+        if let Some(prom) = &self.prometheus {
+            if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
+                problem("prometheus.url", format!("{:?} is not an http(s) URL", prom.url));
+            }
+            if prom.poll_interval < Duration::from_secs(1) {
+                problem("prometheus.poll_interval", "must be at least 1s".into());
+            }
+            if prom.rules.is_empty() {
+                problem("prometheus.rules", "must name at least one rule file".into());
+            }
+        }
+    }
+}
+
+/// The keys each section accepts; anything else is an error, never silently ignored.
+const SCHEMA: &[(&str, &[&str])] = &[
+    ("server", &["listen", "token_file", "token", "max_body_bytes", "public_url"]),
+    ("kubernetes", &["kubeconfig", "namespaces", "correlation_window"]),
+    ("store", &["url"]),
+    ("policy", &["mode"]),
+    (
+        "correlation",
+        &[
+            "grace",
+            "namespace_labels",
+            "deployment_labels",
+            "replicaset_labels",
+            "pod_labels",
+            "template_labels",
+        ],
+    ),
+    ("prometheus", &["url", "rules", "poll_interval"]),
+];
+
+fn read_raw(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Value, String> {
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("ROLLBACKD__"))
+        .collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+        .add_source(
+            config::Environment::with_prefix("ROLLBACKD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("kubernetes.namespaces")
+                .with_list_parse_key("prometheus.rules")
+                .source(Some(env)),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    built.try_deserialize::<Value>().map_err(|e| e.to_string())
+}
+
+fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let Some(top) = raw.as_object() else {
+        return problems;
+    };
+    for (name, value) in top {
+        let Some((_, keys)) = SCHEMA.iter().find(|(s, _)| s == name) else {
+            problems.push(ConfigProblem {
+                key: name.clone(),
+                message: format!(
+                    "unknown section (known: {})",
+                    SCHEMA.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+                ),
+            });
+            continue;
+        };
+        let Some(table) = value.as_object() else {
+            problems.push(ConfigProblem {
+                key: name.clone(),
+                message: "must be a table".into(),
+            });
+            continue;
+        };
+        for key in table.keys() {
+            if !keys.contains(&key.as_str()) {
+                problems.push(ConfigProblem {
+                    key: format!("{name}.{key}"),
+                    message: format!("unknown key (known in [{name}]: {})", keys.join(", ")),
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// Deserializes one section; each key is first tried alone so that a bad value is reported
+/// under its own dotted name, and all bad keys are reported, not just the first.
+fn section<T: DeserializeOwned + Default>(
+    raw: &Value,
+    name: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> T {
+    let Some(table) = raw.get(name).and_then(Value::as_object) else {
+        return T::default();
+    };
+    let known: &[&str] = SCHEMA
+        .iter()
+        .find(|(s, _)| *s == name)
+        .map_or(&[], |(_, k)| k);
+    let mut clean = serde_json::Map::new();
+    for (key, value) in table {
+        if !known.contains(&key.as_str()) {
+            continue; // already reported by unknown_keys
+        }
+        let alone = Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        match serde_json::from_value::<T>(alone) {
+            Ok(_) => {
+                clean.insert(key.clone(), value.clone());
+            }
+            Err(e) => problems.push(ConfigProblem {
+                key: format!("{name}.{key}"),
+                message: e.to_string(),
+            }),
+        }
+    }
+    serde_json::from_value(Value::Object(clean)).unwrap_or_else(|e| {
+        problems.push(ConfigProblem {
+            key: name.into(),
+            message: e.to_string(),
+        });
+        T::default()
+    })
+}
+
+/// Reads a secret from a file: trimmed, non-empty. The error never contains the content.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! Config loading: defaults, overrides, and every problem named by its key.
+
+use super::*;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn an_empty_file_gives_the_documented_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:9095");
+    assert_eq!(cfg.kubernetes.correlation_window, Duration::from_secs(1800));
+    assert_eq!(cfg.store.url, "sqlite://rollbackd.db");
+    assert_eq!(cfg.policy.mode, Mode::Enforce);
+    assert!(cfg.prometheus.is_none());
+    assert!(cfg.webhook_token.is_none());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "c.toml",
+        r#"
+[server]
+listen = "not an address"
+colour = "blue"
+[kubernetes]
+correlation_window = "5 parsecs"
+namespaces = ["Bad_NS"]
+[policy]
+mode = "yolo"
+[alerting]
+x = 1
+"#,
+    );
+    let err = Config::load_with_env(&path, no_env()).expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "server.listen",
+        "server.colour",
+        "kubernetes.correlation_window",
+        "kubernetes.namespaces",
+        "policy.mode",
+        "alerting",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {keys:?}\n{err}");
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "c.toml", "[policy]\nmode = \"enforce\"\n");
+    let env = vec![
+        ("ROLLBACKD__POLICY__MODE".to_string(), "dry-run".to_string()),
+        ("ROLLBACKD__KUBERNETES__NAMESPACES".to_string(), "shop,pay".to_string()),
+        ("ROLLBACKD__SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+    ];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    assert_eq!(cfg.policy.mode, Mode::DryRun);
+    assert_eq!(cfg.kubernetes.namespaces, vec!["shop", "pay"]);
+    assert_eq!(cfg.server.listen.port(), 9999);
+}
+
+#[test]
+fn the_token_file_is_read_and_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = write(&dir, "token", "s3cr3t-value\n");
+    let path = write(
+        &dir,
+        "c.toml",
+        &format!("[server]\ntoken_file = {:?}\n", token.display().to_string()),
+    );
+    let cfg = Config::load_with_env(&path, no_env()).expect("valid");
+    assert_eq!(cfg.webhook_token.as_ref().map(Secret::expose), Some("s3cr3t-value"));
+    assert!(!format!("{cfg:?}").contains("s3cr3t-value"));
+
+    let empty = write(&dir, "empty", "  \n");
+    let path = write(
+        &dir,
+        "c2.toml",
+        &format!("[server]\ntoken_file = {:?}\n", empty.display().to_string()),
+    );
+    let err = Config::load_with_env(&path, no_env()).expect_err("empty token");
+    assert_eq!(err.problems[0].key, "server.token_file");
+}
+
+#[test]
+fn a_missing_file_or_broken_toml_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = Config::load_with_env(&dir.path().join("nope.toml"), no_env()).expect_err("missing");
+    assert_eq!(err.problems.len(), 1);
+    let err = Config::load_with_env(&write(&dir, "c.toml", "[server\n"), no_env())
+        .expect_err("broken");
+    assert_eq!(err.problems.len(), 1);
+}
