@@ -45,7 +45,12 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} problem(s) in {}:", self.problems.len(), self.file.display())?;
+        writeln!(
+            f,
+            "{} problem(s) in {}:",
+            self.problems.len(),
+            self.file.display()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -293,13 +298,19 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             problem(
                 "server.max_body_bytes",
-                format!("{} is too small (at least 1024)", self.server.max_body_bytes),
+                format!(
+                    "{} is too small (at least 1024)",
+                    self.server.max_body_bytes
+                ),
             );
         }
         if let Some(url) = &self.server.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            problem("server.public_url", format!("{url:?} is not an http(s) URL"));
+            problem(
+                "server.public_url",
+                format!("{url:?} is not an http(s) URL"),
+            );
         }
         if let Some(path) = &self.kubernetes.kubeconfig
             && !path.is_file()
@@ -318,7 +329,10 @@ impl Config {
             }
         }
         if self.kubernetes.correlation_window.is_zero() {
-            problem("kubernetes.correlation_window", "must be longer than 0s".into());
+            problem(
+                "kubernetes.correlation_window",
+                "must be longer than 0s".into(),
+            );
         }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
@@ -327,7 +341,10 @@ impl Config {
             );
         }
         if self.correlation.namespace_labels.is_empty() {
-            problem("correlation.namespace_labels", "must name at least one label".into());
+            problem(
+                "correlation.namespace_labels",
+                "must name at least one label".into(),
+            );
         }
         let url = &self.store.url;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -336,20 +353,23 @@ impl Config {
                 "PostgreSQL is not supported yet; use sqlite://FILE".into(),
             );
         } else if !url.starts_with("sqlite:") {
-            problem(
-                "store.url",
-                format!("{url:?} is not a sqlite:// URL"),
-            );
+            problem("store.url", format!("{url:?} is not a sqlite:// URL"));
         }
         if let Some(prom) = &self.prometheus {
             if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
-                problem("prometheus.url", format!("{:?} is not an http(s) URL", prom.url));
+                problem(
+                    "prometheus.url",
+                    format!("{:?} is not an http(s) URL", prom.url),
+                );
             }
             if prom.poll_interval < Duration::from_secs(1) {
                 problem("prometheus.poll_interval", "must be at least 1s".into());
             }
             if prom.rules.is_empty() {
-                problem("prometheus.rules", "must name at least one rule file".into());
+                problem(
+                    "prometheus.rules",
+                    "must name at least one rule file".into(),
+                );
             }
         }
     }
@@ -357,8 +377,20 @@ impl Config {
 
 /// The keys each section accepts; anything else is an error, never silently ignored.
 const SCHEMA: &[(&str, &[&str])] = &[
-    ("server", &["listen", "token_file", "token", "max_body_bytes", "public_url"]),
-    ("kubernetes", &["kubeconfig", "namespaces", "correlation_window"]),
+    (
+        "server",
+        &[
+            "listen",
+            "token_file",
+            "token",
+            "max_body_bytes",
+            "public_url",
+        ],
+    ),
+    (
+        "kubernetes",
+        &["kubeconfig", "namespaces", "correlation_window"],
+    ),
     ("store", &["url"]),
     ("policy", &["mode"]),
     (
@@ -375,16 +407,17 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("prometheus", &["url", "rules", "poll_interval"]),
 ];
 
-fn read_raw(
-    path: &Path,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Value, String> {
+fn read_raw(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Value, String> {
     let env: config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("ROLLBACKD__"))
         .collect();
     let built = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+        .add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        )
         .add_source(
             config::Environment::with_prefix("ROLLBACKD")
                 .prefix_separator("__")
@@ -411,7 +444,11 @@ fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
                 key: name.clone(),
                 message: format!(
                     "unknown section (known: {})",
-                    SCHEMA.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+                    SCHEMA
+                        .iter()
+                        .map(|(s, _)| *s)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
             continue;
@@ -488,7 +525,8 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -53,7 +53,10 @@ x = 1
         "policy.mode",
         "alerting",
     ] {
-        assert!(keys.contains(&expected), "{expected} missing from {keys:?}\n{err}");
+        assert!(
+            keys.contains(&expected),
+            "{expected} missing from {keys:?}\n{err}"
+        );
     }
 }
 
@@ -63,8 +66,14 @@ fn environment_overrides_the_file() {
     let path = write(&dir, "c.toml", "[policy]\nmode = \"enforce\"\n");
     let env = vec![
         ("ROLLBACKD__POLICY__MODE".to_string(), "dry-run".to_string()),
-        ("ROLLBACKD__KUBERNETES__NAMESPACES".to_string(), "shop,pay".to_string()),
-        ("ROLLBACKD__SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+        (
+            "ROLLBACKD__KUBERNETES__NAMESPACES".to_string(),
+            "shop,pay".to_string(),
+        ),
+        (
+            "ROLLBACKD__SERVER__LISTEN".to_string(),
+            "127.0.0.1:9999".to_string(),
+        ),
     ];
     let cfg = Config::load_with_env(&path, env).expect("valid");
     assert_eq!(cfg.policy.mode, Mode::DryRun);
@@ -82,7 +91,10 @@ fn the_token_file_is_read_and_never_printed() {
         &format!("[server]\ntoken_file = {:?}\n", token.display().to_string()),
     );
     let cfg = Config::load_with_env(&path, no_env()).expect("valid");
-    assert_eq!(cfg.webhook_token.as_ref().map(Secret::expose), Some("s3cr3t-value"));
+    assert_eq!(
+        cfg.webhook_token.as_ref().map(Secret::expose),
+        Some("s3cr3t-value")
+    );
     assert!(!format!("{cfg:?}").contains("s3cr3t-value"));
 
     let empty = write(&dir, "empty", "  \n");
@@ -100,7 +112,7 @@ fn a_missing_file_or_broken_toml_is_one_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = Config::load_with_env(&dir.path().join("nope.toml"), no_env()).expect_err("missing");
     assert_eq!(err.problems.len(), 1);
-    let err = Config::load_with_env(&write(&dir, "c.toml", "[server\n"), no_env())
-        .expect_err("broken");
+    let err =
+        Config::load_with_env(&write(&dir, "c.toml", "[server\n"), no_env()).expect_err("broken");
     assert_eq!(err.problems.len(), 1);
 }

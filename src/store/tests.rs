@@ -1,0 +1,228 @@
+//! Store tests against a real SQLite file.
+
+use super::*;
+use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
+use crate::core::engine::{Command, Decision, Outcome, RolloutRef, UndoDeployment, WorkloadRef};
+use crate::core::undo::RevisionRef;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+}
+
+fn mk_alert(status: AlertStatus) -> Alert {
+    let labels: LabelSet = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("deployment", "web"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Alert {
+        source: AlertSource::Alertmanager,
+        status,
+        fingerprint: Fingerprint::of(&labels),
+        labels,
+        annotations: LabelSet::new(),
+        starts_at: t(100),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(200)),
+        generator_url: "http://prom/graph".into(),
+        external_url: None,
+    }
+}
+
+fn rev(name: &str, revision: i64) -> RevisionRef {
+    RevisionRef {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        revision,
+        image: Some(format!("nginx:{revision}")),
+    }
+}
+
+fn mk_decision() -> Decision {
+    Decision {
+        outcome: Outcome::RolledBack,
+        reason: "because".into(),
+        workload: Some(WorkloadRef {
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+        }),
+        rollout: Some(RolloutRef {
+            revision: rev("web-c", 3),
+            since: t(50),
+        }),
+        command: Some(Command::UndoDeployment(UndoDeployment {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+            blamed: rev("web-c", 3),
+            planned_target: rev("web-b", 2),
+            dry_run: false,
+        })),
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .expect("open")
+}
+
+#[test]
+fn timestamps_have_a_fixed_width() {
+    assert_eq!(ts_text(t(0)), "2027-01-15T08:00:00.000000000Z");
+    assert_eq!(parse_ts(&ts_text(t(5))).expect("parse"), t(5));
+}
+
+#[tokio::test]
+async fn duplicates_are_counted_not_recorded_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let first = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record");
+    assert!(first[0].fresh);
+    let again = store.record_alerts(&[alert], t(102)).await.expect("record");
+    assert!(!again[0].fresh);
+    assert_eq!(again[0].alert_id, first[0].alert_id);
+    assert_eq!(store.alert_count().await.expect("count"), 1);
+    assert_eq!(store.undecided_alerts().await.expect("undecided").len(), 1);
+}
+
+#[tokio::test]
+async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    let recorded = store
+        .record_decision(id, &alert, &mk_decision(), t(102))
+        .await
+        .expect("decide")
+        .expect("first");
+    let action = recorded.action_id.expect("intent written");
+    assert!(
+        store
+            .record_decision(id, &alert, &mk_decision(), t(103))
+            .await
+            .expect("decide")
+            .is_none()
+    );
+    let past = store.past_actions().await.expect("past");
+    assert_eq!(past.len(), 1);
+    assert_eq!(
+        past[0].target_uid, None,
+        "an intent has no target until it succeeds"
+    );
+    let result = ActionResult {
+        status: ActionStatus::Succeeded,
+        outcome: Outcome::RolledBack,
+        message: "rolled back".into(),
+        target: Some(rev("web-b", 2)),
+        data: serde_json::json!({"patch": []}),
+    };
+    store
+        .record_result(action, &recorded, id, &result, t(104))
+        .await
+        .expect("result");
+    store
+        .record_alerts(&[mk_alert(AlertStatus::Resolved)], t(300))
+        .await
+        .expect("resolve");
+    drop(store);
+
+    let store = open(&dir).await;
+    let detail = store
+        .incident(recorded.incident_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    let kinds: Vec<&str> = detail.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "received",
+            "correlated",
+            "decision",
+            "action",
+            "result",
+            "resolved",
+            "resolved"
+        ]
+    );
+    assert_eq!(detail.summary.outcome, "rolled-back");
+    assert_eq!(detail.summary.status, "resolved");
+    assert_eq!(detail.alerts[0].status, "resolved");
+    assert_eq!(
+        store.past_actions().await.expect("past")[0]
+            .target_uid
+            .as_deref(),
+        Some("uid-web-b")
+    );
+}
+
+#[tokio::test]
+async fn the_timeline_refuses_updates_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    store
+        .record_decision(id, &alert, &mk_decision(), t(102))
+        .await
+        .expect("decide");
+    assert!(
+        sqlx::query("UPDATE timeline SET message = 'x'")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("DELETE FROM timeline")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_second_live_action_for_the_same_cause_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let mut other = mk_alert(AlertStatus::Firing);
+    other
+        .labels
+        .insert("alertname".into(), "HighLatencyP95".into());
+    other.fingerprint = Fingerprint::of(&other.labels);
+    let alerts = [mk_alert(AlertStatus::Firing), other];
+    let received = store.record_alerts(&alerts, t(101)).await.expect("record");
+    store
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(102))
+        .await
+        .expect("first");
+    let second = store
+        .record_decision(received[1].alert_id, &alerts[1], &mk_decision(), t(103))
+        .await;
+    assert!(
+        second.is_err(),
+        "the unique index must refuse a second undo of web-c"
+    );
+    assert_eq!(
+        store.undecided_alerts().await.expect("undecided").len(),
+        1,
+        "the refused decision left no trace"
+    );
+}
