@@ -3,7 +3,14 @@
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
 //! everything else is an adapter (webhook, watches, executor, store, notifier) or wiring.
 
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod http;
+pub mod k8s;
+pub mod metrics;
+pub mod notify;
+pub mod pipeline;
 pub mod sandbox;
 pub mod store;

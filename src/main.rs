@@ -1,1 +1,82 @@
-fn main() {}
+//! The `rollbackd` binary: parse the command line, set up logging, run one command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rollbackd::cli::{Cli, Command, LogFormat};
+use rollbackd::config::Config;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or_default(),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or_default();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            rollbackd::daemon::serve(config, shutdown_signal()).await?;
+        }
+        Command::Check { config } => match rollbackd::cli::check(&config) {
+            Ok(report) => print!("{report}"),
+            Err(problems) => {
+                eprint!("{problems}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Incidents { config, command } => {
+            print!("{}", rollbackd::cli::incidents(config.as_deref(), &command).await?);
+        }
+        Command::Sandbox {
+            listen,
+            kubeconfig,
+            rollout_delay,
+        } => {
+            let options = rollbackd::sandbox::SandboxOptions {
+                listen,
+                rollout_delay,
+                ..Default::default()
+            };
+            rollbackd::sandbox::serve_forever(options, &kubeconfig).await?;
+        }
+        Command::Demo => rollbackd::demo::run().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rollbackd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

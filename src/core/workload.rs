@@ -135,12 +135,20 @@ impl WorkloadIndex {
         }
     }
 
-    /// Replaces every Deployment, as after a (re)list; transitions seen before are kept.
-    pub fn reset_deployments(&mut self, all: Vec<DeploymentState>, now: Timestamp) {
-        self.deployments = all
-            .into_iter()
-            .map(|d| ((d.namespace.clone(), d.name.clone()), d))
-            .collect();
+    /// Replaces the Deployments of one namespace (or all, with `None`), as after a (re)list;
+    /// transitions seen before are kept.
+    pub fn reset_deployments(
+        &mut self,
+        scope: Option<&str>,
+        all: Vec<DeploymentState>,
+        now: Timestamp,
+    ) {
+        self.deployments
+            .retain(|(ns, _), _| scope.is_some_and(|s| s != ns));
+        self.deployments.extend(
+            all.into_iter()
+                .map(|d| ((d.namespace.clone(), d.name.clone()), d)),
+        );
         let live: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
         self.current.retain(|uid, _| live.contains(uid));
         self.transitions.retain(|uid, _| live.contains(uid));
@@ -163,11 +171,19 @@ impl WorkloadIndex {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    pub fn reset_replica_sets(&mut self, all: Vec<ReplicaSetState>, now: Timestamp) {
-        self.replica_sets = all
-            .into_iter()
-            .map(|rs| ((rs.namespace.clone(), rs.name.clone()), rs))
-            .collect();
+    /// Replaces the ReplicaSets of one namespace (or all, with `None`).
+    pub fn reset_replica_sets(
+        &mut self,
+        scope: Option<&str>,
+        all: Vec<ReplicaSetState>,
+        now: Timestamp,
+    ) {
+        self.replica_sets
+            .retain(|(ns, _), _| scope.is_some_and(|s| s != ns));
+        self.replica_sets.extend(
+            all.into_iter()
+                .map(|rs| ((rs.namespace.clone(), rs.name.clone()), rs)),
+        );
         let uids: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
         for uid in uids {
             self.note_current(&uid, now);
@@ -340,10 +356,22 @@ pub(crate) mod tests {
     #[test]
     fn first_sight_uses_creation_time_not_startup_time() {
         let mut index = WorkloadIndex::default();
-        index.reset_deployments(vec![mk_deployment("web", "nginx:1")], ts(900));
-        index.reset_replica_sets(vec![mk_rs("web", "a", "nginx:1", 1, ts(0))], ts(900));
+        index.reset_deployments(None, vec![mk_deployment("web", "nginx:1")], ts(900));
+        index.reset_replica_sets(None, vec![mk_rs("web", "a", "nginx:1", 1, ts(0))], ts(900));
         let d = index.deployment("default", "web").expect("indexed");
         assert_eq!(index.current_rollout(d).expect("current").since, ts(0));
+    }
+
+    #[test]
+    fn a_namespaced_reset_leaves_other_namespaces_alone() {
+        let mut index = WorkloadIndex::default();
+        let mut other = mk_deployment("api", "api:1");
+        other.namespace = "shop".into();
+        index.apply_deployment(other, ts(0));
+        index.apply_deployment(mk_deployment("web", "nginx:1"), ts(0));
+        index.reset_deployments(Some("default"), vec![], ts(10));
+        assert!(index.deployment("default", "web").is_none());
+        assert!(index.deployment("shop", "api").is_some());
     }
 
     #[test]

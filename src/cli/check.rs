@@ -1,0 +1,73 @@
+//! `rollbackd check`: validate everything, report every problem, print what would be watched.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::config::Config;
+
+/// Returns the report to print, or every problem found.
+pub fn check(path: &Path) -> Result<String, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    Ok(describe(path, &config))
+}
+
+fn describe(path: &Path, c: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", path.display());
+    let auth = match (&c.server.token_file, &c.webhook_token) {
+        (Some(file), _) => format!("bearer token from {}", file.display()),
+        (None, Some(_)) => "bearer token from server.token".to_string(),
+        _ => "none (any client may post alerts)".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "server:      listen {}; webhook auth: {auth}; max body {} bytes",
+        c.server.listen, c.server.max_body_bytes
+    );
+    let scope = if c.kubernetes.namespaces.is_empty() {
+        "all namespaces".to_string()
+    } else {
+        format!("namespaces {}", c.kubernetes.namespaces.join(", "))
+    };
+    let kubeconfig = c
+        .kubernetes
+        .kubeconfig
+        .as_ref()
+        .map_or("inferred (in-cluster, $KUBECONFIG, ~/.kube/config)".to_string(), |p| {
+            p.display().to_string()
+        });
+    let _ = writeln!(out, "kubernetes:  kubeconfig {kubeconfig}");
+    let _ = writeln!(out, "watching:    apps/v1 deployments and replicasets in {scope}");
+    let _ = writeln!(
+        out,
+        "correlation: window {}, grace {}; namespace from {:?}, workload from {:?} / {:?} / {:?} / {:?}",
+        humantime::format_duration(c.kubernetes.correlation_window),
+        humantime::format_duration(c.correlation.grace),
+        c.correlation.namespace_labels,
+        c.correlation.deployment_labels,
+        c.correlation.replicaset_labels,
+        c.correlation.pod_labels,
+        c.correlation.template_labels.keys().collect::<Vec<_>>(),
+    );
+    let mode = match c.policy.mode {
+        crate::core::engine::Mode::Enforce => "enforce (rolls back)",
+        crate::core::engine::Mode::DryRun => "dry-run (decides and records, changes nothing)",
+    };
+    let _ = writeln!(out, "policy:      {mode}");
+    let _ = writeln!(out, "store:       {}", c.store.url);
+    match &c.prometheus {
+        None => {
+            let _ = writeln!(out, "prometheus:  not configured (webhook only)");
+        }
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "prometheus:  {} every {}, rules {}",
+                p.url,
+                humantime::format_duration(p.poll_interval),
+                p.rules.join(", ")
+            );
+        }
+    }
+    out
+}

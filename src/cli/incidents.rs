@@ -1,0 +1,182 @@
+//! `rollbackd incidents list|show`: review from the store named in the config.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use super::{IncidentsCommand, ListFormat, ShowFormat};
+use crate::config::Config;
+use crate::store::{IncidentDetail, IncidentSummary, Store};
+
+pub async fn incidents(config: Option<&Path>, command: &IncidentsCommand) -> anyhow::Result<String> {
+    let Some(config) = config else {
+        bail!("--config FILE is required: it names the incident store to read");
+    };
+    let config = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(file) = config.store.url.strip_prefix("sqlite://")
+        && !Path::new(file.split('?').next().unwrap_or(file)).exists()
+    {
+        bail!("no incident store at {file} (store.url = {})", config.store.url);
+    }
+    let store = Store::open(&config.store.url)
+        .await
+        .with_context(|| format!("opening {}", config.store.url))?;
+    match command {
+        IncidentsCommand::List {
+            since,
+            namespace,
+            format,
+        } => {
+            let filter = crate::http::api_filter(since.as_deref(), namespace.clone())
+                .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+            let list = store.list_incidents(&filter).await?;
+            Ok(match format {
+                ListFormat::Json => serde_json::to_string_pretty(&list)?,
+                ListFormat::Table => table(&list),
+            })
+        }
+        IncidentsCommand::Show { id, format } => {
+            let Some(detail) = store.incident(*id).await? else {
+                bail!("no incident {id}");
+            };
+            Ok(match format {
+                ShowFormat::Json => serde_json::to_string_pretty(&detail)?,
+                ShowFormat::Text => text(&detail),
+                ShowFormat::Md => markdown(&detail),
+            })
+        }
+    }
+}
+
+fn table(list: &[IncidentSummary]) -> String {
+    if list.is_empty() {
+        return "no incidents\n".into();
+    }
+    let rows: Vec<[String; 7]> = list
+        .iter()
+        .map(|i| {
+            [
+                i.id.to_string(),
+                short_time(&i.updated_at),
+                i.workload(),
+                i.rollout_name.clone().unwrap_or_else(|| "-".into()),
+                i.outcome.clone(),
+                i.alert_count.to_string(),
+                i.status.clone(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "UPDATED", "WORKLOAD", "ROLLOUT", "OUTCOME", "ALERTS", "STATUS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(&mut out, &header);
+    for row in &rows {
+        line(&mut out, &row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// "2026-11-22T01:54:22.123456789Z" → "2026-11-22 01:54:22"
+fn short_time(t: &str) -> String {
+    t.get(..19).map_or_else(|| t.to_string(), |s| s.replace('T', " "))
+}
+
+fn text(d: &IncidentDetail) -> String {
+    let s = &d.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "Incident {}: {} ({})", s.id, s.workload(), s.status);
+    let _ = writeln!(out, "Outcome:  {}", s.outcome);
+    let _ = writeln!(out, "Reason:   {}", s.reason);
+    if let Some(r) = &s.rollout_name {
+        let _ = writeln!(
+            out,
+            "Rollout:  {r} revision {} ({}) current since {}",
+            s.rollout_revision.unwrap_or(0),
+            s.rollout_image.as_deref().unwrap_or("?"),
+            s.rollout_since.as_deref().map(short_time).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "Opened:   {}", short_time(&s.opened_at));
+    let _ = writeln!(out, "\nAlerts:");
+    for a in &d.alerts {
+        let _ = writeln!(
+            out,
+            "  {} [{}] started {} · {} deliveries · {} · {}",
+            a.alertname,
+            a.status,
+            short_time(&a.starts_at),
+            a.deliveries,
+            a.outcome.as_deref().unwrap_or("-"),
+            a.labels
+        );
+    }
+    let _ = writeln!(out, "\nTimeline:");
+    for e in &d.timeline {
+        let outcome = e.outcome.as_deref().map(|o| format!(" [{o}]")).unwrap_or_default();
+        let _ = writeln!(out, "  {}  {:<10}{outcome} {}", short_time(&e.at), e.kind, e.message);
+    }
+    out
+}
+
+/// A post-incident review draft: facts filled in, judgement left to the humans.
+fn markdown(d: &IncidentDetail) -> String {
+    let s = &d.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Incident {}: {} — {}\n", s.id, s.workload(), s.outcome);
+    let _ = writeln!(out, "_Draft generated by rollbackd; edit before sharing._\n");
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(out, "- **Outcome:** `{}`", s.outcome);
+    let _ = writeln!(out, "- **Why:** {}", s.reason);
+    if let Some(r) = &s.rollout_name {
+        let _ = writeln!(
+            out,
+            "- **Rollout blamed:** `{r}`, revision {} (`{}`), current since {}",
+            s.rollout_revision.unwrap_or(0),
+            s.rollout_image.as_deref().unwrap_or("?"),
+            s.rollout_since.as_deref().map(short_time).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "- **Status:** {}\n", s.status);
+    let _ = writeln!(out, "## Alerts\n");
+    for a in &d.alerts {
+        let _ = writeln!(
+            out,
+            "- `{}` ({}), started {}, {} deliveries, outcome `{}`",
+            a.alertname,
+            a.status,
+            short_time(&a.starts_at),
+            a.deliveries,
+            a.outcome.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "\n## Timeline (UTC)\n\n| time | step | outcome | what |\n|---|---|---|---|");
+    for e in &d.timeline {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            short_time(&e.at),
+            e.kind,
+            e.outcome.as_deref().unwrap_or(""),
+            e.message.replace('|', "\\|")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Follow-ups\n\n- [ ] Why did the rollout cause these alerts?\n- [ ] Would a canary or a pre-release check have caught it?\n- [ ] Was rollbackd's decision right? If not, what should the policy say?"
+    );
+    out
+}

@@ -1,0 +1,107 @@
+//! Wiring: builds the store, client, watches, pipeline and HTTP server from a [`Config`] and
+//! supervises them. Any critical task ending stops the daemon with an error, so a supervisor
+//! (systemd, the kubelet) restarts it rather than leaving half a daemon running.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::k8s::executor::Executor;
+use crate::k8s::watch::{SharedIndex, watches};
+use crate::metrics::Metrics;
+use crate::notify::{LogNotifier, Notifier};
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops the daemon and waits for it; returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("daemon task panicked")?
+    }
+}
+
+/// Starts every part and returns once the HTTP listener is bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let store = Store::open(&config.store.url)
+        .await
+        .with_context(|| format!("opening store {}", config.store.url))?;
+    let client = crate::k8s::client(config.kubernetes.kubeconfig.as_deref()).await?;
+    let index = SharedIndex::default();
+    let (readiness, watch_tasks) = watches(&client, &config.kubernetes.namespaces, &index);
+    let metrics = Metrics::new();
+    let notifiers: Vec<Box<dyn Notifier>> = vec![Box::new(LogNotifier)];
+    let pipeline = Pipeline::new(
+        store,
+        index,
+        readiness.clone(),
+        config.policy(),
+        Executor::new(client),
+        notifiers,
+        metrics.clone(),
+        config.server.public_url.clone(),
+    );
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        metrics,
+        readiness,
+        token: config.webhook_token.clone().map(Arc::new),
+        max_body_bytes: config.server.max_body_bytes,
+    };
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, mode = ?config.policy.mode, "rollbackd listening");
+    let app = router(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, app).into_future();
+        let worker = tokio::spawn(pipeline.run());
+        tokio::select! {
+            r = server => r.context("HTTP server stopped")?,
+            _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),
+            r = worker => bail!("the decision worker stopped: {r:?}"),
+            _ = stopped => info!("shutting down"),
+        }
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// Runs until `shutdown` completes or a critical part fails.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    tokio::pin!(shutdown);
+    let Running {
+        stop, mut task, ..
+    } = running;
+    tokio::select! {
+        r = &mut task => r.context("daemon task panicked")?,
+        _ = &mut shutdown => {
+            let _ = stop.send(());
+            task.await.context("daemon task panicked")?
+        }
+    }
+}

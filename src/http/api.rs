@@ -1,0 +1,91 @@
+//! JSON review API, health, readiness and metrics.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::store::{IncidentDetail, IncidentFilter, IncidentSummary};
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// A duration such as `2h`: only incidents updated since then.
+    pub since: Option<String>,
+    pub namespace: Option<String>,
+}
+
+pub fn filter_from(since: Option<&str>, namespace: Option<String>) -> Result<IncidentFilter, String> {
+    let since = since
+        .map(|s| {
+            let d = humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))?;
+            let d = jiff::SignedDuration::try_from(d).map_err(|e| e.to_string())?;
+            jiff::Timestamp::now().checked_sub(d).map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    Ok(IncidentFilter { since, namespace })
+}
+
+pub async fn list_incidents(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Vec<IncidentSummary>>, ApiError> {
+    let filter = filter_from(q.since.as_deref(), q.namespace).map_err(ApiError::BadRequest)?;
+    let list = state
+        .pipeline
+        .store
+        .list_incidents(&filter)
+        .await
+        .map_err(|_| ApiError::Unavailable("the incident store is unavailable".into()))?;
+    Ok(axum::Json(list))
+}
+
+pub async fn load_incident(state: &AppState, id: &str) -> Result<IncidentDetail, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("incident id {id:?} is not a number")))?;
+    state
+        .pipeline
+        .store
+        .incident(id)
+        .await
+        .map_err(|_| ApiError::Unavailable("the incident store is unavailable".into()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no incident {id}")))
+}
+
+pub async fn show_incident(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<IncidentDetail>, ApiError> {
+    Ok(axum::Json(load_incident(&state, &id).await?))
+}
+
+pub async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// Ready once every watch has listed and the store answers.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    let watches = state.readiness.is_ready();
+    let store = state.pipeline.store.ping().await;
+    let status = if watches && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"watches_synced": watches, "store_open": store})),
+    )
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

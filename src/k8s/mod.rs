@@ -1,0 +1,63 @@
+//! Kubernetes adapters: the client, watches that feed the workload index, and the executor.
+//!
+//! Deployments and ReplicaSets are read as `DynamicObject`s so that pod templates reach the
+//! index, and any patch built from them, exactly as the API server sent them: no field is lost
+//! to a typed model that predates it.
+
+mod objects;
+mod selector;
+pub mod executor;
+pub mod watch;
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+
+pub use objects::{deployment_state, replica_set_state};
+pub use selector::selector_string;
+
+/// `apps/v1` Deployments.
+pub fn deployments() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", "Deployment"), "deployments")
+}
+
+/// `apps/v1` ReplicaSets.
+pub fn replica_sets() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", "ReplicaSet"), "replicasets")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot infer a Kubernetes configuration (in-cluster, $KUBECONFIG, ~/.kube/config)")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot build a Kubernetes client")]
+    Build(#[source] kube::Error),
+}
+
+/// A client from an explicit kubeconfig, or inferred (in-cluster, then `$KUBECONFIG`, then
+/// `~/.kube/config`) when none is given.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
+    };
+    kube::Client::try_from(config).map_err(ClientError::Build)
+}
