@@ -94,9 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(config).await?;
     tokio::pin!(shutdown);
-    let Running {
-        stop, mut task, ..
-    } = running;
+    let Running { stop, mut task, .. } = running;
     tokio::select! {
         r = &mut task => r.context("daemon task panicked")?,
         _ = &mut shutdown => {

@@ -63,12 +63,32 @@ impl Metrics {
         let actions = Family::<ResultLabel, Counter>::default();
         let webhook_rejected = Family::<ReasonLabel, Counter>::default();
         let pending_alerts = Gauge::default();
-        registry.register("alerts_received", "Alerts received, by source (duplicates included)", alerts_received.clone());
-        registry.register("alerts_duplicate", "Alerts received again with a known fingerprint and startsAt", alerts_duplicate.clone());
-        registry.register("decisions", "Decisions made, by outcome code", decisions.clone());
+        registry.register(
+            "alerts_received",
+            "Alerts received, by source (duplicates included)",
+            alerts_received.clone(),
+        );
+        registry.register(
+            "alerts_duplicate",
+            "Alerts received again with a known fingerprint and startsAt",
+            alerts_duplicate.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions made, by outcome code",
+            decisions.clone(),
+        );
         registry.register("actions", "Actions carried out, by result", actions.clone());
-        registry.register("webhook_rejected", "Webhook deliveries rejected, by reason", webhook_rejected.clone());
-        registry.register("pending_alerts", "Alerts recorded but not yet decided", pending_alerts.clone());
+        registry.register(
+            "webhook_rejected",
+            "Webhook deliveries rejected, by reason",
+            webhook_rejected.clone(),
+        );
+        registry.register(
+            "pending_alerts",
+            "Alerts recorded but not yet decided",
+            pending_alerts.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             alerts_received,
@@ -120,7 +140,8 @@ impl Metrics {
     }
 
     pub fn set_pending(&self, n: usize) {
-        self.pending_alerts.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.pending_alerts
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition.
@@ -143,8 +164,17 @@ mod tests {
         m.decision(Outcome::RolledBack);
         m.action(ActionStatus::Failed);
         let text = m.render();
-        assert!(text.contains("rollbackd_alerts_received_total{source=\"alertmanager\"} 1"), "{text}");
-        assert!(text.contains("rollbackd_decisions_total{outcome=\"rolled-back\"} 1"), "{text}");
-        assert!(text.contains("rollbackd_actions_total{result=\"failed\"} 1"), "{text}");
+        assert!(
+            text.contains("rollbackd_alerts_received_total{source=\"alertmanager\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollbackd_decisions_total{outcome=\"rolled-back\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollbackd_actions_total{result=\"failed\"} 1"),
+            "{text}"
+        );
     }
 }

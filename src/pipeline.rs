@@ -93,7 +93,11 @@ impl Pipeline {
                 info!("waiting for the Kubernetes watches to list before deciding anything");
                 announced = true;
             }
-            let wait = if self.readiness.is_ready() { SWEEP } else { Duration::from_millis(100) };
+            let wait = if self.readiness.is_ready() {
+                SWEEP
+            } else {
+                Duration::from_millis(100)
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -147,13 +151,24 @@ impl Pipeline {
         if is_notable(result.outcome) {
             self.notify(recorded.incident_id, alert, &decision, Some(&result));
         } else {
-            warn!(incident = recorded.incident_id, outcome = result.outcome.code(), "{}", result.message);
+            warn!(
+                incident = recorded.incident_id,
+                outcome = result.outcome.code(),
+                "{}",
+                result.message
+            );
         }
         Ok(())
     }
 
     /// Notifies in the background: a slow or failing channel never delays a rollback.
-    fn notify(&self, incident_id: i64, alert: &Alert, decision: &Decision, result: Option<&ActionResult>) {
+    fn notify(
+        &self,
+        incident_id: i64,
+        alert: &Alert,
+        decision: &Decision,
+        result: Option<&ActionResult>,
+    ) {
         let (outcome, reason) = match result {
             Some(r) => (r.outcome, r.message.clone()),
             None => (decision.outcome, decision.reason.clone()),

@@ -29,15 +29,15 @@ fn describe(path: &Path, c: &Config) -> String {
     } else {
         format!("namespaces {}", c.kubernetes.namespaces.join(", "))
     };
-    let kubeconfig = c
-        .kubernetes
-        .kubeconfig
-        .as_ref()
-        .map_or("inferred (in-cluster, $KUBECONFIG, ~/.kube/config)".to_string(), |p| {
-            p.display().to_string()
-        });
+    let kubeconfig = c.kubernetes.kubeconfig.as_ref().map_or(
+        "inferred (in-cluster, $KUBECONFIG, ~/.kube/config)".to_string(),
+        |p| p.display().to_string(),
+    );
     let _ = writeln!(out, "kubernetes:  kubeconfig {kubeconfig}");
-    let _ = writeln!(out, "watching:    apps/v1 deployments and replicasets in {scope}");
+    let _ = writeln!(
+        out,
+        "watching:    apps/v1 deployments and replicasets in {scope}"
+    );
     let _ = writeln!(
         out,
         "correlation: window {}, grace {}; namespace from {:?}, workload from {:?} / {:?} / {:?} / {:?}",

@@ -11,7 +11,11 @@ pub use check::check;
 pub use incidents::incidents;
 
 #[derive(Debug, Parser)]
-#[command(name = "rollbackd", version, about = "Alert-driven auto-rollback for Kubernetes")]
+#[command(
+    name = "rollbackd",
+    version,
+    about = "Alert-driven auto-rollback for Kubernetes"
+)]
 pub struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -16,12 +16,17 @@ pub struct ListQuery {
     pub namespace: Option<String>,
 }
 
-pub fn filter_from(since: Option<&str>, namespace: Option<String>) -> Result<IncidentFilter, String> {
+pub fn filter_from(
+    since: Option<&str>,
+    namespace: Option<String>,
+) -> Result<IncidentFilter, String> {
     let since = since
         .map(|s| {
             let d = humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))?;
             let d = jiff::SignedDuration::try_from(d).map_err(|e| e.to_string())?;
-            jiff::Timestamp::now().checked_sub(d).map_err(|e| e.to_string())
+            jiff::Timestamp::now()
+                .checked_sub(d)
+                .map_err(|e| e.to_string())
         })
         .transpose()?;
     Ok(IncidentFilter { since, namespace })

@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
     let webhook = Router::new()
         .route("/api/v1/alerts", post(webhook::receive))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .route_layer(middleware::from_fn_with_state(state.clone(), webhook::authorize));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            webhook::authorize,
+        ));
     Router::new()
         .merge(webhook)
         .route("/api/v1/incidents", get(api::list_incidents))
@@ -90,3 +93,6 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,9 @@ impl Executor {
         if deployment.uid != undo.uid {
             return Attempt::Done(skipped(
                 Outcome::Superseded,
-                format!("{what} was deleted and recreated since the alert was correlated; not acting on a new object"),
+                format!(
+                    "{what} was deleted and recreated since the alert was correlated; not acting on a new object"
+                ),
             ));
         }
         let selector = obj
@@ -106,7 +108,9 @@ impl Executor {
         }
         let listed = match timed(rs_api.list(&ListParams::default().labels(&selector))).await {
             Ok(list) => list,
-            Err(e) => return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}"))),
+            Err(e) => {
+                return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}")));
+            }
         };
         let owned: Vec<ReplicaSetState> = listed
             .items
@@ -129,7 +133,9 @@ impl Executor {
             None => {
                 return Attempt::Done(skipped(
                     Outcome::Superseded,
-                    format!("{what} is mid-rollout to a template no ReplicaSet has yet; not acting"),
+                    format!(
+                        "{what} is mid-rollout to a template no ReplicaSet has yet; not acting"
+                    ),
                 ));
             }
         }
@@ -140,7 +146,10 @@ impl Executor {
                     target: Some(target.clone()),
                     ..skipped(
                         Outcome::AlreadyAtTarget,
-                        format!("skipped rollback: {what} already matches {}", describe(&target)),
+                        format!(
+                            "skipped rollback: {what} already matches {}",
+                            describe(&target)
+                        ),
                     )
                 });
             }
@@ -159,7 +168,9 @@ impl Executor {
         };
         let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
             Ok(p) => p,
-            Err(e) => return Attempt::Done(failed(format!("internal error building the patch: {e}"))),
+            Err(e) => {
+                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
+            }
         };
         let mut params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),

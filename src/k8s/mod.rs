@@ -4,9 +4,9 @@
 //! index, and any patch built from them, exactly as the API server sent them: no field is lost
 //! to a typed model that predates it.
 
+pub mod executor;
 mod objects;
 mod selector;
-pub mod executor;
 pub mod watch;
 
 use std::path::Path;
@@ -19,12 +19,18 @@ pub use selector::selector_string;
 
 /// `apps/v1` Deployments.
 pub fn deployments() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", "Deployment"), "deployments")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+        "deployments",
+    )
 }
 
 /// `apps/v1` ReplicaSets.
 pub fn replica_sets() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", "ReplicaSet"), "replicasets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
+        "replicasets",
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -49,7 +49,11 @@ pub fn replica_set_state(obj: &DynamicObject) -> Option<ReplicaSetState> {
         uid: obj.metadata.uid.clone()?,
         owner_uid,
         revision,
-        template: obj.data.pointer("/spec/template").cloned().unwrap_or(Value::Null),
+        template: obj
+            .data
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null),
         annotations,
         created_at: obj.metadata.creation_timestamp.as_ref()?.0,
     })

@@ -50,7 +50,13 @@ mod tests {
                 {"key": "canary", "operator": "DoesNotExist"}
             ]
         });
-        assert_eq!(selector_string(&s).as_deref(), Some("app=web,tier in (a,b),!canary"));
-        assert_eq!(selector_string(&json!({"matchExpressions": [{"key": "x", "operator": "Gt"}]})), None);
+        assert_eq!(
+            selector_string(&s).as_deref(),
+            Some("app=web,tier in (a,b),!canary")
+        );
+        assert_eq!(
+            selector_string(&json!({"matchExpressions": [{"key": "x", "operator": "Gt"}]})),
+            None
+        );
     }
 }

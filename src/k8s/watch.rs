@@ -12,8 +12,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tracing::{info, warn};
 
 use super::{deployment_state, deployments, replica_set_state, replica_sets};
@@ -155,11 +155,17 @@ fn apply_event(
         (_, Event::Init) => buffer.clear(),
         (_, Event::InitApply(obj)) => buffer.push(obj),
         (Kind::Deployments, Event::InitDone) => {
-            let all = buffer.drain(..).filter_map(|o| deployment_state(&o)).collect();
+            let all = buffer
+                .drain(..)
+                .filter_map(|o| deployment_state(&o))
+                .collect();
             index.reset_deployments(scope, all, now);
         }
         (Kind::ReplicaSets, Event::InitDone) => {
-            let all = buffer.drain(..).filter_map(|o| replica_set_state(&o)).collect();
+            let all = buffer
+                .drain(..)
+                .filter_map(|o| replica_set_state(&o))
+                .collect();
             index.reset_replica_sets(scope, all, now);
         }
         (Kind::Deployments, Event::Apply(obj)) => {

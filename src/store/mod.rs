@@ -73,6 +73,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Whether the store answers; used by `/readyz`.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
