@@ -48,7 +48,7 @@ pub async fn incidents(
             };
             Ok(match format {
                 ShowFormat::Json => serde_json::to_string_pretty(&detail)?,
-                ShowFormat::Text => text(&detail),
+                ShowFormat::Text => render_text(&detail),
                 ShowFormat::Md => markdown(&detail),
             })
         }
@@ -104,7 +104,8 @@ fn short_time(t: &str) -> String {
         .map_or_else(|| t.to_string(), |s| s.replace('T', " "))
 }
 
-fn text(d: &IncidentDetail) -> String {
+/// An incident and its timeline as plain text (also printed by the demo).
+pub fn render_text(d: &IncidentDetail) -> String {
     let s = &d.summary;
     let mut out = String::new();
     let _ = writeln!(out, "Incident {}: {} ({})", s.id, s.workload(), s.status);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use check::check;
-pub use incidents::incidents;
+pub use incidents::{incidents, render_text};
 
 #[derive(Debug, Parser)]
 #[command(

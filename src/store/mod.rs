@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry,
 };
-pub use write::{ActionResult, ActionStatus, Received, Recorded};
+pub use write::{ACTING, ActionResult, ActionStatus, Received, Recorded};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -59,8 +59,11 @@ pub struct ActionResult {
     pub data: Value,
 }
 
+/// The outcome an incident and its alert show while an action is under way.
+pub const ACTING: &str = "acting";
+
 /// Outcomes that a later, lesser decision must not hide on the incident.
-const SIGNIFICANT: &str = "('rolled-back', 'would-roll-back', 'failed')";
+const SIGNIFICANT: &str = "('rolled-back', 'would-roll-back', 'failed', 'acting')";
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
@@ -238,6 +241,12 @@ impl Store {
     ) -> Result<Option<Recorded>> {
         let mut tx = self.pool.begin().await?;
         let now_text = ts_text(now);
+        // Until the executor reports, an incident with an action under way says so.
+        let shown = if decision.command.is_some() {
+            ACTING
+        } else {
+            decision.outcome.code()
+        };
         let (key, workload, rollout) = match (&decision.workload, &decision.rollout) {
             (Some(w), Some(r)) => (
                 format!(
@@ -279,7 +288,7 @@ impl Store {
         .bind(rollout.and_then(|r| r.revision.image.as_ref()))
         .bind(rollout.map(|r| ts_text(r.since)))
         .bind(&now_text)
-        .bind(decision.outcome.code())
+        .bind(shown)
         .bind(&decision.reason)
         .fetch_one(&mut *tx)
         .await?
@@ -290,7 +299,7 @@ impl Store {
              WHERE id = $5 AND decided_at IS NULL",
         )
         .bind(incident_id)
-        .bind(decision.outcome.code())
+        .bind(shown)
         .bind(&decision.reason)
         .bind(&now_text)
         .bind(alert_id)

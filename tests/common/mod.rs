@@ -1,0 +1,152 @@
+//! Shared setup for the end-to-end tests: a sandbox API server, a kube client, a daemon config,
+//! and bounded waits. Everything listens on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject};
+use rollbackd::config::Config;
+use rollbackd::daemon::{self, Running};
+use rollbackd::sandbox::{RecordedRequest, Sandbox, SandboxOptions};
+use rollbackd::scenario;
+use rollbackd::store::{IncidentFilter, IncidentSummary};
+use serde_json::Value;
+
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    pub api: Api<DynamicObject>,
+}
+
+pub async fn sandbox_env() -> Env {
+    let sandbox = Sandbox::start(SandboxOptions {
+        rollout_delay: Duration::from_millis(50),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
+    let client = rollbackd::k8s::client(Some(&kubeconfig)).await.expect("client");
+    let api = scenario::deployments_api(client.clone(), "default");
+    Env {
+        sandbox,
+        dir,
+        kubeconfig,
+        client,
+        api,
+    }
+}
+
+impl Env {
+    /// Deployment `name` rolled out three times: nginx:1.0, 2.0, 3.0.
+    pub async fn three_rollouts(&self, name: &str) {
+        scenario::deploy_revisions(&self.api, "default", name, &["nginx:1.0", "nginx:2.0", "nginx:3.0"])
+            .await
+            .expect("three rollouts");
+    }
+
+    /// A config file for a daemon against this sandbox; `extra` is appended TOML.
+    pub fn config_file(&self, listen: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("rollbackd.toml");
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n{extra}",
+            self.kubeconfig.display().to_string(),
+            format!("sqlite://{}", self.dir.path().join("rollbackd.db").display()),
+        );
+        std::fs::write(&path, text).expect("config written");
+        path
+    }
+
+    /// Starts the daemon in-process and waits for its watches to sync.
+    pub async fn daemon(&self, extra: &str) -> Running {
+        let path = self.config_file("127.0.0.1:0", extra);
+        let config = Config::load_with_env(&path, Vec::new()).expect("valid config");
+        let running = daemon::start(config).await.expect("daemon starts");
+        let state = running.state.clone();
+        wait_until("watches synced", Duration::from_secs(10), || {
+            let ready = state.readiness.is_ready();
+            async move { ready }
+        })
+        .await;
+        running
+    }
+
+    /// JSON patches the sandbox received for deployments/NAME, in order.
+    pub fn json_patches(&self, name: &str) -> Vec<RecordedRequest> {
+        json_patches(&self.sandbox, name)
+    }
+}
+
+pub fn json_patches(sandbox: &Sandbox, name: &str) -> Vec<RecordedRequest> {
+    let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
+    sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && r.path_only() == path
+                && r.content_type.as_deref() == Some("application/json-patch+json")
+        })
+        .collect()
+}
+
+pub async fn post_alert(addr: &str, payload: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/alerts"))
+        .json(payload)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("webhook answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` every 50 ms until it is true; panics after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until an incident with a final outcome (not "acting") exists, and returns it.
+pub async fn settled_incident(running: &Running) -> IncidentSummary {
+    let store = running.state.pipeline.store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = store.list_incidents(&IncidentFilter::default()).await.expect("list");
+        if let Some(i) = list.into_iter().find(|i| i.outcome != rollbackd::store::ACTING) {
+            return i;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no settled incident within 10s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn image_of(d: &DynamicObject) -> String {
+    scenario::image(d).unwrap_or_default()
+}
+
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollbackd"))
+}

@@ -1,0 +1,146 @@
+//! The `rollbackd` binary against the sandbox: one alert, one undo equal to kubectl's; the same
+//! alert five more times, still one; a killed and restarted daemon keeps its incidents and does
+//! not roll back again.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use jiff::Timestamp;
+use rollbackd::scenario;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path) -> Daemon {
+    let child = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("ROLLBACKD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rollbackd starts");
+    Daemon(child)
+}
+
+async fn wait_ready(addr: &str) {
+    let url = format!("http://{addr}/readyz");
+    wait_until("rollbackd /readyz", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success())
+        }
+    })
+    .await;
+}
+
+fn incidents(config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg("incidents")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("rollbackd incidents runs");
+    assert!(out.status.success(), "incidents {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_alert_one_undo_duplicates_and_restart() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = env.config_file(&addr, "");
+    let daemon = spawn(&config);
+    wait_ready(&addr).await;
+    env.sandbox.clear_requests();
+
+    let payload = scenario::alertmanager_payload(
+        &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "web")],
+        Timestamp::now(),
+    );
+    let (status, body) = post_alert(&addr, &payload).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Within 2 s: exactly one JSON patch on deployments/web, and the template is revision 2's.
+    wait_until("one JSON patch on deployments/web", Duration::from_secs(2), || {
+        let n = env.json_patches("web").len();
+        async move { n == 1 }
+    })
+    .await;
+    let patch: serde_json::Value =
+        serde_json::from_str(&env.json_patches("web")[0].body).expect("patch is JSON");
+    assert_eq!(patch[0]["op"], "test", "the undo carries a resourceVersion precondition");
+    assert_eq!(patch[1]["path"], "/spec/template");
+    assert_eq!(patch[2]["path"], "/metadata/annotations");
+    let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("rolled back to revision 2's template, now revision 4");
+    assert_eq!(image_of(&web), "nginx:2.0");
+
+    // The same payload five more times: still exactly one patch.
+    for _ in 0..5 {
+        let (status, body) = post_alert(&addr, &payload).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["duplicates"], 1);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.json_patches("web").len(), 1, "duplicates must not cause a second undo");
+
+    let list = incidents(&config, &["list", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json list");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["outcome"], "rolled-back");
+    let id = list[0]["id"].as_i64().expect("id").to_string();
+    let shown = incidents(&config, &["show", &id]);
+    for expected in ["received", "correlated", "decision", "action", "result", "rolled back deployment default/web"] {
+        assert!(shown.contains(expected), "timeline lacks {expected:?}:\n{shown}");
+    }
+    let md = incidents(&config, &["show", &id, "--format", "md"]);
+    assert!(md.starts_with(&format!("# Incident {id}")), "{md}");
+
+    // Kill it and restart on the same SQLite file.
+    drop(daemon);
+    let _daemon = spawn(&config);
+    wait_ready(&addr).await;
+    let again = incidents(&config, &["list", "--format", "json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&again).expect("json"), list);
+    let (status, body) = post_alert(&addr, &payload).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duplicates"], 1, "the restarted daemon remembers the alert");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.json_patches("web").len(), 1, "no second undo after a restart");
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"nowhere\"\nshiny = true\n[policy]\nmode = \"maybe\"\n").expect("write");
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["server.listen", "server.shiny", "policy.mode"] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "very-secret-token").expect("write");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, format!("[server]\ntoken_file = {:?}\n", token.display().to_string())).expect("write");
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&good).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("deployments and replicasets in all namespaces"), "{report}");
+    assert!(!report.contains("very-secret-token"), "check must not print secrets");
+}

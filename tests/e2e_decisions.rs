@@ -1,0 +1,154 @@
+//! Decisions end to end, with the daemon in-process against the sandbox: each "do nothing"
+//! leaves no patch and records its reason; dry-run changes nothing; API faults are reported and
+//! change nothing; a conflict is read again; the undo equals `kubectl rollout undo`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use jiff::{SignedDuration, Timestamp};
+use rollbackd::sandbox::{Fault, FaultAction};
+use rollbackd::scenario;
+
+const WEB: &[(&str, &str)] = &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "web")];
+
+async fn no_patch_and_reason(env: &Env, running: &rollbackd::daemon::Running, code: &str, words: &str) {
+    let incident = settled_incident(running).await;
+    assert_eq!(incident.outcome, code, "{}", incident.reason);
+    assert!(incident.reason.contains(words), "reason {:?} lacks {words:?}", incident.reason);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.json_patches("web").is_empty(), "{code} must not patch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_workload_pre_existing_and_ambiguous_leave_no_patch() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let running = env.daemon("").await;
+    let addr = running.addr.to_string();
+
+    let nope = [("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "nope")];
+    post_alert(&addr, &scenario::alertmanager_payload(&nope, Timestamp::now())).await;
+    no_patch_and_reason(&env, &running, "no-workload", "default/nope").await;
+    running.stop().await.expect("clean stop");
+
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let running = env.daemon("").await;
+    let an_hour_ago = Timestamp::now() - SignedDuration::from_hours(1);
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, an_hour_ago)).await;
+    no_patch_and_reason(&env, &running, "pre-existing", "before").await;
+    running.stop().await.expect("clean stop");
+
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let mut twin = scenario::deployment_manifest("default", "web-canary", "nginx:3.0", 1);
+    twin["spec"]["template"]["metadata"]["labels"]["app"] = "web".into();
+    twin["spec"]["selector"]["matchLabels"]["app"] = "web".into();
+    scenario::create(&env.api, twin).await.expect("twin");
+    let running = env.daemon("").await;
+    let by_app = [("alertname", "HighErrorRate"), ("namespace", "default"), ("app", "web")];
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(&by_app, Timestamp::now())).await;
+    no_patch_and_reason(&env, &running, "ambiguous", "web, web-canary").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_rollout_is_not_blamed() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let running = env.daemon("[kubernetes]\ncorrelation_window = \"2s\"\n[correlation]\ngrace = \"1s\"\n").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    no_patch_and_reason(&env, &running, "no-recent-rollout", "outside the correlation window").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_sends_a_dry_run_patch_and_changes_nothing() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let before = env.api.get("web").await.expect("web");
+    let running = env.daemon("[policy]\nmode = \"dry-run\"\n").await;
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "would-roll-back", "{}", incident.reason);
+    let patches = env.json_patches("web");
+    assert_eq!(patches.len(), 1);
+    assert!(patches[0].path.contains("dryRun=All"), "{}", patches[0].path);
+    let after = env.api.get("web").await.expect("web");
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "dry-run changed the deployment");
+    assert_eq!(image_of(&after), "nginx:3.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_is_read_again_and_still_rolls_back_once() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let running = env.daemon("").await;
+    env.sandbox.inject_fault(Fault {
+        verb: Some("patch".into()),
+        resource: Some("deployments".into()),
+        count: 1,
+        action: FaultAction::Status(409),
+    });
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+    let patches = env.json_patches("web");
+    assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), vec![409, 200]);
+    let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10)).await.expect("rolled back");
+    assert_eq!(image_of(&web), "nginx:2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_and_server_errors_fail_clearly_and_change_nothing() {
+    for code in [403u16, 500] {
+        let env = sandbox_env().await;
+        env.three_rollouts("web").await;
+        let before = env.api.get("web").await.expect("web");
+        let running = env.daemon("").await;
+        env.sandbox.inject_fault(Fault {
+            verb: Some("patch".into()),
+            resource: Some("deployments".into()),
+            count: 1,
+            action: FaultAction::Status(code),
+        });
+        post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+        let incident = settled_incident(&running).await;
+        assert_eq!(incident.outcome, "failed", "{code}: {}", incident.reason);
+        assert!(incident.reason.contains(&code.to_string()), "{code}: {}", incident.reason);
+        assert!(incident.reason.contains("nothing was changed"), "{}", incident.reason);
+        let after = env.api.get("web").await.expect("web");
+        assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+        assert_eq!(env.json_patches("web").len(), 1, "{code} is not retried blindly");
+        running.stop().await.expect("clean stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undo_equals_kubectl_rollout_undo() {
+    let daemon_side = sandbox_env().await;
+    let kubectl_side = sandbox_env().await;
+    daemon_side.three_rollouts("web").await;
+    kubectl_side.three_rollouts("web").await;
+
+    let running = daemon_side.daemon("").await;
+    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubectl_side.kubeconfig)
+        .args(["rollout", "undo", "deployment/web"])
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "kubectl rollout undo: {}", String::from_utf8_lossy(&out.stderr));
+
+    let ours = scenario::wait_rolled_out(&daemon_side.api, "web", "4", Duration::from_secs(10)).await.expect("ours");
+    let theirs = scenario::wait_rolled_out(&kubectl_side.api, "web", "4", Duration::from_secs(10)).await.expect("theirs");
+    assert_eq!(ours.data["spec"]["template"], theirs.data["spec"]["template"]);
+    assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
+    assert_eq!(image_of(&ours), "nginx:2.0");
+}
