@@ -23,7 +23,10 @@ const WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    step(1, "starting the sandbox: a simulated Kubernetes API server on 127.0.0.1");
+    step(
+        1,
+        "starting the sandbox: a simulated Kubernetes API server on 127.0.0.1",
+    );
     let sandbox = Sandbox::start(SandboxOptions {
         rollout_delay: Duration::from_millis(300),
         ..SandboxOptions::default()
@@ -31,22 +34,42 @@ pub async fn run() -> anyhow::Result<()> {
     .await?;
     let kubeconfig = dir.path().join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig)?;
-    println!("   API server {} (kubeconfig {})", sandbox.url(), kubeconfig.display());
+    println!(
+        "   API server {} (kubeconfig {})",
+        sandbox.url(),
+        kubeconfig.display()
+    );
 
     let client = crate::k8s::client(Some(&kubeconfig)).await?;
     let api = scenario::deployments_api(client, "default");
-    scenario::create(&api, scenario::deployment_manifest("default", "checkout", GOOD, 3)).await?;
+    scenario::create(
+        &api,
+        scenario::deployment_manifest("default", "checkout", GOOD, 3),
+    )
+    .await?;
     scenario::wait_rolled_out(&api, "checkout", "1", WAIT).await?;
-    step(2, &format!("deployment default/checkout runs revision 1 ({GOOD})"));
+    step(
+        2,
+        &format!("deployment default/checkout runs revision 1 ({GOOD})"),
+    );
 
     let config = demo_config(dir.path(), &kubeconfig).map_err(|e| anyhow::anyhow!("{e}"))?;
     let daemon = daemon::start(config).await?;
     wait_ready(&daemon).await?;
-    step(3, &format!("rollbackd is serving on http://{} and has synced its watches", daemon.addr));
+    step(
+        3,
+        &format!(
+            "rollbackd is serving on http://{} and has synced its watches",
+            daemon.addr
+        ),
+    );
 
     scenario::set_image(&api, "checkout", BAD).await?;
     scenario::wait_rolled_out(&api, "checkout", "2", WAIT).await?;
-    step(4, &format!("a bad rollout: revision 2 ({BAD}) is live; its error rate climbs"));
+    step(
+        4,
+        &format!("a bad rollout: revision 2 ({BAD}) is live; its error rate climbs"),
+    );
 
     let payload = scenario::alertmanager_payload(
         &[
@@ -63,13 +86,28 @@ pub async fn run() -> anyhow::Result<()> {
         .send()
         .await
         .context("posting the alert")?;
-    ensure!(answer.status().is_success(), "the webhook answered {}", answer.status());
-    step(5, "Alertmanager-format alert HighErrorRate{namespace=\"default\", deployment=\"checkout\"} posted: 200 OK");
+    ensure!(
+        answer.status().is_success(),
+        "the webhook answered {}",
+        answer.status()
+    );
+    step(
+        5,
+        "Alertmanager-format alert HighErrorRate{namespace=\"default\", deployment=\"checkout\"} posted: 200 OK",
+    );
 
     let incident = wait_for_outcome(&daemon).await?;
     let image = scenario::image(&api.get("checkout").await?);
-    ensure!(image.as_deref() == Some(GOOD), "after the rollback the image is {image:?}, not {GOOD}");
-    step(6, &format!("rolled back: deployment default/checkout runs {GOOD} again. Incident {incident}:"));
+    ensure!(
+        image.as_deref() == Some(GOOD),
+        "after the rollback the image is {image:?}, not {GOOD}"
+    );
+    step(
+        6,
+        &format!(
+            "rolled back: deployment default/checkout runs {GOOD} again. Incident {incident}:"
+        ),
+    );
     let detail = daemon
         .state
         .pipeline
@@ -81,7 +119,9 @@ pub async fn run() -> anyhow::Result<()> {
     let patches = sandbox
         .requests()
         .into_iter()
-        .filter(|r| r.method == "PATCH" && r.content_type.as_deref() == Some("application/json-patch+json"))
+        .filter(|r| {
+            r.method == "PATCH" && r.content_type.as_deref() == Some("application/json-patch+json")
+        })
         .count();
     println!(
         "The demo showed: a bad rollout, an alert posted over HTTP, exactly {patches} JSON patch (the undo, as `kubectl rollout undo` sends it), and the incident recorded with its reasons."

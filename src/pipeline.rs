@@ -108,10 +108,16 @@ impl Pipeline {
     async fn drain(&self) -> Result<(), StoreError> {
         let pending = self.store.undecided_alerts().await?;
         self.metrics.set_pending(pending.len());
-        for (alert_id, alert) in pending {
-            self.handle(alert_id, &alert).await?;
+        let mut failed = 0;
+        for (alert_id, alert) in &pending {
+            // One alert that cannot be recorded must not hold up the others; it stays
+            // undecided and is tried again at the next sweep.
+            if let Err(e) = self.handle(*alert_id, alert).await {
+                error!(alert = %alert.name(), alert_id, error = %error_chain(&e), "could not record a decision; will retry");
+                failed += 1;
+            }
         }
-        self.metrics.set_pending(0);
+        self.metrics.set_pending(failed);
         Ok(())
     }
 

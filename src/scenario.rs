@@ -42,7 +42,8 @@ pub async fn create(api: &Api<DynamicObject>, manifest: Value) -> anyhow::Result
 
 /// What `kubectl set image deployment/NAME app=IMAGE` sends: a strategic merge patch.
 pub async fn set_image(api: &Api<DynamicObject>, name: &str, image: &str) -> anyhow::Result<()> {
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
     api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
         .with_context(|| format!("setting image of {name} to {image}"))?;
@@ -77,8 +78,16 @@ pub async fn wait_rolled_out(
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let d = api.get(name).await?;
-        let want = d.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        let status = |field: &str| d.data.pointer(&format!("/status/{field}")).and_then(Value::as_i64);
+        let want = d
+            .data
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let status = |field: &str| {
+            d.data
+                .pointer(&format!("/status/{field}"))
+                .and_then(Value::as_i64)
+        };
         let generation = d.metadata.generation.unwrap_or(0);
         if revision(&d).as_deref() == Some(revision_wanted)
             && status("observedGeneration") == Some(generation)
@@ -119,7 +128,10 @@ pub fn alertmanager_payload(labels: &[(&str, &str)], starts_at: Timestamp) -> Va
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    let name = labels.get("alertname").cloned().unwrap_or(json!("HighErrorRate"));
+    let name = labels
+        .get("alertname")
+        .cloned()
+        .unwrap_or(json!("HighErrorRate"));
     json!({
         "version": "4",
         "groupKey": format!("{{}}:{{alertname={name}}}"),

@@ -36,9 +36,7 @@ async fn wait_ready(addr: &str) {
     let url = format!("http://{addr}/readyz");
     wait_until("rollbackd /readyz", Duration::from_secs(20), || {
         let url = url.clone();
-        async move {
-            matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success())
-        }
+        async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
     })
     .await;
 }
@@ -51,7 +49,11 @@ fn incidents(config: &std::path::Path, args: &[&str]) -> String {
         .arg(config)
         .output()
         .expect("rollbackd incidents runs");
-    assert!(out.status.success(), "incidents {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "incidents {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -66,21 +68,32 @@ async fn one_alert_one_undo_duplicates_and_restart() {
     env.sandbox.clear_requests();
 
     let payload = scenario::alertmanager_payload(
-        &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "web")],
+        &[
+            ("alertname", "HighErrorRate"),
+            ("namespace", "default"),
+            ("deployment", "web"),
+        ],
         Timestamp::now(),
     );
     let (status, body) = post_alert(&addr, &payload).await;
     assert_eq!(status, 200, "{body}");
 
     // Within 2 s: exactly one JSON patch on deployments/web, and the template is revision 2's.
-    wait_until("one JSON patch on deployments/web", Duration::from_secs(2), || {
-        let n = env.json_patches("web").len();
-        async move { n == 1 }
-    })
+    wait_until(
+        "one JSON patch on deployments/web",
+        Duration::from_secs(2),
+        || {
+            let n = env.json_patches("web").len();
+            async move { n == 1 }
+        },
+    )
     .await;
     let patch: serde_json::Value =
         serde_json::from_str(&env.json_patches("web")[0].body).expect("patch is JSON");
-    assert_eq!(patch[0]["op"], "test", "the undo carries a resourceVersion precondition");
+    assert_eq!(
+        patch[0]["op"], "test",
+        "the undo carries a resourceVersion precondition"
+    );
     assert_eq!(patch[1]["path"], "/spec/template");
     assert_eq!(patch[2]["path"], "/metadata/annotations");
     let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
@@ -95,7 +108,11 @@ async fn one_alert_one_undo_duplicates_and_restart() {
         assert_eq!(body["duplicates"], 1);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.json_patches("web").len(), 1, "duplicates must not cause a second undo");
+    assert_eq!(
+        env.json_patches("web").len(),
+        1,
+        "duplicates must not cause a second undo"
+    );
 
     let list = incidents(&config, &["list", "--format", "json"]);
     let list: serde_json::Value = serde_json::from_str(&list).expect("json list");
@@ -103,8 +120,18 @@ async fn one_alert_one_undo_duplicates_and_restart() {
     assert_eq!(list[0]["outcome"], "rolled-back");
     let id = list[0]["id"].as_i64().expect("id").to_string();
     let shown = incidents(&config, &["show", &id]);
-    for expected in ["received", "correlated", "decision", "action", "result", "rolled back deployment default/web"] {
-        assert!(shown.contains(expected), "timeline lacks {expected:?}:\n{shown}");
+    for expected in [
+        "received",
+        "correlated",
+        "decision",
+        "action",
+        "result",
+        "rolled back deployment default/web",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "timeline lacks {expected:?}:\n{shown}"
+        );
     }
     let md = incidents(&config, &["show", &id, "--format", "md"]);
     assert!(md.starts_with(&format!("# Incident {id}")), "{md}");
@@ -114,20 +141,38 @@ async fn one_alert_one_undo_duplicates_and_restart() {
     let _daemon = spawn(&config);
     wait_ready(&addr).await;
     let again = incidents(&config, &["list", "--format", "json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&again).expect("json"), list);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&again).expect("json"),
+        list
+    );
     let (status, body) = post_alert(&addr, &payload).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["duplicates"], 1, "the restarted daemon remembers the alert");
+    assert_eq!(
+        body["duplicates"], 1,
+        "the restarted daemon remembers the alert"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.json_patches("web").len(), 1, "no second undo after a restart");
+    assert_eq!(
+        env.json_patches("web").len(),
+        1,
+        "no second undo after a restart"
+    );
 }
 
 #[test]
 fn check_reports_every_problem_and_exits_1() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\nlisten = \"nowhere\"\nshiny = true\n[policy]\nmode = \"maybe\"\n").expect("write");
-    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).output().expect("runs");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"nowhere\"\nshiny = true\n[policy]\nmode = \"maybe\"\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in ["server.listen", "server.shiny", "policy.mode"] {
@@ -137,10 +182,28 @@ fn check_reports_every_problem_and_exits_1() {
     let token = dir.path().join("token");
     std::fs::write(&token, "very-secret-token").expect("write");
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, format!("[server]\ntoken_file = {:?}\n", token.display().to_string())).expect("write");
-    let out = Command::new(binary()).args(["check", "--config"]).arg(&good).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        format!("[server]\ntoken_file = {:?}\n", token.display().to_string()),
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("deployments and replicasets in all namespaces"), "{report}");
-    assert!(!report.contains("very-secret-token"), "check must not print secrets");
+    assert!(
+        report.contains("deployments and replicasets in all namespaces"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("very-secret-token"),
+        "check must not print secrets"
+    );
 }

@@ -12,12 +12,25 @@ use jiff::{SignedDuration, Timestamp};
 use rollbackd::sandbox::{Fault, FaultAction};
 use rollbackd::scenario;
 
-const WEB: &[(&str, &str)] = &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "web")];
+const WEB: &[(&str, &str)] = &[
+    ("alertname", "HighErrorRate"),
+    ("namespace", "default"),
+    ("deployment", "web"),
+];
 
-async fn no_patch_and_reason(env: &Env, running: &rollbackd::daemon::Running, code: &str, words: &str) {
+async fn no_patch_and_reason(
+    env: &Env,
+    running: &rollbackd::daemon::Running,
+    code: &str,
+    words: &str,
+) {
     let incident = settled_incident(running).await;
     assert_eq!(incident.outcome, code, "{}", incident.reason);
-    assert!(incident.reason.contains(words), "reason {:?} lacks {words:?}", incident.reason);
+    assert!(
+        incident.reason.contains(words),
+        "reason {:?} lacks {words:?}",
+        incident.reason
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(env.json_patches("web").is_empty(), "{code} must not patch");
 }
@@ -29,8 +42,16 @@ async fn no_workload_pre_existing_and_ambiguous_leave_no_patch() {
     let running = env.daemon("").await;
     let addr = running.addr.to_string();
 
-    let nope = [("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "nope")];
-    post_alert(&addr, &scenario::alertmanager_payload(&nope, Timestamp::now())).await;
+    let nope = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("deployment", "nope"),
+    ];
+    post_alert(
+        &addr,
+        &scenario::alertmanager_payload(&nope, Timestamp::now()),
+    )
+    .await;
     no_patch_and_reason(&env, &running, "no-workload", "default/nope").await;
     running.stop().await.expect("clean stop");
 
@@ -38,7 +59,11 @@ async fn no_workload_pre_existing_and_ambiguous_leave_no_patch() {
     env.three_rollouts("web").await;
     let running = env.daemon("").await;
     let an_hour_ago = Timestamp::now() - SignedDuration::from_hours(1);
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, an_hour_ago)).await;
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, an_hour_ago),
+    )
+    .await;
     no_patch_and_reason(&env, &running, "pre-existing", "before").await;
     running.stop().await.expect("clean stop");
 
@@ -49,8 +74,16 @@ async fn no_workload_pre_existing_and_ambiguous_leave_no_patch() {
     twin["spec"]["selector"]["matchLabels"]["app"] = "web".into();
     scenario::create(&env.api, twin).await.expect("twin");
     let running = env.daemon("").await;
-    let by_app = [("alertname", "HighErrorRate"), ("namespace", "default"), ("app", "web")];
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(&by_app, Timestamp::now())).await;
+    let by_app = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("app", "web"),
+    ];
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(&by_app, Timestamp::now()),
+    )
+    .await;
     no_patch_and_reason(&env, &running, "ambiguous", "web, web-canary").await;
 }
 
@@ -58,10 +91,22 @@ async fn no_workload_pre_existing_and_ambiguous_leave_no_patch() {
 async fn an_old_rollout_is_not_blamed() {
     let env = sandbox_env().await;
     env.three_rollouts("web").await;
-    let running = env.daemon("[kubernetes]\ncorrelation_window = \"2s\"\n[correlation]\ngrace = \"1s\"\n").await;
+    let running = env
+        .daemon("[kubernetes]\ncorrelation_window = \"2s\"\n[correlation]\ngrace = \"1s\"\n")
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
-    no_patch_and_reason(&env, &running, "no-recent-rollout", "outside the correlation window").await;
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
+    no_patch_and_reason(
+        &env,
+        &running,
+        "no-recent-rollout",
+        "outside the correlation window",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,14 +115,25 @@ async fn dry_run_sends_a_dry_run_patch_and_changes_nothing() {
     env.three_rollouts("web").await;
     let before = env.api.get("web").await.expect("web");
     let running = env.daemon("[policy]\nmode = \"dry-run\"\n").await;
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "would-roll-back", "{}", incident.reason);
     let patches = env.json_patches("web");
     assert_eq!(patches.len(), 1);
-    assert!(patches[0].path.contains("dryRun=All"), "{}", patches[0].path);
+    assert!(
+        patches[0].path.contains("dryRun=All"),
+        "{}",
+        patches[0].path
+    );
     let after = env.api.get("web").await.expect("web");
-    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "dry-run changed the deployment");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "dry-run changed the deployment"
+    );
     assert_eq!(image_of(&after), "nginx:3.0");
 }
 
@@ -92,12 +148,21 @@ async fn a_conflict_is_read_again_and_still_rolls_back_once() {
         count: 1,
         action: FaultAction::Status(409),
     });
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
     let patches = env.json_patches("web");
-    assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), vec![409, 200]);
-    let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10)).await.expect("rolled back");
+    assert_eq!(
+        patches.iter().map(|p| p.status).collect::<Vec<_>>(),
+        vec![409, 200]
+    );
+    let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("rolled back");
     assert_eq!(image_of(&web), "nginx:2.0");
 }
 
@@ -114,14 +179,33 @@ async fn forbidden_and_server_errors_fail_clearly_and_change_nothing() {
             count: 1,
             action: FaultAction::Status(code),
         });
-        post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+        post_alert(
+            &running.addr.to_string(),
+            &scenario::alertmanager_payload(WEB, Timestamp::now()),
+        )
+        .await;
         let incident = settled_incident(&running).await;
         assert_eq!(incident.outcome, "failed", "{code}: {}", incident.reason);
-        assert!(incident.reason.contains(&code.to_string()), "{code}: {}", incident.reason);
-        assert!(incident.reason.contains("nothing was changed"), "{}", incident.reason);
+        assert!(
+            incident.reason.contains(&code.to_string()),
+            "{code}: {}",
+            incident.reason
+        );
+        assert!(
+            incident.reason.contains("nothing was changed"),
+            "{}",
+            incident.reason
+        );
         let after = env.api.get("web").await.expect("web");
-        assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
-        assert_eq!(env.json_patches("web").len(), 1, "{code} is not retried blindly");
+        assert_eq!(
+            after.metadata.resource_version,
+            before.metadata.resource_version
+        );
+        assert_eq!(
+            env.json_patches("web").len(),
+            1,
+            "{code} is not retried blindly"
+        );
         running.stop().await.expect("clean stop");
     }
 }
@@ -134,7 +218,11 @@ async fn the_undo_equals_kubectl_rollout_undo() {
     kubectl_side.three_rollouts("web").await;
 
     let running = daemon_side.daemon("").await;
-    post_alert(&running.addr.to_string(), &scenario::alertmanager_payload(WEB, Timestamp::now())).await;
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
 
@@ -144,11 +232,22 @@ async fn the_undo_equals_kubectl_rollout_undo() {
         .args(["rollout", "undo", "deployment/web"])
         .output()
         .expect("kubectl runs");
-    assert!(out.status.success(), "kubectl rollout undo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl rollout undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let ours = scenario::wait_rolled_out(&daemon_side.api, "web", "4", Duration::from_secs(10)).await.expect("ours");
-    let theirs = scenario::wait_rolled_out(&kubectl_side.api, "web", "4", Duration::from_secs(10)).await.expect("theirs");
-    assert_eq!(ours.data["spec"]["template"], theirs.data["spec"]["template"]);
+    let ours = scenario::wait_rolled_out(&daemon_side.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("ours");
+    let theirs = scenario::wait_rolled_out(&kubectl_side.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("theirs");
+    assert_eq!(
+        ours.data["spec"]["template"],
+        theirs.data["spec"]["template"]
+    );
     assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
     assert_eq!(image_of(&ours), "nginx:2.0");
 }

@@ -32,8 +32,12 @@ pub async fn sandbox_env() -> Env {
     .expect("sandbox starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
-    let client = rollbackd::k8s::client(Some(&kubeconfig)).await.expect("client");
+    sandbox
+        .write_kubeconfig(&kubeconfig)
+        .expect("kubeconfig written");
+    let client = rollbackd::k8s::client(Some(&kubeconfig))
+        .await
+        .expect("client");
     let api = scenario::deployments_api(client.clone(), "default");
     Env {
         sandbox,
@@ -47,9 +51,14 @@ pub async fn sandbox_env() -> Env {
 impl Env {
     /// Deployment `name` rolled out three times: nginx:1.0, 2.0, 3.0.
     pub async fn three_rollouts(&self, name: &str) {
-        scenario::deploy_revisions(&self.api, "default", name, &["nginx:1.0", "nginx:2.0", "nginx:3.0"])
-            .await
-            .expect("three rollouts");
+        scenario::deploy_revisions(
+            &self.api,
+            "default",
+            name,
+            &["nginx:1.0", "nginx:2.0", "nginx:3.0"],
+        )
+        .await
+        .expect("three rollouts");
     }
 
     /// A config file for a daemon against this sandbox; `extra` is appended TOML.
@@ -58,7 +67,10 @@ impl Env {
         let text = format!(
             "[server]\nlisten = \"{listen}\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n{extra}",
             self.kubeconfig.display().to_string(),
-            format!("sqlite://{}", self.dir.path().join("rollbackd.db").display()),
+            format!(
+                "sqlite://{}",
+                self.dir.path().join("rollbackd.db").display()
+            ),
         );
         std::fs::write(&path, text).expect("config written");
         path
@@ -117,7 +129,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -127,11 +142,20 @@ pub async fn settled_incident(running: &Running) -> IncidentSummary {
     let store = running.state.pipeline.store.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let list = store.list_incidents(&IncidentFilter::default()).await.expect("list");
-        if let Some(i) = list.into_iter().find(|i| i.outcome != rollbackd::store::ACTING) {
+        let list = store
+            .list_incidents(&IncidentFilter::default())
+            .await
+            .expect("list");
+        if let Some(i) = list
+            .into_iter()
+            .find(|i| i.outcome != rollbackd::store::ACTING)
+        {
             return i;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no settled incident within 10s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no settled incident within 10s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
