@@ -4,4 +4,5 @@
 //! everything else is an adapter (webhook, watches, executor, store, notifier) or wiring.
 
 pub mod core;
+pub mod poller;
 pub mod sandbox;
