@@ -18,6 +18,7 @@ pub mod prom;
 pub mod rules;
 pub mod state;
 pub mod template;
+mod yaml;
 
 use std::fmt;
 use std::sync::Arc;

@@ -18,9 +18,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
+use saphyr::{MarkedYaml, YamlLoader};
 
-use super::duration::{self, DurationError};
+use super::yaml::{Cx, pos, scalar};
+
+use super::duration::DurationError;
 use crate::core::alert::LabelSet;
 
 /// A group of alerting rules from one rule file.
@@ -228,6 +230,12 @@ pub fn parse_rule_file(
     out: &mut LoadedRules,
     errors: &mut Vec<RuleError>,
 ) {
+    let first = errors.len();
+    parse_into(file, text, out, errors);
+    errors[first..].sort_by_key(|e| e.position); // stable: same place keeps check order
+}
+
+fn parse_into(file: &Path, text: &str, out: &mut LoadedRules, errors: &mut Vec<RuleError>) {
     let mut cx = Cx {
         file,
         group: None,
@@ -258,9 +266,10 @@ pub fn parse_rule_file(
     if scalar(doc) == Some(None) {
         return;
     }
-    let Some(top) = cx.mapping(doc, "the file", &["groups"], "(top level)") else {
+    let Some(top) = cx.mapping(doc, "the file", &["groups"], "the top level") else {
         return;
     };
+    top.report_unknown(&mut cx);
     let Some(groups) = top.get("groups").and_then(|n| cx.sequence(n, "groups")) else {
         return;
     };
@@ -300,6 +309,7 @@ fn parse_group<'a>(
     let fields = cx.mapping(node, "a group", GROUP_FIELDS, "rule group")?;
     let name = fields.string(cx, "name").unwrap_or_default();
     cx.group = Some(name.clone());
+    fields.report_unknown(cx);
     let at = pos(node);
     if name.is_empty() {
         cx.push_at(Some(at), RuleErrorKind::EmptyGroupName);
@@ -357,6 +367,7 @@ fn parse_rule<'a>(
     if let Some(rule) = &mut cx.rule {
         rule.name = if alert.is_empty() { &record } else { &alert }.clone();
     }
+    fields.report_unknown(cx);
     let at = Some(pos(node));
     match (record.is_empty(), alert.is_empty()) {
         (false, false) => cx.push_at(at, RuleErrorKind::RecordAndAlert),
@@ -415,171 +426,6 @@ pub fn is_valid_label_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The error sink, with the group and rule being read.
-struct Cx<'e> {
-    file: &'e Path,
-    group: Option<String>,
-    rule: Option<RuleRef>,
-    errors: &'e mut Vec<RuleError>,
-}
-
-impl Cx<'_> {
-    fn push_at(&mut self, position: Option<(usize, usize)>, kind: RuleErrorKind) {
-        self.errors.push(RuleError {
-            file: self.file.to_path_buf(),
-            position,
-            group: self.group.clone(),
-            rule: self.rule.clone(),
-            kind,
-        });
-    }
-
-    fn wrong_type(&mut self, node: &MarkedYaml<'_>, field: &str, expected: &'static str) {
-        let field = field.to_string();
-        self.push_at(
-            Some(pos(node)),
-            RuleErrorKind::WrongType { field, expected },
-        );
-    }
-
-    /// A mapping with only `allowed` keys (others are reported); `None` if not a mapping.
-    fn mapping<'a>(
-        &mut self,
-        node: &'a MarkedYaml<'a>,
-        what: &str,
-        allowed: &[&str],
-        in_what: &'static str,
-    ) -> Option<Fields<'a>> {
-        let YamlData::Mapping(map) = &untag(node).data else {
-            self.wrong_type(node, what, "a mapping");
-            return None;
-        };
-        let mut entries = Vec::new();
-        for (k, v) in map {
-            match scalar(k) {
-                Some(Some(key)) if allowed.contains(&key) => entries.push((key, v)),
-                Some(Some(key)) => self.push_at(
-                    Some(pos(k)),
-                    RuleErrorKind::UnknownField(key.into(), in_what),
-                ),
-                _ => self.wrong_type(k, "(key)", "a string"),
-            }
-        }
-        Some(Fields(entries))
-    }
-
-    fn sequence<'a>(
-        &mut self,
-        node: &'a MarkedYaml<'a>,
-        field: &str,
-    ) -> Option<&'a [MarkedYaml<'a>]> {
-        match &untag(node).data {
-            YamlData::Sequence(items) => Some(items),
-            _ if scalar(node) == Some(None) => Some(&[]),
-            _ => {
-                self.wrong_type(node, field, "a list");
-                None
-            }
-        }
-    }
-}
-
-/// The known fields of one mapping.
-struct Fields<'a>(Vec<(&'a str, &'a MarkedYaml<'a>)>);
-
-impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<&'a MarkedYaml<'a>> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-    }
-
-    /// A string field; null and absent are `None`.
-    fn string(&self, cx: &mut Cx<'_>, key: &str) -> Option<String> {
-        let node = self.get(key)?;
-        match scalar(node) {
-            Some(value) => value.map(str::to_string),
-            None => {
-                cx.wrong_type(node, key, "a string");
-                None
-            }
-        }
-    }
-
-    fn duration(&self, cx: &mut Cx<'_>, key: &'static str) -> Option<Duration> {
-        let node = self.get(key)?;
-        let text = match scalar(node) {
-            Some(Some(text)) => text,
-            Some(None) => return None,
-            None => {
-                cx.wrong_type(node, key, "a duration string");
-                return None;
-            }
-        };
-        match duration::parse(text) {
-            Ok(d) => Some(d),
-            Err(source) => {
-                cx.push_at(
-                    Some(pos(node)),
-                    RuleErrorKind::BadDuration { field: key, source },
-                );
-                None
-            }
-        }
-    }
-
-    /// A map of names to strings; names are checked with `invalid` as the error.
-    fn labels(&self, cx: &mut Cx<'_>, key: &str, invalid: fn(String) -> RuleErrorKind) -> LabelSet {
-        let mut out = LabelSet::new();
-        let Some(node) = self.get(key) else {
-            return out;
-        };
-        let YamlData::Mapping(map) = &untag(node).data else {
-            if scalar(node) != Some(None) {
-                cx.wrong_type(node, key, "a mapping of names to strings");
-            }
-            return out;
-        };
-        for (k, v) in map {
-            let (Some(Some(name)), Some(value)) = (scalar(k), scalar(v)) else {
-                cx.wrong_type(v, key, "a mapping of names to strings");
-                continue;
-            };
-            let bad_name = !is_valid_label_name(name) || (key == "labels" && name == "__name__");
-            if bad_name {
-                cx.push_at(Some(pos(k)), invalid(name.to_string()));
-            }
-            out.insert(name.to_string(), value.unwrap_or_default().to_string());
-        }
-        out
-    }
-}
-
-/// 1-based line and column of a node.
-fn pos(node: &MarkedYaml<'_>) -> (usize, usize) {
-    (node.span.start.line(), node.span.start.col() + 1)
-}
-
-fn untag<'a>(node: &'a MarkedYaml<'a>) -> &'a MarkedYaml<'a> {
-    match &node.data {
-        YamlData::Tagged(_, inner) => untag(inner),
-        _ => node,
-    }
-}
-
-/// `Some(Some(text))` for a scalar as written, `Some(None)` for null, `None` for a collection.
-fn scalar<'a>(node: &'a MarkedYaml<'a>) -> Option<Option<&'a str>> {
-    match &untag(node).data {
-        YamlData::Representation(text, style, tag) => {
-            let plain_null = *style == ScalarStyle::Plain
-                && tag.is_none()
-                && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL");
-            Some((!plain_null).then_some(text.as_ref()))
-        }
-        YamlData::Value(saphyr::Scalar::String(text)) => Some(Some(text.as_ref())),
-        YamlData::Value(saphyr::Scalar::Null) => Some(None),
-        _ => None,
-    }
 }
 
 /// Loads rules from YAML text alone (tests and `rollbackd check` of a snippet).
