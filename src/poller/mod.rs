@@ -221,8 +221,14 @@ impl Poller {
 
     /// One tick at evaluation time `now`: queries every due rule and returns the events.
     pub async fn poll_once(&mut self, now: Timestamp) -> Vec<PollerEvent> {
+        // Ticks come every poll_interval; a group with a longer interval is due on the first
+        // tick within half a poll interval of its due time, so clock jitter never skips one.
+        let slack = SignedDuration::try_from(self.settings.poll_interval / 2).unwrap_or_default();
         let due: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].next_due.is_none_or(|t| t <= now))
+            .filter(|&i| {
+                let ahead = now.checked_add(slack).unwrap_or(now);
+                self.slots[i].next_due.is_none_or(|t| t <= ahead)
+            })
             .collect();
         let queries = due.iter().map(|&i| {
             let slot = &self.slots[i];
@@ -242,8 +248,11 @@ impl Poller {
         let mut alerts = Vec::new();
         for (i, (result, took)) in due.into_iter().zip(results) {
             let slot = &mut self.slots[i];
-            let interval = SignedDuration::try_from(slot.interval).unwrap_or(SignedDuration::MAX);
-            slot.next_due = now.checked_add(interval).ok();
+            if slot.interval > self.settings.poll_interval {
+                let interval =
+                    SignedDuration::try_from(slot.interval).unwrap_or(SignedDuration::MAX);
+                slot.next_due = now.checked_add(interval).ok();
+            }
             let (step_alerts, event) = apply(slot, now, result);
             if let Some(hook) = &self.hook {
                 let rule = &slot.name;
