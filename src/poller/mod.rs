@@ -95,7 +95,7 @@ type EvalHook = Arc<dyn Fn(&EvalRecord<'_>) + Send + Sync>;
 /// Why the poller could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PollerError {
-    #[error("cannot load the poller's rule files:\n{0}")]
+    #[error("cannot load the poller's rule files")]
     Rules(#[source] RuleErrors),
     #[error("invalid Prometheus settings")]
     Client(#[source] PromError),

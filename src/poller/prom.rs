@@ -73,7 +73,7 @@ pub enum PromError {
     Client(#[source] reqwest::Error),
     #[error("query timed out (client side, after {0:?})")]
     Timeout(Duration, #[source] reqwest::Error),
-    #[error("cannot reach Prometheus: {0}")]
+    #[error("cannot reach Prometheus")]
     Transport(#[source] reqwest::Error),
     #[error("Prometheus answered HTTP {status}, {error_type}: {error}")]
     Api {
