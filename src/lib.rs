@@ -1,7 +1,7 @@
 //! rollbackd: an alert-driven auto-rollback daemon for Kubernetes.
 //!
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
-//! everything else is an adapter (webhook, watches, executor, store, notifier) or wiring.
+//! everything else is an adapter (webhook, poller, watches, executor, store, notifier) or wiring.
 
 pub mod cli;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod poller;
 pub mod sandbox;
 pub mod scenario;
 pub mod store;
