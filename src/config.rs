@@ -87,6 +87,8 @@ pub struct Config {
     pub prometheus: Option<PrometheusConfig>,
     /// The webhook bearer token, read from `server.token_file` or `server.token`.
     pub webhook_token: Option<Secret>,
+    /// Credentials for Prometheus, read from `prometheus.*_file`.
+    pub prometheus_auth: PrometheusAuth,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -190,6 +192,7 @@ impl Default for CorrelationConfig {
     }
 }
 
+/// rollbackd's own PromQL polling. Relative rule paths are relative to the config file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusConfig {
@@ -197,6 +200,11 @@ pub struct PrometheusConfig {
     pub rules: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    pub bearer_token_file: Option<PathBuf>,
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
 }
 
 impl Default for PrometheusConfig {
@@ -205,8 +213,24 @@ impl Default for PrometheusConfig {
             url: "http://127.0.0.1:9090".into(),
             rules: vec!["rules/*.yml".into()],
             poll_interval: Duration::from_secs(15),
+            query_timeout: Duration::from_secs(10),
+            bearer_token_file: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
         }
     }
+}
+
+/// How rollbackd authenticates to Prometheus; the secrets come from files.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PrometheusAuth {
+    #[default]
+    None,
+    Bearer(Secret),
+    Basic {
+        user: String,
+        password: Secret,
+    },
 }
 
 impl Config {
@@ -264,12 +288,25 @@ impl Config {
             correlation,
             prometheus,
             webhook_token: None,
+            prometheus_auth: PrometheusAuth::None,
         };
+        config.resolve_relative_to(path.parent().unwrap_or(Path::new(".")));
         config.validate(&mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(fail(problems))
+        }
+    }
+
+    /// Rule globs are relative to the config file's directory, as in Prometheus.
+    fn resolve_relative_to(&mut self, dir: &Path) {
+        if let Some(prom) = &mut self.prometheus {
+            for pattern in &mut prom.rules {
+                if Path::new(pattern.as_str()).is_relative() {
+                    *pattern = dir.join(pattern.as_str()).display().to_string();
+                }
+            }
         }
     }
 
@@ -404,7 +441,18 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "template_labels",
         ],
     ),
-    ("prometheus", &["url", "rules", "poll_interval"]),
+    (
+        "prometheus",
+        &[
+            "url",
+            "rules",
+            "poll_interval",
+            "query_timeout",
+            "bearer_token_file",
+            "basic_auth_user",
+            "basic_auth_password_file",
+        ],
+    ),
 ];
 
 fn read_raw(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Value, String> {

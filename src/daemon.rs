@@ -12,13 +12,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, PrometheusAuth, PrometheusConfig};
 use crate::http::{AppState, router};
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{SharedIndex, watches};
 use crate::metrics::Metrics;
 use crate::notify::{LogNotifier, Notifier};
 use crate::pipeline::Pipeline;
+use crate::poller::{Poller, PollerSettings, PromAuth};
 use crate::store::Store;
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -64,6 +65,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         token: config.webhook_token.clone().map(Arc::new),
         max_body_bytes: config.server.max_body_bytes,
     };
+    let poller = match &config.prometheus {
+        Some(prom) => Some(build_poller(prom, &config.prometheus_auth, &metrics)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -73,8 +78,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).into_future();
-        let worker = tokio::spawn(pipeline.run());
+        let worker = tokio::spawn(pipeline.clone().run());
+        let polling = async move {
+            match poller {
+                Some(poller) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(64);
+                    tokio::join!(poller.run(tx), pipeline.consume_poller(rx));
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = polling => bail!("the PromQL poller stopped"),
             r = server => r.context("HTTP server stopped")?,
             _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),
             r = worker => bail!("the decision worker stopped: {r:?}"),
@@ -88,6 +103,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+fn build_poller(
+    prom: &PrometheusConfig,
+    auth: &PrometheusAuth,
+    metrics: &Metrics,
+) -> anyhow::Result<Poller> {
+    let auth = match auth {
+        PrometheusAuth::None => PromAuth::None,
+        PrometheusAuth::Bearer(token) => PromAuth::Bearer(token.expose().to_string()),
+        PrometheusAuth::Basic { user, password } => PromAuth::Basic {
+            user: user.clone(),
+            password: password.expose().to_string(),
+        },
+    };
+    let settings = PollerSettings {
+        url: prom.url.clone(),
+        rule_files: prom.rules.clone(),
+        poll_interval: prom.poll_interval,
+        query_timeout: prom.query_timeout,
+        auth,
+    };
+    let metrics = metrics.clone();
+    let poller = Poller::new(settings)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_eval_hook(move |record| metrics.evaluation(record.rule, record.conclusive));
+    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
+    Ok(poller)
 }
 
 /// Runs until `shutdown` completes or a critical part fails.

@@ -32,6 +32,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvaluationLabels {
+    rule: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -46,6 +52,8 @@ pub struct Metrics {
     actions: Family<ResultLabel, Counter>,
     webhook_rejected: Family<ReasonLabel, Counter>,
     pending_alerts: Gauge,
+    evaluations: Family<EvaluationLabels, Counter>,
+    inconclusive_rules: Gauge,
 }
 
 impl Default for Metrics {
@@ -63,6 +71,8 @@ impl Metrics {
         let actions = Family::<ResultLabel, Counter>::default();
         let webhook_rejected = Family::<ReasonLabel, Counter>::default();
         let pending_alerts = Gauge::default();
+        let evaluations = Family::<EvaluationLabels, Counter>::default();
+        let inconclusive_rules = Gauge::default();
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -97,6 +107,31 @@ impl Metrics {
             actions,
             webhook_rejected,
             pending_alerts,
+            evaluations,
+            inconclusive_rules,
+        }
+    }
+
+    pub fn evaluation(&self, rule: &str, conclusive: bool) {
+        let result = if conclusive {
+            "conclusive"
+        } else {
+            "inconclusive"
+        };
+        self.evaluations
+            .get_or_create(&EvaluationLabels {
+                rule: rule.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Tracks how many rules are currently inconclusive (+1 on a failure, -1 on recovery).
+    pub fn rule_health_changed(&self, inconclusive: bool) {
+        if inconclusive {
+            self.inconclusive_rules.inc();
+        } else {
+            self.inconclusive_rules.dec();
         }
     }
 

@@ -19,6 +19,7 @@ use crate::k8s::executor::Executor;
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
+use crate::poller::PollerEvent;
 use crate::store::{ActionResult, Received, Store, StoreError};
 
 /// How often the worker looks for undecided alerts even without being woken.
@@ -79,6 +80,29 @@ impl Pipeline {
             self.wake.notify_one();
         }
         Ok(received)
+    }
+
+    /// Feeds the poller's events into the pipeline: alerts are submitted like webhook alerts;
+    /// inconclusive periods are recorded, never acted on. Ends when the poller does.
+    pub async fn consume_poller(self, mut events: tokio::sync::mpsc::Receiver<PollerEvent>) {
+        while let Some(event) = events.recv().await {
+            let now = Timestamp::now();
+            let stored = match event {
+                PollerEvent::Alerts(alerts) => self.submit(&alerts).await.map(drop),
+                PollerEvent::Inconclusive { rule, reason } => {
+                    self.metrics.rule_health_changed(true);
+                    self.store.record_inconclusive(&rule, &reason, now).await
+                }
+                PollerEvent::Conclusive { rule } => {
+                    self.metrics.rule_health_changed(false);
+                    self.store.record_conclusive(&rule, now).await
+                }
+            };
+            if let Err(e) = stored {
+                // The poller re-sends firing alerts every poll, so a lost batch comes again.
+                error!(error = %error_chain(&e), "could not record a poller event");
+            }
+        }
     }
 
     /// The worker: decides every undecided alert, then sleeps until woken or the next sweep.

@@ -4,11 +4,45 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::poller::rules::load_rule_files;
 
 /// Returns the report to print, or every problem found.
 pub fn check(path: &Path) -> Result<String, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    Ok(describe(path, &config))
+    let mut report = describe(path, &config);
+    if let Some(prom) = &config.prometheus {
+        match load_rule_files(&prom.rules) {
+            Ok(loaded) => {
+                for group in &loaded.groups {
+                    for rule in &group.rules {
+                        let _ = writeln!(
+                            report,
+                            "  rule {}/{} (for {}) from {}",
+                            group.name,
+                            rule.alert,
+                            humantime::format_duration(rule.for_),
+                            group.file.display()
+                        );
+                    }
+                }
+                for note in &loaded.notes {
+                    let _ = writeln!(report, "  note: {note}");
+                }
+            }
+            Err(errors) => {
+                let mut out = format!(
+                    "{} problem(s) in the rule files of {}:\n",
+                    errors.0.len(),
+                    path.display()
+                );
+                for e in &errors.0 {
+                    let _ = writeln!(out, "  - {e}");
+                }
+                return Err(out);
+            }
+        }
+    }
+    Ok(report)
 }
 
 fn describe(path: &Path, c: &Config) -> String {

@@ -66,6 +66,19 @@ pub async fn show_incident(
     Ok(axum::Json(load_incident(&state, &id).await?))
 }
 
+/// Periods during which polled rules could not be evaluated.
+pub async fn inconclusive(
+    State(state): State<AppState>,
+) -> Result<axum::Json<Vec<crate::store::InconclusivePeriod>>, ApiError> {
+    let list = state
+        .pipeline
+        .store
+        .inconclusive_periods()
+        .await
+        .map_err(|_| ApiError::Unavailable("the incident store is unavailable".into()))?;
+    Ok(axum::Json(list))
+}
+
 pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }

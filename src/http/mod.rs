@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook)
         .route("/api/v1/incidents", get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .route("/api/v1/inconclusive", get(api::inconclusive))
         .route("/", get(pages::index))
         .route("/incidents/{id}", get(pages::incident))
         .route("/healthz", get(api::healthz))

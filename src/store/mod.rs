@@ -6,6 +6,7 @@
 //! row written as an intent before the Kubernetes API is called and completed after. SQLite is
 //! the embedded default; the SQL sticks to what PostgreSQL also accepts.
 
+mod health;
 mod read;
 mod write;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use health::InconclusivePeriod;
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry,
 };
