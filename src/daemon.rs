@@ -60,7 +60,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let state = AppState {
         pipeline: pipeline.clone(),
-        metrics,
+        metrics: metrics.clone(),
         readiness,
         token: config.webhook_token.clone().map(Arc::new),
         max_body_bytes: config.server.max_body_bytes,

@@ -1,0 +1,173 @@
+//! The object store: every object of every resource, as JSON, behind one lock.
+//!
+//! Data model: `objects[storage_key][(namespace, name)] = object`, where the storage key is
+//! `group/plural` (shared by the versions of one resource) and the namespace is "" for
+//! cluster-scoped objects. One global counter issues resourceVersions (decimal strings on
+//! the wire). Every committed change becomes an [`Event`] (ADDED / MODIFIED / DELETED, with
+//! the previous object for MODIFIED and DELETED), appended to a bounded history (the last
+//! `watch_history` events; a watch from before it gets 410 Expired) and broadcast to live
+//! watchers and controllers. Write semantics (metadata, status rules, generation,
+//! garbage collection) live in `writes.rs`; this file only holds and publishes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::resources::{Registry, ResourceDef};
+use super::status::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One committed change.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rv: u64,
+    pub key: String,
+    pub namespace: String,
+    pub kind: EventType,
+    pub object: Value,
+    /// The object before the change (MODIFIED, DELETED).
+    pub old: Option<Value>,
+}
+
+pub(crate) type Objects = BTreeMap<(String, String), Value>;
+
+pub(crate) struct State {
+    pub rv: u64,
+    pub objects: HashMap<String, Objects>,
+    history: VecDeque<Arc<Event>>,
+    /// Highest resourceVersion whose event has been dropped from the history.
+    pub evicted_upto: u64,
+}
+
+pub struct Store {
+    pub registry: Registry,
+    state: Mutex<State>,
+    tx: broadcast::Sender<Arc<Event>>,
+    history_limit: usize,
+}
+
+/// The rv of an object, 0 if absent or malformed.
+pub fn rv_of(obj: &Value) -> u64 {
+    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Store {
+    pub fn new(registry: Registry, history_limit: usize) -> Self {
+        let (tx, _) = broadcast::channel(8192);
+        let state = State { rv: 1, objects: HashMap::new(), history: VecDeque::new(), evicted_upto: 0 };
+        let store = Self { registry, state: Mutex::new(state), tx, history_limit };
+        // The namespaces a fresh cluster has.
+        if let Some(ns) = store.registry.find("", "v1", "namespaces").cloned() {
+            for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                let _ = store.create(&ns, None, json!({"metadata": {"name": name}}), false);
+            }
+        }
+        store
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let st = self.lock();
+        st.objects
+            .get(&def.storage_key())
+            .and_then(|m| m.get(&(ns.unwrap_or_default().to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(def, name))
+    }
+
+    /// All objects of a resource (in one namespace, or all), sorted by namespace and name,
+    /// with the resourceVersion the list is consistent at.
+    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, filter: impl Fn(&Value) -> bool) -> (Vec<Value>, u64) {
+        let st = self.lock();
+        (Self::list_locked(&st, def, ns, filter), st.rv)
+    }
+
+    pub(crate) fn list_locked(st: &State, def: &ResourceDef, ns: Option<&str>, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+        st.objects
+            .get(&def.storage_key())
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                    .map(|(_, v)| v)
+                    .filter(|v| filter(v))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// For a watch: the retained events after `from` and a receiver for what follows, taken
+    /// atomically so nothing falls between them. `from` older than the history: 410.
+    pub fn events_since(&self, from: u64) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+        let st = self.lock();
+        if from < st.evicted_upto {
+            return Err(ApiError::expired(from, st.evicted_upto + 1));
+        }
+        let rx = self.tx.subscribe();
+        let past = st.history.iter().filter(|e| e.rv > from).cloned().collect();
+        Ok((past, rx))
+    }
+
+    /// For a watch from "now" with synthetic ADDED events: the matching objects, the rv they
+    /// are current at, and a receiver for what follows.
+    pub fn snapshot_and_subscribe(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Event>>) {
+        let st = self.lock();
+        let rx = self.tx.subscribe();
+        (Self::list_locked(&st, def, ns, filter), st.rv, rx)
+    }
+
+    /// Commit a change already applied by the caller to `st`: record and publish it.
+    pub(crate) fn publish(&self, st: &mut State, ev: Event) {
+        let ev = Arc::new(ev);
+        st.history.push_back(ev.clone());
+        while st.history.len() > self.history_limit.max(1) {
+            if let Some(old) = st.history.pop_front() {
+                st.evicted_upto = st.evicted_upto.max(old.rv);
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Issue the next resourceVersion.
+    pub(crate) fn next_rv(st: &mut State) -> u64 {
+        st.rv += 1;
+        st.rv
+    }
+
+    /// Does a namespace exist?
+    pub(crate) fn namespace_exists(st: &State, ns: &str) -> bool {
+        st.objects.get("/namespaces").is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+    }
+}
