@@ -24,7 +24,7 @@ fn spawn(config: &std::path::Path) -> Daemon {
     let child = Command::new(binary())
         .args(["serve", "--config"])
         .arg(config)
-        .env("ROLLBACKD_LOG", "info")
+        .env("ROLLBACKD_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -92,7 +92,10 @@ async fn an_old_rollout_is_not_blamed() {
     let env = sandbox_env().await;
     env.three_rollouts("web").await;
     let running = env
-        .daemon("[kubernetes]\ncorrelation_window = \"2s\"\n[correlation]\ngrace = \"1s\"\n")
+        .daemon_with_env(
+            "[correlation]\ngrace = \"1s\"\n",
+            &[("ROLLBACKD__KUBERNETES__CORRELATION_WINDOW", "2s")],
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     post_alert(

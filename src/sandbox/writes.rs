@@ -37,13 +37,17 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Five random characters, like the real server's `generateName` suffix.
 fn random_suffix() -> String {
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..5].iter().map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char).collect()
+    bytes[..5]
+        .iter()
+        .map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char)
+        .collect()
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -80,17 +84,33 @@ fn set_meta(o: &mut Value, field: &str, v: Value) {
 }
 
 fn copy_meta(to: &mut Value, from: &Value, field: &str) {
-    let v = from.get("metadata").and_then(|m| m.get(field)).cloned().unwrap_or(Value::Null);
+    let v = from
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .cloned()
+        .unwrap_or(Value::Null);
     set_meta(to, field, v);
 }
 
 impl Store {
-    pub fn create(&self, def: &ResourceDef, ns: Option<&str>, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         self.check_type(def, &obj)?;
-        let ns = if def.namespaced { ns.unwrap_or("default") } else { "" };
+        let ns = if def.namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
         if def.namespaced {
             if let Some(n) = meta_str(&obj, "namespace").filter(|n| !n.is_empty() && *n != ns) {
                 return Err(ApiError::bad_request(format!(
@@ -105,20 +125,45 @@ impl Store {
             Some(n) => n.to_string(),
             None => match meta_str(&obj, "generateName").filter(|n| !n.is_empty()) {
                 Some(g) => format!("{g}{}", random_suffix()),
-                None => return Err(ApiError::invalid(def, "", "metadata.name", "Required value: name or generateName is required")),
+                None => {
+                    return Err(ApiError::invalid(
+                        def,
+                        "",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    ));
+                }
             },
         };
-        let name_ok = if def.plural == "namespaces" { is_dns_label(&name) } else { is_dns_subdomain(&name) };
+        let name_ok = if def.plural == "namespaces" {
+            is_dns_label(&name)
+        } else {
+            is_dns_subdomain(&name)
+        };
         if !name_ok {
-            return Err(ApiError::invalid(def, &name, "metadata.name", &format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
+            return Err(ApiError::invalid(
+                def,
+                &name,
+                "metadata.name",
+                &format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
+            ));
         }
         if meta_str(&obj, "resourceVersion").is_some_and(|r| !r.is_empty()) {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         set_meta(&mut obj, "name", json!(name));
         set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
         set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
-        for f in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+        for f in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
             set_meta(&mut obj, f, Value::Null);
         }
         if def.generation != GenerationPolicy::None {
@@ -142,7 +187,11 @@ impl Store {
             return Err(ApiError::namespace_not_found(ns));
         }
         let key = (ns.to_string(), name.clone());
-        if st.objects.get(&def.storage_key()).is_some_and(|m| m.contains_key(&key)) {
+        if st
+            .objects
+            .get(&def.storage_key())
+            .is_some_and(|m| m.contains_key(&key))
+        {
             return Err(ApiError::already_exists(def, &name));
         }
         if dry_run {
@@ -150,8 +199,18 @@ impl Store {
         }
         let rv = Store::next_rv(&mut st);
         set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        st.objects.entry(def.storage_key()).or_default().insert(key, obj.clone());
-        let ev = Event { rv, key: def.storage_key(), namespace: ns.into(), kind: EventType::Added, object: obj.clone(), old: None };
+        st.objects
+            .entry(def.storage_key())
+            .or_default()
+            .insert(key, obj.clone());
+        let ev = Event {
+            rv,
+            key: def.storage_key(),
+            namespace: ns.into(),
+            kind: EventType::Added,
+            object: obj.clone(),
+            old: None,
+        };
         self.publish(&mut st, ev);
         Ok(obj)
     }
@@ -171,7 +230,10 @@ impl Store {
         }
         if let Some(k) = obj.get("kind").and_then(Value::as_str) {
             if !k.is_empty() && k != def.kind {
-                return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", def.kind)));
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    def.kind
+                )));
             }
         }
         Ok(())
@@ -189,7 +251,11 @@ impl Store {
         dry_run: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        let ns = if def.namespaced { ns.unwrap_or("default") } else { "" };
+        let ns = if def.namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
         let mut st = self.lock();
         let key = (ns.to_string(), name.to_string());
         let old = st
@@ -200,11 +266,15 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(def, name))?;
         let new = f(&old)?;
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         self.check_type(def, &new)?;
         if let Some(n) = meta_str(&new, "name").filter(|n| *n != name) {
-            return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         if def.namespaced {
             if let Some(n) = meta_str(&new, "namespace").filter(|n| !n.is_empty() && *n != ns) {
@@ -218,9 +288,18 @@ impl Store {
                 return Err(ApiError::conflict(def, name));
             }
         }
-        if let (Some(u), Some(o)) = (meta_str(&new, "uid").filter(|u| !u.is_empty()), meta_str(&old, "uid")) {
+        if let (Some(u), Some(o)) = (
+            meta_str(&new, "uid").filter(|u| !u.is_empty()),
+            meta_str(&old, "uid"),
+        ) {
             if u != o {
-                return Err(ApiError::conflict_msg(def, name, &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {o}")));
+                return Err(ApiError::conflict_msg(
+                    def,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {o}"
+                    ),
+                ));
             }
         }
         let mut result = match (part, def.status) {
@@ -264,7 +343,16 @@ impl Store {
                 r
             }
         };
-        for f in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"] {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+        ] {
             copy_meta(&mut result, &old, f);
         }
         for f in ["selfLink", "managedFields"] {
@@ -276,19 +364,26 @@ impl Store {
         }
         if part == Part::Main {
             let spec_changed = spec_part(&old) != spec_part(&result);
-            let ann_changed = old.pointer("/metadata/annotations") != result.pointer("/metadata/annotations");
+            let ann_changed =
+                old.pointer("/metadata/annotations") != result.pointer("/metadata/annotations");
             let bump = match def.generation {
                 GenerationPolicy::None => false,
                 GenerationPolicy::Spec => spec_changed,
                 GenerationPolicy::SpecAndAnnotations => spec_changed || ann_changed,
             };
             if bump {
-                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 set_meta(&mut result, "generation", json!(g + 1));
             }
         }
         let finalized = result.pointer("/metadata/deletionTimestamp").is_some()
-            && result.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+            && result
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty());
         if result == old || dry_run {
             return Ok(if dry_run { result } else { old });
         }
@@ -299,16 +394,36 @@ impl Store {
         }
         let rv = Store::next_rv(&mut st);
         set_meta(&mut result, "resourceVersion", json!(rv.to_string()));
-        st.objects.entry(def.storage_key()).or_default().insert(key, result.clone());
-        let ev = Event { rv, key: def.storage_key(), namespace: ns.into(), kind: EventType::Modified, object: result.clone(), old: Some(old) };
+        st.objects
+            .entry(def.storage_key())
+            .or_default()
+            .insert(key, result.clone());
+        let ev = Event {
+            rv,
+            key: def.storage_key(),
+            namespace: ns.into(),
+            kind: EventType::Modified,
+            object: result.clone(),
+            old: Some(old),
+        };
         self.publish(&mut st, ev);
         Ok(result)
     }
 
     /// Delete one object. Returns the object as deleted (with the deletion's resourceVersion)
     /// and whether it is gone (false: it has finalizers and is now only marked).
-    pub fn delete(&self, def: &ResourceDef, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<(Value, bool), ApiError> {
-        let ns = if def.namespaced { ns.unwrap_or("default") } else { "" };
+    pub fn delete(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<(Value, bool), ApiError> {
+        let ns = if def.namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
         let mut st = self.lock();
         let key = (ns.to_string(), name.to_string());
         let old = st
@@ -317,13 +432,38 @@ impl Store {
             .and_then(|m| m.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))?;
-        if let Some(u) = opts.precondition_uid.as_deref().filter(|u| Some(*u) != meta_str(&old, "uid")) {
-            return Err(ApiError::conflict_msg(def, name, &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", meta_str(&old, "uid").unwrap_or_default())));
+        if let Some(u) = opts
+            .precondition_uid
+            .as_deref()
+            .filter(|u| Some(*u) != meta_str(&old, "uid"))
+        {
+            return Err(ApiError::conflict_msg(
+                def,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                    meta_str(&old, "uid").unwrap_or_default()
+                ),
+            ));
         }
-        if let Some(r) = opts.precondition_rv.as_deref().filter(|r| *r != rv_of(&old).to_string()) {
-            return Err(ApiError::conflict_msg(def, name, &format!("Precondition failed: ResourceVersion in precondition: {r}, ResourceVersion in object meta: {}", rv_of(&old))));
+        if let Some(r) = opts
+            .precondition_rv
+            .as_deref()
+            .filter(|r| *r != rv_of(&old).to_string())
+        {
+            return Err(ApiError::conflict_msg(
+                def,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {r}, ResourceVersion in object meta: {}",
+                    rv_of(&old)
+                ),
+            ));
         }
-        let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
         if opts.dry_run {
             return Ok((old, !has_finalizers));
         }
@@ -336,18 +476,41 @@ impl Store {
             set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
             let rv = Store::next_rv(&mut st);
             set_meta(&mut marked, "resourceVersion", json!(rv.to_string()));
-            st.objects.entry(def.storage_key()).or_default().insert(key, marked.clone());
-            let ev = Event { rv, key: def.storage_key(), namespace: ns.into(), kind: EventType::Modified, object: marked.clone(), old: Some(old) };
+            st.objects
+                .entry(def.storage_key())
+                .or_default()
+                .insert(key, marked.clone());
+            let ev = Event {
+                rv,
+                key: def.storage_key(),
+                namespace: ns.into(),
+                kind: EventType::Modified,
+                object: marked.clone(),
+                old: Some(old),
+            };
             self.publish(&mut st, ev);
             return Ok((marked, false));
         }
-        let policy = opts.propagation.clone().unwrap_or_else(|| "Background".into());
-        let deleted = self.remove_locked(&mut st, def.storage_key(), ns, name).unwrap_or(old);
+        let policy = opts
+            .propagation
+            .clone()
+            .unwrap_or_else(|| "Background".into());
+        let deleted = self
+            .remove_locked(&mut st, def.storage_key(), ns, name)
+            .unwrap_or(old);
         if def.plural == "namespaces" {
             let keys: Vec<String> = st.objects.keys().cloned().collect();
             for k in keys {
-                let names: Vec<String> =
-                    st.objects.get(&k).map(|m| m.keys().filter(|(n, _)| n == name).map(|(_, n)| n.clone()).collect()).unwrap_or_default();
+                let names: Vec<String> = st
+                    .objects
+                    .get(&k)
+                    .map(|m| {
+                        m.keys()
+                            .filter(|(n, _)| n == name)
+                            .map(|(_, n)| n.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 for n in names {
                     self.remove_locked(&mut st, k.clone(), name, &n);
                 }
@@ -358,12 +521,28 @@ impl Store {
     }
 
     /// Remove an object and publish DELETED. Returns the object as deleted.
-    pub(crate) fn remove_locked(&self, st: &mut State, key: String, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = st.objects.get_mut(&key)?.remove(&(ns.to_string(), name.to_string()))?;
+    pub(crate) fn remove_locked(
+        &self,
+        st: &mut State,
+        key: String,
+        ns: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let mut obj = st
+            .objects
+            .get_mut(&key)?
+            .remove(&(ns.to_string(), name.to_string()))?;
         let old = obj.clone();
         let rv = Store::next_rv(st);
         set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        let ev = Event { rv, key, namespace: ns.into(), kind: EventType::Deleted, object: obj.clone(), old: Some(old) };
+        let ev = Event {
+            rv,
+            key,
+            namespace: ns.into(),
+            kind: EventType::Deleted,
+            object: obj.clone(),
+            old: Some(old),
+        };
         self.publish(st, ev);
         Some(obj)
     }
@@ -381,11 +560,20 @@ impl Store {
             let mut orphans: Vec<(String, String, String)> = Vec::new();
             for (key, m) in &st.objects {
                 for ((ns, name), o) in m {
-                    let Some(refs) = o.pointer("/metadata/ownerReferences").and_then(Value::as_array) else { continue };
+                    let Some(refs) = o
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                    else {
+                        continue;
+                    };
                     if refs.is_empty() {
                         continue;
                     }
-                    let dangling = refs.iter().any(|r| r.get("uid").and_then(Value::as_str).is_none_or(|u| !uids.contains(u)));
+                    let dangling = refs.iter().any(|r| {
+                        r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_none_or(|u| !uids.contains(u))
+                    });
                     if dangling {
                         orphans.push((key.clone(), ns.clone(), name.clone()));
                     }
@@ -395,19 +583,54 @@ impl Store {
                 return;
             }
             for (key, ns, name) in orphans {
-                let Some(o) = st.objects.get(&key).and_then(|m| m.get(&(ns.clone(), name.clone()))).cloned() else { continue };
-                let refs = o.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                let live: Vec<Value> =
-                    refs.into_iter().filter(|r| r.get("uid").and_then(Value::as_str).is_some_and(|u| uids.contains(u))).collect();
+                let Some(o) = st
+                    .objects
+                    .get(&key)
+                    .and_then(|m| m.get(&(ns.clone(), name.clone())))
+                    .cloned()
+                else {
+                    continue;
+                };
+                let refs = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let live: Vec<Value> = refs
+                    .into_iter()
+                    .filter(|r| {
+                        r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| uids.contains(u))
+                    })
+                    .collect();
                 if live.is_empty() && policy != "Orphan" {
                     self.remove_locked(st, key, &ns, &name);
                 } else {
                     let mut new = o.clone();
-                    set_meta(&mut new, "ownerReferences", if live.is_empty() { Value::Null } else { Value::Array(live) });
+                    set_meta(
+                        &mut new,
+                        "ownerReferences",
+                        if live.is_empty() {
+                            Value::Null
+                        } else {
+                            Value::Array(live)
+                        },
+                    );
                     let rv = Store::next_rv(st);
                     set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
-                    st.objects.entry(key.clone()).or_default().insert((ns.clone(), name), new.clone());
-                    let ev = Event { rv, key, namespace: ns, kind: EventType::Modified, object: new, old: Some(o) };
+                    st.objects
+                        .entry(key.clone())
+                        .or_default()
+                        .insert((ns.clone(), name), new.clone());
+                    let ev = Event {
+                        rv,
+                        key,
+                        namespace: ns,
+                        kind: EventType::Modified,
+                        object: new,
+                        old: Some(o),
+                    };
                     self.publish(st, ev);
                 }
             }

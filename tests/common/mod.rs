@@ -78,8 +78,14 @@ impl Env {
 
     /// Starts the daemon in-process and waits for its watches to sync.
     pub async fn daemon(&self, extra: &str) -> Running {
+        self.daemon_with_env(extra, &[]).await
+    }
+
+    /// As [`Env::daemon`], with `ROLLBACKD__…` overrides.
+    pub async fn daemon_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Running {
         let path = self.config_file("127.0.0.1:0", extra);
-        let config = Config::load_with_env(&path, Vec::new()).expect("valid config");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load_with_env(&path, env).expect("valid config");
         let running = daemon::start(config).await.expect("daemon starts");
         let state = running.state.clone();
         wait_until("watches synced", Duration::from_secs(10), || {
