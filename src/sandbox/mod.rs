@@ -17,6 +17,7 @@ mod api;
 mod controller;
 mod defaults;
 mod discovery;
+mod openapi;
 mod patch;
 mod protobuf;
 mod resources;

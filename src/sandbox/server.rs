@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::admin::{Admin, Fault, RecordedRequest};
-use super::discovery;
+use super::{discovery, openapi};
 use super::status::ApiError;
 use super::store::Store;
 
@@ -125,6 +125,9 @@ async fn route(
         ["api", v] if is_get => discovery::resource_list(reg, "", v),
         ["apis", g] if is_get => discovery::group(reg, g),
         ["apis", g, v] if is_get => discovery::resource_list(reg, g, v),
+        ["openapi", "v3"] if is_get => Some(openapi::index(reg)),
+        ["openapi", "v3", "api", v] if is_get => openapi::group_version(reg, "", v),
+        ["openapi", "v3", "apis", g, v] if is_get => openapi::group_version(reg, g, v),
         ["api", ..] | ["apis", _, _, ..] => {
             return super::api::serve(sh, method, uri, headers, content_type, body).await;
         }

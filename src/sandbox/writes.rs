@@ -63,6 +63,19 @@ fn spec_part(o: &Value) -> Value {
     o
 }
 
+/// Drop `null` members recursively: the real server decodes into Go structs, where an
+/// explicit null and an absent optional field are the same thing.
+pub fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 fn set_meta(o: &mut Value, field: &str, v: Value) {
     if let Some(m) = o.as_object_mut() {
         let md = m.entry("metadata").or_insert_with(|| json!({}));
@@ -89,6 +102,7 @@ impl Store {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request must be a JSON object"));
         }
+        strip_nulls(&mut obj);
         self.check_type(def, &obj)?;
         let ns = if def.namespaced { ns.unwrap_or("default") } else { "" };
         if def.namespaced {
@@ -198,7 +212,8 @@ impl Store {
             .and_then(|m| m.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))?;
-        let new = f(&old)?;
+        let mut new = f(&old)?;
+        strip_nulls(&mut new);
         if !new.is_object() {
             return Err(ApiError::bad_request("the body of the request must be a JSON object"));
         }
