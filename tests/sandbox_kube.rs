@@ -27,11 +27,21 @@ async fn rolled_out(api: &Api<Deployment>, name: &str) -> Deployment {
 }
 
 fn image(d: &Deployment) -> String {
-    d.spec.template.spec.as_ref().map(|p| p.containers[0].image.clone().unwrap_or_default()).unwrap_or_default()
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .map(|p| p.containers[0].image.clone().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn rs_revision(rs: &ReplicaSet) -> String {
-    rs.metadata.annotations.as_ref().and_then(|a| a.get("deployment.kubernetes.io/revision")).cloned().unwrap_or_default()
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,16 +80,28 @@ async fn kube_rs_rollout_scenario_and_watcher() {
     .unwrap();
     let created = deps.create(&PostParams::default(), &dep).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert_eq!(created.spec.replicas, Some(1), "defaulted like the real server");
+    assert_eq!(
+        created.spec.replicas,
+        Some(1),
+        "defaulted like the real server"
+    );
     rolled_out(&deps, "web").await;
 
     // Strategic merge patch (what kubectl set image sends).
     let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:2.0"}]}}}});
-    deps.patch("web", &PatchParams::default(), &Patch::Strategic(smp)).await.unwrap();
+    deps.patch("web", &PatchParams::default(), &Patch::Strategic(smp))
+        .await
+        .unwrap();
     rolled_out(&deps, "web").await;
     // Merge patch of an annotation: copied to the ReplicaSet, generation bumped.
     let before = deps.get("web").await.unwrap().metadata.generation.unwrap();
-    deps.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"team": "core"}}}))).await.unwrap();
+    deps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"team": "core"}}})),
+    )
+    .await
+    .unwrap();
     let d = rolled_out(&deps, "web").await;
     assert_eq!(d.metadata.generation, Some(before + 1));
     // JSON patch with a passing test op.
@@ -88,31 +110,54 @@ async fn kube_rs_rollout_scenario_and_watcher() {
         {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:3.0"}
     ]))
     .unwrap();
-    deps.patch("web", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
+    deps.patch("web", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .unwrap();
     let d = rolled_out(&deps, "web").await;
     assert_eq!(image(&d), "nginx:3.0");
-    assert_eq!(d.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        d.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"],
+        "3"
+    );
 
-    let images = tokio::time::timeout(std::time::Duration::from_secs(10), seen).await.expect("watcher saw 3.0").unwrap();
+    let images = tokio::time::timeout(std::time::Duration::from_secs(10), seen)
+        .await
+        .expect("watcher saw 3.0")
+        .unwrap();
     assert_eq!(images, ["nginx:1.0", "nginx:2.0", "nginx:3.0"]);
 
-    let list = rss.list(&ListParams::default().labels("app=web")).await.unwrap();
+    let list = rss
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
     let mut revs: Vec<String> = list.items.iter().map(rs_revision).collect();
     revs.sort();
     assert_eq!(revs, ["1", "2", "3"]);
     let uid = d.metadata.uid.clone().unwrap();
     for rs in &list.items {
         let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.uid.as_str(), owner.controller), (uid.as_str(), Some(true)));
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            (uid.as_str(), Some(true))
+        );
     }
     let current = list.items.iter().find(|rs| rs_revision(rs) == "3").unwrap();
-    assert_eq!(current.metadata.annotations.as_ref().unwrap()["team"], "core");
+    assert_eq!(
+        current.metadata.annotations.as_ref().unwrap()["team"],
+        "core"
+    );
     assert_eq!(current.status.as_ref().unwrap().ready_replicas, Some(1));
 
     // Label selectors with set operators.
     let n = |sel: &'static str| {
         let rss = rss.clone();
-        async move { rss.list(&ListParams::default().labels(sel)).await.unwrap().items.len() }
+        async move {
+            rss.list(&ListParams::default().labels(sel))
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
     };
     assert_eq!(n("app in (web,other)").await, 3);
     assert_eq!(n("app notin (web)").await, 0);
@@ -123,13 +168,20 @@ async fn kube_rs_rollout_scenario_and_watcher() {
     // kubectl sees the very same object kube-rs does.
     let via_kubectl = env.json(&["get", "deployment", "web"]).await;
     let via_kube = serde_json::to_value(deps.get("web").await.unwrap()).unwrap();
-    assert_eq!(via_kubectl["metadata"]["resourceVersion"], via_kube["metadata"]["resourceVersion"]);
+    assert_eq!(
+        via_kubectl["metadata"]["resourceVersion"],
+        via_kube["metadata"]["resourceVersion"]
+    );
     assert_eq!(via_kubectl["spec"], via_kube["spec"]);
     assert_eq!(via_kubectl["metadata"]["uid"], via_kube["metadata"]["uid"]);
 
     // patch_status on a Deployment changes status only: a spec change in it is ignored.
     let st = deps
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 7}, "status": {"collisionCount": 2}})))
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 7}, "status": {"collisionCount": 2}})),
+        )
         .await
         .unwrap();
     assert_eq!(st.spec.replicas, Some(1));
@@ -140,7 +192,10 @@ async fn kube_rs_rollout_scenario_and_watcher() {
 async fn kube_rs_custom_resources_and_missing_crds() {
     let env = start(fast()).await;
     let client = kube_client(&env.sb).await;
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"), "rollouts");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
     let ros: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let ro: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
@@ -150,35 +205,85 @@ async fn kube_rs_custom_resources_and_missing_crds() {
     }))
     .unwrap();
     let created = ros.create(&PostParams::default(), &ro).await.unwrap();
-    assert!(created.data.get("status").is_none(), "status is dropped on create with a status subresource");
+    assert!(
+        created.data.get("status").is_none(),
+        "status is dropped on create with a status subresource"
+    );
     // Status only through /status, spec only through the main resource.
     let after = ros
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 9}, "status": {"phase": "Healthy"}})))
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 9}, "status": {"phase": "Healthy"}})),
+        )
         .await
         .unwrap();
     assert_eq!(after.data["status"]["phase"], json!("Healthy"));
     assert_eq!(after.data["spec"]["replicas"], json!(2));
     assert_eq!(after.metadata.generation, Some(1));
     let after = ros
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}, "status": {"phase": "Degraded"}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}, "status": {"phase": "Degraded"}})),
+        )
         .await
         .unwrap();
     assert_eq!(after.data["status"]["phase"], json!("Healthy"));
     assert_eq!(after.metadata.generation, Some(2));
     // Custom resources take no strategic merge patch.
-    let err = ros.patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"replicas": 4}}))).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 415), "{err:?}");
-    assert_eq!(env.sb.get_object("argoproj.io/v1alpha1", "rollouts", Some("default"), "web").unwrap()["spec"]["replicas"], json!(3));
+    let err = ros
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 415),
+        "{err:?}"
+    );
+    assert_eq!(
+        env.sb
+            .get_object("argoproj.io/v1alpha1", "rollouts", Some("default"), "web")
+            .unwrap()["spec"]["replicas"],
+        json!(3)
+    );
 
     // With argo_and_istio off, the group is not served: discovery and requests say 404.
-    let bare = start(rollbackd::sandbox::SandboxOptions { argo_and_istio: false, ..fast() }).await;
+    let bare = start(rollbackd::sandbox::SandboxOptions {
+        argo_and_istio: false,
+        ..fast()
+    })
+    .await;
     let client = kube_client(&bare.sb).await;
     let ros: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let err = ros.list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404),
+        "{err:?}"
+    );
     let groups: Value = serde_json::from_str(&bare.ok(&["get", "--raw", "/apis"]).await).unwrap();
-    let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
-    assert!(names.contains(&"apps") && !names.contains(&"argoproj.io") && !names.contains(&"networking.istio.io"), "{names:?}");
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"apps")
+            && !names.contains(&"argoproj.io")
+            && !names.contains(&"networking.istio.io"),
+        "{names:?}"
+    );
     let out = bare.kubectl(&["get", "rollouts"]).await;
-    assert!(!out.ok && out.stderr.contains("the server doesn't have a resource type"), "{}", out.stderr);
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("the server doesn't have a resource type"),
+        "{}",
+        out.stderr
+    );
 }

@@ -9,11 +9,19 @@ use rollbackd::sandbox::{Sandbox, SandboxOptions};
 #[tokio::test]
 #[ignore]
 async fn serve_for_a_minute() {
-    let opts = SandboxOptions { listen: "127.0.0.1:18443".parse().unwrap(), token: "manual".into(), ..SandboxOptions::default() };
+    let opts = SandboxOptions {
+        listen: "127.0.0.1:18443".parse().unwrap(),
+        token: "manual".into(),
+        ..SandboxOptions::default()
+    };
     let sb = Sandbox::start(opts).await.unwrap();
-    let path = std::env::var("SANDBOX_KUBECONFIG").unwrap_or_else(|_| "target/sandbox-kubeconfig".into());
+    let path =
+        std::env::var("SANDBOX_KUBECONFIG").unwrap_or_else(|_| "target/sandbox-kubeconfig".into());
     sb.write_kubeconfig(std::path::Path::new(&path)).unwrap();
-    let secs = std::env::var("SANDBOX_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs = std::env::var("SANDBOX_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     for r in sb.requests() {
         eprintln!("{} {} {:?} {}", r.method, r.path, r.content_type, r.status);

@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn empty_label_set_is_the_fnv_offset() {
-        assert_eq!(Fingerprint::of(&LabelSet::new()).to_string(), "cbf29ce484222325");
+        assert_eq!(
+            Fingerprint::of(&LabelSet::new()).to_string(),
+            "cbf29ce484222325"
+        );
     }
 
     #[test]

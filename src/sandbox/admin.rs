@@ -82,16 +82,29 @@ impl Admin {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).0.iter().map(|(_, r)| r.clone()).collect()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     pub fn clear_requests(&self) {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).0.clear();
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
     }
 
     pub fn inject(&self, f: Fault) {
         if f.count > 0 {
-            self.faults.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+            self.faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(f);
         }
     }
 
@@ -99,7 +112,10 @@ impl Admin {
     pub fn take_fault(&self, verb: &str, resource: &str) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let i = faults.iter().position(|f| {
-            f.verb.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(verb)) && f.resource.as_deref().is_none_or(|r| r == resource)
+            f.verb
+                .as_deref()
+                .is_none_or(|v| v.eq_ignore_ascii_case(verb))
+                && f.resource.as_deref().is_none_or(|r| r == resource)
         })?;
         let action = faults[i].action.clone();
         faults[i].count -= 1;
@@ -116,7 +132,10 @@ mod tests {
 
     #[test]
     fn fault_json_forms() {
-        let f: Fault = serde_json::from_str(r#"{"verb":"patch","resource":"deployments","count":1,"action":{"status":500}}"#).unwrap();
+        let f: Fault = serde_json::from_str(
+            r#"{"verb":"patch","resource":"deployments","count":1,"action":{"status":500}}"#,
+        )
+        .unwrap();
         assert_eq!(f.action, FaultAction::Status(500));
         let f: Fault = serde_json::from_str(r#"{"count":2,"action":{"delay":"1s"}}"#).unwrap();
         assert_eq!(f.action, FaultAction::Delay(Duration::from_secs(1)));
@@ -126,7 +145,12 @@ mod tests {
     #[test]
     fn faults_are_consumed() {
         let a = Admin::default();
-        a.inject(Fault { verb: Some("get".into()), resource: Some("pods".into()), count: 2, action: FaultAction::Status(503) });
+        a.inject(Fault {
+            verb: Some("get".into()),
+            resource: Some("pods".into()),
+            count: 2,
+            action: FaultAction::Status(503),
+        });
         assert_eq!(a.take_fault("list", "pods"), None);
         assert_eq!(a.take_fault("get", "pods"), Some(FaultAction::Status(503)));
         assert_eq!(a.take_fault("get", "pods"), Some(FaultAction::Status(503)));

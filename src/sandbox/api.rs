@@ -12,13 +12,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::admin::FaultAction;
+use super::gc::DeleteOptions;
 use super::patch::{self, PatchKind};
 use super::resources::ResourceDef;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{Shared, error_response, json_response};
 use super::status::{ApiError, delete_success};
 use super::table;
-use super::writes::{DeleteOptions, Part};
+use super::writes::Part;
 use super::{protobuf, scale, watch};
 
 /// What a resource path names.
@@ -34,7 +35,10 @@ pub struct QueryParams(pub Vec<(String, String)>);
 
 impl QueryParams {
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn flag(&self, k: &str) -> bool {
@@ -50,11 +54,13 @@ fn parse_target(sh: &Shared, path: &str) -> Result<Target, ApiError> {
         _ => return Err(ApiError::path_not_found()),
     };
     let (ns, rest) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => (Some(ns.to_string()), {
-            let mut v = vec![*plural];
-            v.extend_from_slice(tail);
-            v
-        }),
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
+            (Some(ns.to_string()), {
+                let mut v = vec![*plural];
+                v.extend_from_slice(tail);
+                v
+            })
+        }
         other => (None, other.to_vec()),
     };
     let (plural, name, sub) = match rest.as_slice() {
@@ -63,7 +69,12 @@ fn parse_target(sh: &Shared, path: &str) -> Result<Target, ApiError> {
         [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
         _ => return Err(ApiError::path_not_found()),
     };
-    let def = sh.store.registry.find(group, version, plural).cloned().ok_or_else(ApiError::path_not_found)?;
+    let def = sh
+        .store
+        .registry
+        .find(group, version, plural)
+        .cloned()
+        .ok_or_else(ApiError::path_not_found)?;
     if ns.is_some() && !def.namespaced {
         return Err(ApiError::path_not_found());
     }
@@ -92,20 +103,33 @@ fn dry_run(q: &QueryParams) -> Result<bool, ApiError> {
     match q.get("dryRun") {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(v) => Err(ApiError::bad_request(format!("Invalid dryRun value: \"{v}\"; supported values: All"))),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "Invalid dryRun value: \"{v}\"; supported values: All"
+        ))),
     }
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.starts_with(b"k8s\0") {
         return protobuf::decode(body).map_err(|e| {
-            ApiError::unsupported_media_type(&format!("application/vnd.kubernetes.protobuf ({e})"), &["application/json", "application/yaml"])
+            ApiError::unsupported_media_type(
+                &format!("application/vnd.kubernetes.protobuf ({e})"),
+                &["application/json", "application/yaml"],
+            )
         });
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
-pub async fn serve(sh: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, ct: Option<&str>, body: Bytes) -> Response {
+pub async fn serve(
+    sh: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    ct: Option<&str>,
+    body: Bytes,
+) -> Response {
     match serve_inner(sh, method, uri, headers, ct, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -121,7 +145,11 @@ async fn serve_inner(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let t = parse_target(sh, uri.path())?;
-    let q = QueryParams(Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default());
+    let q = QueryParams(
+        Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map(|q| q.0)
+            .unwrap_or_default(),
+    );
     let has_name = t.name.is_some();
     let verb = match (method.as_str(), has_name) {
         ("GET", true) => "get",
@@ -146,14 +174,21 @@ async fn serve_inner(
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let as_table = table::wants_table(accept);
     let include = q.get("includeObject").unwrap_or("Metadata").to_string();
     let store = &sh.store;
     let def = &t.def;
     let ns = t.ns.as_deref();
     let name = t.name.as_deref().unwrap_or_default();
-    let part = if t.sub.as_deref() == Some("status") { Part::Status } else { Part::Main };
+    let part = if t.sub.as_deref() == Some("status") {
+        Part::Status
+    } else {
+        Part::Main
+    };
     let is_scale = t.sub.as_deref() == Some("scale");
 
     match verb {
@@ -163,16 +198,23 @@ async fn serve_inner(
                 return Ok(json_response(200, &scale::of(def, &obj)));
             }
             if as_table {
-                return Ok(json_response(200, &table::table(def, &[obj], None, &include)));
+                return Ok(json_response(
+                    200,
+                    &table::table(def, &[obj], None, &include),
+                ));
             }
             Ok(json_response(200, &obj))
         }
         "list" => {
             let (labels, fields) = selectors(def, &q)?;
-            let (items, rv) = store.list(def, ns, |o| labels.matches_object(o) && fields.matches(o));
+            let (items, rv) =
+                store.list(def, ns, |o| labels.matches_object(o) && fields.matches(o));
             let items: Vec<Value> = items.into_iter().map(|o| present(def, o)).collect();
             if as_table {
-                return Ok(json_response(200, &table::table(def, &items, Some(rv), &include)));
+                return Ok(json_response(
+                    200,
+                    &table::table(def, &items, Some(rv), &include),
+                ));
             }
             Ok(json_response(
                 200,
@@ -186,7 +228,15 @@ async fn serve_inner(
         }
         "watch" => {
             let (labels, fields) = selectors(def, &q)?;
-            watch::serve(sh.clone(), def.clone(), t.ns.clone(), labels, fields, &q, as_table.then_some(include))
+            watch::serve(
+                sh.clone(),
+                def.clone(),
+                t.ns.clone(),
+                labels,
+                fields,
+                &q,
+                as_table.then_some(include),
+            )
         }
         "create" => {
             let obj = parse_body(&body)?;
@@ -197,7 +247,9 @@ async fn serve_inner(
             let obj = parse_body(&body)?;
             let dry = dry_run(&q)?;
             if is_scale {
-                let updated = store.modify(def, ns, name, Part::Main, dry, |cur| scale::apply(def, cur, &obj))?;
+                let updated = store.modify(def, ns, name, Part::Main, dry, |cur| {
+                    scale::apply(def, cur, &obj)
+                })?;
                 return Ok(json_response(200, &scale::of(def, &present(def, updated))));
             }
             let updated = store.modify(def, ns, name, part, dry, |_| Ok(obj))?;
@@ -215,14 +267,19 @@ async fn serve_inner(
                 return Ok(json_response(200, &scale::of(def, &present(def, updated))));
             }
             let kind = PatchKind::from_content_type(ct, def)?;
-            let updated = store.modify(def, ns, name, part, dry, |cur| patch::apply(kind, &present(def, cur.clone()), &body))?;
+            let updated = store.modify(def, ns, name, part, dry, |cur| {
+                patch::apply(kind, &present(def, cur.clone()), &body)
+            })?;
             Ok(json_response(200, &present(def, updated)))
         }
         "delete" => {
             let opts = delete_options(&q, &body)?;
             let (obj, gone) = store.delete(def, ns, name, &opts)?;
             if gone && !def.return_deleted {
-                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                let uid = obj
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 return Ok(json_response(200, &delete_success(def, name, uid)));
             }
             Ok(json_response(200, &present(def, obj)))
@@ -233,8 +290,15 @@ async fn serve_inner(
             let (items, _) = store.list(def, ns, |o| labels.matches_object(o) && fields.matches(o));
             let mut deleted = Vec::new();
             for o in items {
-                let n = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-                let ons = o.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+                let n = o
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let ons = o
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if let Ok((d, _)) = store.delete(def, ons.as_deref(), &n, &opts) {
                     deleted.push(present(def, d));
                 }
@@ -251,16 +315,29 @@ async fn serve_inner(
 
 /// Scale is a built-in type: strategic merge patch is accepted on `/scale` of any resource.
 fn scale_def(def: &ResourceDef) -> ResourceDef {
-    ResourceDef { strategic_merge: true, ..def.clone() }
+    ResourceDef {
+        strategic_merge: true,
+        ..def.clone()
+    }
 }
 
-fn selectors(def: &ResourceDef, q: &QueryParams) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    Ok((LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?, FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), def.field_labels)?))
+fn selectors(
+    def: &ResourceDef,
+    q: &QueryParams,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    Ok((
+        LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
+        FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), def.field_labels)?,
+    ))
 }
 
 /// DeleteOptions from the body (if any) and the query string.
 fn delete_options(q: &QueryParams, body: &Bytes) -> Result<DeleteOptions, ApiError> {
-    let mut o = DeleteOptions { dry_run: dry_run(q)?, propagation: q.get("propagationPolicy").map(str::to_string), ..Default::default() };
+    let mut o = DeleteOptions {
+        dry_run: dry_run(q)?,
+        propagation: q.get("propagationPolicy").map(str::to_string),
+        ..Default::default()
+    };
     if !body.iter().all(u8::is_ascii_whitespace) {
         let b = parse_body(body)?;
         if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
@@ -270,19 +347,36 @@ fn delete_options(q: &QueryParams, body: &Bytes) -> Result<DeleteOptions, ApiErr
             o.propagation = Some("Orphan".into());
         }
         if let Some(dr) = b.get("dryRun").and_then(Value::as_array) {
-            match dr.iter().filter_map(Value::as_str).collect::<Vec<_>>().as_slice() {
+            match dr
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
                 [] => {}
                 ["All"] => o.dry_run = true,
-                other => return Err(ApiError::bad_request(format!("Invalid dryRun value: {other:?}; supported values: All"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid dryRun value: {other:?}; supported values: All"
+                    )));
+                }
             }
         }
-        o.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        o.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        o.precondition_uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        o.precondition_rv = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
-    if let Some(p) = o.propagation.as_deref() {
-        if !matches!(p, "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-        }
+    if let Some(p) = o.propagation.as_deref()
+        && !matches!(p, "Background" | "Foreground" | "Orphan")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
     }
     Ok(o)
 }

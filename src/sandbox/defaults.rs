@@ -27,11 +27,19 @@ fn container(c: &mut Value) {
     dflt(c, "terminationMessagePath", json!("/dev/termination-log"));
     dflt(c, "terminationMessagePolicy", json!("File"));
     dflt(c, "resources", json!({}));
-    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     // imagePullPolicy: Always for ":latest" or an untagged image, IfNotPresent otherwise.
     let last = image.rsplit('/').next().unwrap_or_default();
     let tagged = !image.contains('@') && last.contains(':');
-    let policy = if image.contains('@') || (tagged && !last.ends_with(":latest")) { "IfNotPresent" } else { "Always" };
+    let policy = if image.contains('@') || (tagged && !last.ends_with(":latest")) {
+        "IfNotPresent"
+    } else {
+        "Always"
+    };
     dflt(c, "imagePullPolicy", json!(policy));
     if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -55,44 +63,52 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
 }
 
 fn template(spec: &mut Map<String, Value>) {
-    if let Some(t) = obj(spec, "template") {
-        if let Some(ps) = obj(t, "spec") {
-            pod_spec(ps);
-        }
+    if let Some(t) = obj(spec, "template")
+        && let Some(ps) = obj(t, "spec")
+    {
+        pod_spec(ps);
     }
 }
 
 pub fn deployment(o: &mut Value) {
-    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else { return };
+    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else {
+        return;
+    };
     dflt(spec, "replicas", json!(1));
     dflt(spec, "revisionHistoryLimit", json!(10));
     dflt(spec, "progressDeadlineSeconds", json!(600));
     if let Some(strategy) = obj(spec, "strategy") {
         dflt(strategy, "type", json!("RollingUpdate"));
-        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            if let Some(ru) = obj(strategy, "rollingUpdate") {
-                dflt(ru, "maxUnavailable", json!("25%"));
-                dflt(ru, "maxSurge", json!("25%"));
-            }
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(ru) = obj(strategy, "rollingUpdate")
+        {
+            dflt(ru, "maxUnavailable", json!("25%"));
+            dflt(ru, "maxSurge", json!("25%"));
         }
     }
     template(spec);
 }
 
 pub fn replicaset(o: &mut Value) {
-    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else { return };
+    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else {
+        return;
+    };
     dflt(spec, "replicas", json!(1));
     template(spec);
 }
 
 pub fn pod(o: &mut Value) {
-    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else { return };
+    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else {
+        return;
+    };
     pod_spec(spec);
     dflt(spec, "enableServiceLinks", json!(true));
 }
 
 pub fn service(o: &mut Value) {
-    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else { return };
+    let Some(spec) = o.as_object_mut().and_then(|m| obj(m, "spec")) else {
+        return;
+    };
     dflt(spec, "type", json!("ClusterIP"));
     dflt(spec, "sessionAffinity", json!("None"));
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
@@ -107,11 +123,15 @@ pub fn service(o: &mut Value) {
 
 pub fn namespace(o: &mut Value) {
     let Some(m) = o.as_object_mut() else { return };
-    let name = m.get("metadata").and_then(|md| md.get("name")).and_then(Value::as_str).map(str::to_string);
-    if let (Some(name), Some(md)) = (name, obj(m, "metadata")) {
-        if let Some(labels) = obj(md, "labels") {
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
+    let name = m
+        .get("metadata")
+        .and_then(|md| md.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let (Some(name), Some(md)) = (name, obj(m, "metadata"))
+        && let Some(labels) = obj(md, "labels")
+    {
+        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
     }
     if let Some(spec) = obj(m, "spec") {
         dflt(spec, "finalizers", json!(["kubernetes"]));
@@ -132,40 +152,72 @@ fn labels_literal(m: &Map<String, Value>) -> String {
 /// Validation shared by Deployments and ReplicaSets: the shapes the controller relies on.
 pub fn validate_workload(o: &Value) -> Result<(), Invalid> {
     let inv = |f: &str, d: &str| Err((f.to_string(), d.to_string()));
-    let Some(spec) = o.get("spec").and_then(Value::as_object) else { return inv("spec", "Required value") };
-    if let Some(r) = spec.get("replicas") {
-        if !r.as_i64().is_some_and(|n| n >= 0) {
-            return inv("spec.replicas", &format!("Invalid value: {r}: must be greater than or equal to 0"));
-        }
+    let Some(spec) = o.get("spec").and_then(Value::as_object) else {
+        return inv("spec", "Required value");
+    };
+    if let Some(r) = spec.get("replicas")
+        && r.as_i64().is_none_or(|n| n < 0)
+    {
+        return inv(
+            "spec.replicas",
+            &format!("Invalid value: {r}: must be greater than or equal to 0"),
+        );
     }
-    let Some(sel) = spec.get("selector").and_then(Value::as_object) else { return inv("spec.selector", "Required value") };
+    let Some(sel) = spec.get("selector").and_then(Value::as_object) else {
+        return inv("spec.selector", "Required value");
+    };
     let Some(selector) = super::selectors::selector_from_object(&Value::Object(sel.clone())) else {
         return inv("spec.selector", "Invalid value: malformed label selector");
     };
     if selector.is_empty() {
-        return inv("spec.selector", "Invalid value: \"null\": empty selector is invalid for deployment");
+        return inv(
+            "spec.selector",
+            "Invalid value: \"null\": empty selector is invalid for deployment",
+        );
     }
-    let Some(t) = spec.get("template").and_then(Value::as_object) else { return inv("spec.template", "Required value") };
+    let Some(t) = spec.get("template").and_then(Value::as_object) else {
+        return inv("spec.template", "Required value");
+    };
     let md = t.get("metadata").cloned().unwrap_or(Value::Null);
     if !(md.is_null() || md.is_object()) {
         return inv("spec.template.metadata", "Invalid value: must be an object");
     }
     let labels = md.get("labels").cloned().unwrap_or(json!({}));
-    let Some(lm) = labels.as_object().filter(|m| m.values().all(Value::is_string)) else {
-        return inv("spec.template.metadata.labels", "Invalid value: labels must be a map of strings");
+    let Some(lm) = labels
+        .as_object()
+        .filter(|m| m.values().all(Value::is_string))
+    else {
+        return inv(
+            "spec.template.metadata.labels",
+            "Invalid value: labels must be a map of strings",
+        );
     };
     if !selector.matches(Some(&labels)) {
         return inv(
             "spec.template.metadata.labels",
-            &format!("Invalid value: {}: `selector` does not match template `labels`", labels_literal(lm)),
+            &format!(
+                "Invalid value: {}: `selector` does not match template `labels`",
+                labels_literal(lm)
+            ),
         );
     }
-    let containers = t.get("spec").and_then(|s| s.get("containers")).and_then(Value::as_array);
-    let Some(cs) = containers.filter(|c| !c.is_empty()) else { return inv("spec.template.spec.containers", "Required value") };
+    let containers = t
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    let Some(cs) = containers.filter(|c| !c.is_empty()) else {
+        return inv("spec.template.spec.containers", "Required value");
+    };
     for (i, c) in cs.iter().enumerate() {
         for f in ["name", "image"] {
-            if !c.get(f).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-                return inv(&format!("spec.template.spec.containers[{i}].{f}"), "Required value");
+            if c.get(f)
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.is_empty())
+            {
+                return inv(
+                    &format!("spec.template.spec.containers[{i}].{f}"),
+                    "Required value",
+                );
             }
         }
     }

@@ -9,7 +9,16 @@ use serde_json::{Value, json};
 
 use super::resources::Registry;
 
-pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 const SUB_VERBS: &[&str] = &["get", "patch", "update"];
 
 /// The version the sandbox claims. kubectl (and the gcloud kubectl dispatcher, which picks a
@@ -38,7 +47,10 @@ pub fn core_versions(host: &str) -> Value {
 }
 
 fn group_doc(group: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({
         "name": group,
         "versions": vs,
@@ -48,13 +60,21 @@ fn group_doc(group: &str, versions: &[&str]) -> Value {
 
 /// `GET /apis`
 pub fn group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/{group}`
 pub fn group(reg: &Registry, group: &str) -> Option<Value> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| *g == group && !g.is_empty())?;
     let mut doc = group_doc(g, &vs);
     if let Some(m) = doc.as_object_mut() {
         m.insert("kind".into(), json!("APIGroup"));
@@ -105,6 +125,12 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }

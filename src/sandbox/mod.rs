@@ -17,9 +17,12 @@ mod api;
 mod controller;
 mod defaults;
 mod discovery;
+mod gc;
+mod kinds;
 mod openapi;
 mod patch;
 mod protobuf;
+mod protobuf_schema;
 mod resources;
 mod scale;
 mod selectors;
@@ -72,7 +75,10 @@ impl Default for SandboxOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot make the sandbox's TLS certificate: {0}")]
     Tls(String),
 }
@@ -89,9 +95,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let listener =
-            tokio::net::TcpListener::bind(opts.listen).await.map_err(|source| SandboxError::Bind { addr: opts.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| SandboxError::Bind { addr: opts.listen, source })?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
         let identity = tls::generate().map_err(SandboxError::Tls)?;
         let registry = resources::Registry::new(opts.argo_and_istio);
         let store = Arc::new(store::Store::new(registry, opts.watch_history));
@@ -102,11 +115,25 @@ impl Sandbox {
             token: opts.token.clone(),
             shutdown: stop_rx.clone(),
         });
-        let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
-        let server = tokio::spawn(tls::serve(listener, identity.config.clone(), app, stop_rx.clone()));
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(shared.clone());
+        let server = tokio::spawn(tls::serve(
+            listener,
+            identity.config.clone(),
+            app,
+            stop_rx.clone(),
+        ));
         let mut tasks = vec![server];
         tasks.extend(controller::spawn_all(store, opts.rollout_delay, stop_rx));
-        Ok(Sandbox { addr, token: opts.token, ca_pem: identity.ca_pem, shared, stop, tasks })
+        Ok(Sandbox {
+            addr,
+            token: opts.token,
+            ca_pem: identity.ca_pem,
+            shared,
+            stop,
+            tasks,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -154,10 +181,19 @@ impl Sandbox {
     }
 
     /// The stored object, as a GET on that apiVersion would answer it.
-    pub fn get_object(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
+    pub fn get_object(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<serde_json::Value> {
         let store = &self.shared.store;
         let def = store.registry.find_api(api_version, plural)?;
-        store.get(def, namespace, name).ok().map(|o| api::present(def, o))
+        store
+            .get(def, namespace, name)
+            .ok()
+            .map(|o| api::present(def, o))
     }
 
     pub async fn shutdown(mut self) {
@@ -165,7 +201,10 @@ impl Sandbox {
         for t in self.tasks.drain(..) {
             // Give the server a moment to close connections gracefully, then stop it.
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -187,7 +226,11 @@ pub async fn serve_forever(opts: SandboxOptions, kubeconfig_out: &Path) -> anyho
     let sb = Sandbox::start(opts).await?;
     sb.write_kubeconfig(kubeconfig_out)?;
     tracing::info!(url = %sb.url(), kubeconfig = %kubeconfig_out.display(), "sandbox API server listening");
-    eprintln!("sandbox listening on {}; kubeconfig written to {}", sb.url(), kubeconfig_out.display());
+    eprintln!(
+        "sandbox listening on {}; kubeconfig written to {}",
+        sb.url(),
+        kubeconfig_out.display()
+    );
     tokio::signal::ctrl_c().await?;
     sb.shutdown().await;
     Ok(())

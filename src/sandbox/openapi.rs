@@ -15,7 +15,11 @@ use serde_json::{Map, Value, json};
 use super::resources::Registry;
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `GET /openapi/v3`
@@ -24,7 +28,10 @@ pub fn index(reg: &Registry) -> Value {
     for (g, vs) in reg.groups() {
         for v in vs {
             let p = gv_path(g, v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=sandbox")}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=sandbox")}),
+            );
         }
     }
     json!({"paths": paths})

@@ -28,7 +28,12 @@ impl PatchKind {
     /// The patch kind for a Content-Type, or the 415 the real server answers.
     pub fn from_content_type(ct: Option<&str>, def: &ResourceDef) -> Result<Self, ApiError> {
         let ct = ct.unwrap_or_default();
-        let base = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let base = ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         let accepted: Vec<&str> = if def.strategic_merge {
             vec![JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH]
         } else {
@@ -54,7 +59,10 @@ pub fn apply(kind: PatchKind, current: &Value, body: &[u8]) -> Result<Value, Api
                 return Err(ApiError::new(
                     413,
                     "RequestEntityTooLarge",
-                    format!("Request entity too large: The allowed maximum operations in a JSON patch is 10000, got {}", ops.0.len()),
+                    format!(
+                        "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got {}",
+                        ops.0.len()
+                    ),
                 ));
             }
             let mut doc = current.clone();
@@ -62,7 +70,8 @@ pub fn apply(kind: PatchKind, current: &Value, body: &[u8]) -> Result<Value, Api
             Ok(doc)
         }
         PatchKind::Merge => {
-            let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let p: Value =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if !p.is_object() {
                 return Err(ApiError::bad_request("invalid JSON document"));
             }
@@ -71,11 +80,14 @@ pub fn apply(kind: PatchKind, current: &Value, body: &[u8]) -> Result<Value, Api
             Ok(doc)
         }
         PatchKind::Strategic => {
-            let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let p: Value =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if !p.is_object() {
-                return Err(ApiError::bad_request("unable to find api field in struct for the patch: not an object"));
+                return Err(ApiError::bad_request(
+                    "unable to find api field in struct for the patch: not an object",
+                ));
             }
-            smp::apply(current, &p).map_err(|m| ApiError::bad_request(m))
+            smp::apply(current, &p).map_err(ApiError::bad_request)
         }
     }
 }

@@ -1,11 +1,12 @@
-//! The resource table: every kind the sandbox serves is one [`ResourceDef`] row.
+//! What a resource is to the sandbox: the [`ResourceDef`] type (one row of the table in
+//! `kinds.rs`) and the [`Registry`] of rows served under the current options.
 //!
 //! A row says where the resource lives (group, version, plural), how discovery describes it
 //! (kind, singular, short names, scope, subresources), and which server-side semantics apply
 //! (status subresource policy, scale subresource paths, generation policy, whether strategic
 //! merge patch is accepted, which field selectors are allowed, defaulting, and the columns
 //! of its server-side printed Table). Storage, discovery, routing and printing are generic
-//! over rows, so serving a new resource means adding a row here, nothing else.
+//! over rows, so serving a new resource means adding a row to `kinds.rs`, nothing else.
 //! Rows that share `group` and `plural` but differ in `version` share one storage (as the
 //! versions of one resource do on a real server); responses carry the requested version.
 
@@ -74,6 +75,9 @@ pub enum Gate {
     ArgoAndIstio,
 }
 
+/// Checks an object after defaulting; `Err((field, detail))` is answered 422 Invalid.
+pub type Validator = fn(&Value) -> Result<(), defaults::Invalid>;
+
 #[derive(Debug, Clone)]
 pub struct ResourceDef {
     pub group: &'static str,
@@ -95,7 +99,7 @@ pub struct ResourceDef {
     pub columns: &'static [Column],
     pub gate: Gate,
     /// Validation after defaulting, on create and on every main-resource write.
-    pub validate: Option<fn(&Value) -> Result<(), defaults::Invalid>>,
+    pub validate: Option<Validator>,
     /// An immediate delete answers with the object (pods, services) rather than a Status.
     pub return_deleted: bool,
 }
@@ -103,195 +107,35 @@ pub struct ResourceDef {
 impl ResourceDef {
     /// `deployments.apps`, or `pods` for the core group: the name used in error messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     /// `Deployment.apps`, or `Pod`: the name used in Invalid messages.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     /// `apps/v1`, or `v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The storage key shared by all versions of this resource.
     pub fn storage_key(&self) -> String {
         format!("{}/{}", self.group, self.plural)
     }
-}
-
-const NAME_AGE: &[Column] = &[];
-
-const DEPLOYMENT_COLUMNS: &[Column] = &[
-    Column { name: "Ready", ty: "string", cell: Cell::Ratio("status.readyReplicas", "spec.replicas"), priority: 0 },
-    Column { name: "Up-to-date", ty: "integer", cell: Cell::Path("status.updatedReplicas"), priority: 0 },
-    Column { name: "Available", ty: "integer", cell: Cell::Path("status.availableReplicas"), priority: 0 },
-    Column { name: "Containers", ty: "string", cell: Cell::Each("spec.template.spec.containers", "name"), priority: 1 },
-    Column { name: "Images", ty: "string", cell: Cell::Each("spec.template.spec.containers", "image"), priority: 1 },
-    Column { name: "Selector", ty: "string", cell: Cell::Selector("spec.selector"), priority: 1 },
-];
-
-const REPLICASET_COLUMNS: &[Column] = &[
-    Column { name: "Desired", ty: "integer", cell: Cell::Path("spec.replicas"), priority: 0 },
-    Column { name: "Current", ty: "integer", cell: Cell::Path("status.replicas"), priority: 0 },
-    Column { name: "Ready", ty: "integer", cell: Cell::Path("status.readyReplicas"), priority: 0 },
-    Column { name: "Containers", ty: "string", cell: Cell::Each("spec.template.spec.containers", "name"), priority: 1 },
-    Column { name: "Images", ty: "string", cell: Cell::Each("spec.template.spec.containers", "image"), priority: 1 },
-    Column { name: "Selector", ty: "string", cell: Cell::Selector("spec.selector"), priority: 1 },
-];
-
-const POD_COLUMNS: &[Column] = &[
-    Column { name: "Status", ty: "string", cell: Cell::Path("status.phase"), priority: 0 },
-    Column { name: "Node", ty: "string", cell: Cell::Path("spec.nodeName"), priority: 1 },
-];
-
-const NAMESPACE_COLUMNS: &[Column] =
-    &[Column { name: "Status", ty: "string", cell: Cell::Path("status.phase"), priority: 0 }];
-
-const SERVICE_COLUMNS: &[Column] = &[
-    Column { name: "Type", ty: "string", cell: Cell::Path("spec.type"), priority: 0 },
-    Column { name: "Cluster-IP", ty: "string", cell: Cell::Path("spec.clusterIP"), priority: 0 },
-];
-
-const LEASE_COLUMNS: &[Column] =
-    &[Column { name: "Holder", ty: "string", cell: Cell::Path("spec.holderIdentity"), priority: 0 }];
-
-const EVENT_COLUMNS: &[Column] = &[
-    Column { name: "Type", ty: "string", cell: Cell::Path("type"), priority: 0 },
-    Column { name: "Reason", ty: "string", cell: Cell::Path("reason"), priority: 0 },
-    Column { name: "Message", ty: "string", cell: Cell::Path("message"), priority: 0 },
-];
-
-const ROLLOUT_COLUMNS: &[Column] = &[
-    Column { name: "Desired", ty: "integer", cell: Cell::Path("spec.replicas"), priority: 0 },
-    Column { name: "Current", ty: "integer", cell: Cell::Path("status.replicas"), priority: 0 },
-    Column { name: "Up-to-date", ty: "integer", cell: Cell::Path("status.updatedReplicas"), priority: 0 },
-    Column { name: "Available", ty: "integer", cell: Cell::Path("status.availableReplicas"), priority: 0 },
-];
-
-const VS_COLUMNS: &[Column] = &[
-    Column { name: "Gateways", ty: "string", cell: Cell::Path("spec.gateways"), priority: 0 },
-    Column { name: "Hosts", ty: "string", cell: Cell::Path("spec.hosts"), priority: 0 },
-];
-
-/// A row with the common defaults: namespaced, no subresources, no generation, built-in.
-const fn row(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str, singular: &'static str) -> ResourceDef {
-    ResourceDef {
-        group,
-        version,
-        kind,
-        plural,
-        singular,
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status: None,
-        scale: None,
-        generation: GenerationPolicy::None,
-        strategic_merge: true,
-        field_labels: &[],
-        defaulter: None,
-        columns: NAME_AGE,
-        gate: Gate::Always,
-        return_deleted: false,
-        validate: None,
-    }
-}
-
-/// A custom resource (served from a CRD on a real cluster): generation on spec changes,
-/// status subresource with the custom-resource rule, no strategic merge patch.
-const fn custom(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str, singular: &'static str) -> ResourceDef {
-    let mut r = row(group, version, kind, plural, singular);
-    r.status = Some(StatusPolicy::OnlyStatus);
-    r.generation = GenerationPolicy::Spec;
-    r.strategic_merge = false;
-    r.gate = Gate::ArgoAndIstio;
-    r
-}
-
-/// The table. Order is the discovery order within a group version.
-pub fn table() -> Vec<ResourceDef> {
-    vec![
-        ResourceDef {
-            namespaced: false,
-            short_names: &["ns"],
-            status: Some(StatusPolicy::OnlyStatus),
-            defaulter: Some(defaults::namespace),
-            columns: NAMESPACE_COLUMNS,
-            field_labels: &["status.phase"],
-            ..row("", "v1", "Namespace", "namespaces", "namespace")
-        },
-        ResourceDef {
-            short_names: &["po"],
-            categories: &["all"],
-            status: Some(StatusPolicy::OnlyStatus),
-            field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName"],
-            defaulter: Some(defaults::pod),
-            columns: POD_COLUMNS,
-            return_deleted: true,
-            ..row("", "v1", "Pod", "pods", "pod")
-        },
-        ResourceDef {
-            short_names: &["svc"],
-            categories: &["all"],
-            status: Some(StatusPolicy::OnlyStatus),
-            defaulter: Some(defaults::service),
-            columns: SERVICE_COLUMNS,
-            return_deleted: true,
-            ..row("", "v1", "Service", "services", "service")
-        },
-        ResourceDef { short_names: &["cm"], ..row("", "v1", "ConfigMap", "configmaps", "configmap") },
-        ResourceDef {
-            short_names: &["ev"],
-            field_labels: &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
-            columns: EVENT_COLUMNS,
-            ..row("", "v1", "Event", "events", "event")
-        },
-        ResourceDef {
-            short_names: &["deploy"],
-            categories: &["all"],
-            status: Some(StatusPolicy::KeepSpecAndLabels),
-            scale: Some(ScaleDef { spec_replicas: "spec.replicas", status_replicas: "status.replicas", selector: "spec.selector" }),
-            generation: GenerationPolicy::SpecAndAnnotations,
-            defaulter: Some(defaults::deployment),
-            validate: Some(defaults::validate_workload),
-            columns: DEPLOYMENT_COLUMNS,
-            ..row("apps", "v1", "Deployment", "deployments", "deployment")
-        },
-        ResourceDef {
-            short_names: &["rs"],
-            categories: &["all"],
-            status: Some(StatusPolicy::KeepSpecAndLabels),
-            scale: Some(ScaleDef { spec_replicas: "spec.replicas", status_replicas: "status.replicas", selector: "spec.selector" }),
-            generation: GenerationPolicy::Spec,
-            field_labels: &["status.replicas"],
-            defaulter: Some(defaults::replicaset),
-            validate: Some(defaults::validate_workload),
-            columns: REPLICASET_COLUMNS,
-            ..row("apps", "v1", "ReplicaSet", "replicasets", "replicaset")
-        },
-        ResourceDef { columns: LEASE_COLUMNS, ..row("coordination.k8s.io", "v1", "Lease", "leases", "lease") },
-        ResourceDef {
-            short_names: &["ev"],
-            field_labels: &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "reportingController", "type"],
-            ..row("events.k8s.io", "v1", "Event", "events", "event")
-        },
-        ResourceDef {
-            short_names: &["ro"],
-            categories: &["all", "argoproj"],
-            scale: Some(ScaleDef { spec_replicas: "spec.replicas", status_replicas: "status.HPAReplicas", selector: "status.selector" }),
-            columns: ROLLOUT_COLUMNS,
-            ..custom("argoproj.io", "v1alpha1", "Rollout", "rollouts", "rollout")
-        },
-        ResourceDef { short_names: &["ar"], categories: &["all", "argoproj"], ..custom("argoproj.io", "v1alpha1", "AnalysisRun", "analysisruns", "analysisrun") },
-        ResourceDef { short_names: &["at"], categories: &["all", "argoproj"], ..custom("argoproj.io", "v1alpha1", "AnalysisTemplate", "analysistemplates", "analysistemplate") },
-        ResourceDef { short_names: &["vs"], categories: &["istio-io", "networking-istio-io"], columns: VS_COLUMNS, ..custom("networking.istio.io", "v1", "VirtualService", "virtualservices", "virtualservice") },
-        ResourceDef { short_names: &["dr"], categories: &["istio-io", "networking-istio-io"], ..custom("networking.istio.io", "v1", "DestinationRule", "destinationrules", "destinationrule") },
-        ResourceDef { short_names: &["vs"], categories: &["istio-io", "networking-istio-io"], columns: VS_COLUMNS, ..custom("networking.istio.io", "v1beta1", "VirtualService", "virtualservices", "virtualservice") },
-        ResourceDef { short_names: &["dr"], categories: &["istio-io", "networking-istio-io"], ..custom("networking.istio.io", "v1beta1", "DestinationRule", "destinationrules", "destinationrule") },
-    ]
 }
 
 /// The rows served under the given options, in table order.
@@ -302,12 +146,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(argo_and_istio: bool) -> Self {
-        let defs = table().into_iter().filter(|d| d.gate == Gate::Always || argo_and_istio).collect();
+        let defs = super::kinds::table()
+            .into_iter()
+            .filter(|d| d.gate == Gate::Always || argo_and_istio)
+            .collect();
         Self { defs }
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
-        self.defs.iter().find(|d| d.group == group && d.version == version && d.plural == plural)
+        self.defs
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
     }
 
     /// Find by apiVersion string (`apps/v1`, `v1`) and plural.
@@ -332,8 +181,14 @@ impl Registry {
         out
     }
 
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceDef> + 'a {
-        self.defs.iter().filter(move |d| d.group == group && d.version == version)
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceDef> + 'a {
+        self.defs
+            .iter()
+            .filter(move |d| d.group == group && d.version == version)
     }
 }
 

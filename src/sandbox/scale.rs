@@ -29,10 +29,18 @@ pub fn set_dotted(obj: &mut Value, path: &str, v: Value) {
 
 /// The Scale of an object.
 pub fn of(def: &ResourceDef, obj: &Value) -> Value {
-    let Some(sd) = def.scale else { return Value::Null };
+    let Some(sd) = def.scale else {
+        return Value::Null;
+    };
     let md = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut meta = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = md.get(f) {
             meta[f] = v.clone();
         }
@@ -42,7 +50,8 @@ pub fn of(def: &ResourceDef, obj: &Value) -> Value {
         Some(sel @ Value::Object(_)) => format_selector_object(sel),
         _ => String::new(),
     };
-    let mut status = json!({"replicas": dotted(obj, sd.status_replicas).and_then(Value::as_i64).unwrap_or(0)});
+    let mut status =
+        json!({"replicas": dotted(obj, sd.status_replicas).and_then(Value::as_i64).unwrap_or(0)});
     if !selector.is_empty() {
         status["selector"] = json!(selector);
     }
@@ -57,19 +66,33 @@ pub fn of(def: &ResourceDef, obj: &Value) -> Value {
 
 /// The object `cur` with the replicas of `scale` applied.
 pub fn apply(def: &ResourceDef, cur: &Value, scale: &Value) -> Result<Value, ApiError> {
-    let Some(sd) = def.scale else { return Err(ApiError::path_not_found()) };
-    let name = cur.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let Some(sd) = def.scale else {
+        return Err(ApiError::path_not_found());
+    };
+    let name = cur
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let replicas = match scale.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
         Some(v) => match v.as_i64() {
             Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
             _ => {
-                return Err(ApiError::invalid(def, name, "spec.replicas", &format!("Invalid value: {v}: must be greater than or equal to 0")));
+                return Err(ApiError::invalid(
+                    def,
+                    name,
+                    "spec.replicas",
+                    &format!("Invalid value: {v}: must be greater than or equal to 0"),
+                ));
             }
         },
     };
     let mut new = cur.clone();
-    if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+    if let Some(rv) = scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
         set_dotted(&mut new, "metadata.resourceVersion", json!(rv));
     }
     set_dotted(&mut new, sd.spec_replicas, json!(replicas));

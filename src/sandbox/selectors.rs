@@ -41,7 +41,9 @@ impl LabelSelector {
                 continue;
             }
             reqs.push(parse_term(term).ok_or_else(|| {
-                ApiError::bad_request(format!("unable to parse requirement: found '{term}', expected: valid label selector"))
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: found '{term}', expected: valid label selector"
+                ))
             })?);
         }
         Ok(Self { reqs })
@@ -90,12 +92,18 @@ fn split_terms(s: &str) -> Vec<&str> {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 fn parse_term(t: &str) -> Option<Requirement> {
     let req = |key: &str, op, values: Vec<String>| {
-        valid_key(key.trim()).then(|| Requirement { key: key.trim().to_string(), op, values })
+        valid_key(key.trim()).then(|| Requirement {
+            key: key.trim().to_string(),
+            op,
+            values,
+        })
     };
     if let Some(k) = t.strip_prefix('!') {
         return req(k, Op::NotExists, vec![]);
@@ -116,7 +124,11 @@ fn parse_term(t: &str) -> Option<Requirement> {
             return None;
         };
         let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-        let values = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        let values = inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
         return req(words[0], op, values);
     }
     req(t, Op::Exists, vec![])
@@ -127,7 +139,11 @@ pub fn selector_from_object(sel: &Value) -> Option<LabelSelector> {
     let mut reqs = Vec::new();
     if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
         for (k, v) in ml {
-            reqs.push(Requirement { key: k.clone(), op: Op::Eq, values: vec![v.as_str()?.to_string()] });
+            reqs.push(Requirement {
+                key: k.clone(),
+                op: Op::Eq,
+                values: vec![v.as_str()?.to_string()],
+            });
         }
     }
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
@@ -136,7 +152,11 @@ pub fn selector_from_object(sel: &Value) -> Option<LabelSelector> {
             let values = e
                 .get("values")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let op = match e.get("operator")?.as_str()? {
                 "In" => Op::In,
@@ -153,7 +173,9 @@ pub fn selector_from_object(sel: &Value) -> Option<LabelSelector> {
 
 /// `metav1.FormatLabelSelector`: the text form of a selector object.
 pub fn format_selector_object(sel: &Value) -> String {
-    let Some(s) = selector_from_object(sel) else { return String::new() };
+    let Some(s) = selector_from_object(sel) else {
+        return String::new();
+    };
     let parts: Vec<String> = s
         .reqs
         .iter()
@@ -166,7 +188,11 @@ pub fn format_selector_object(sel: &Value) -> String {
             Op::NotExists => format!("!{}", r.key),
         })
         .collect();
-    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -187,11 +213,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = t.split_once('=') {
                 (k, v, true)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{t}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{t}'"
+                )));
             };
             let k = k.trim();
             if k != "metadata.name" && k != "metadata.namespace" && !allowed.contains(&k) {
-                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {k}"
+                )));
             }
             terms.push((k.to_string(), v.trim().to_string(), eq));
         }

@@ -15,9 +15,9 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::admin::{Admin, Fault, RecordedRequest};
-use super::{discovery, openapi};
 use super::status::ApiError;
 use super::store::Store;
+use super::{discovery, openapi};
 
 /// The largest request body accepted (the real server's limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -43,8 +43,18 @@ pub fn error_response(e: &ApiError) -> Response {
 }
 
 fn authorized(sh: &Shared, headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(tok) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else { return false };
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(tok) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
     bool::from(tok.trim().as_bytes().ct_eq(sh.token.as_bytes()))
 }
 
@@ -54,11 +64,23 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return error_response(&ApiError::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728"));
+            return error_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "Request entity too large: limit is 3145728",
+            ));
         }
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string());
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
 
     if parts.uri.path().starts_with("/sandbox/") {
         if !authorized(&sh, &parts.headers) {
@@ -75,7 +97,15 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         status: 0,
     });
     let resp = if authorized(&sh, &parts.headers) {
-        route(&sh, &parts.method, &parts.uri, &parts.headers, content_type.as_deref(), body).await
+        route(
+            &sh,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            content_type.as_deref(),
+            body,
+        )
+        .await
     } else {
         error_response(&ApiError::unauthorized())
     };
@@ -97,7 +127,9 @@ fn admin(sh: &Shared, method: &Method, path: &str, body: &Bytes) -> Response {
             }
             Err(e) => error_response(&ApiError::bad_request(format!("invalid fault: {e}"))),
         },
-        (_, "/sandbox/requests" | "/sandbox/faults") => error_response(&ApiError::method_not_allowed()),
+        (_, "/sandbox/requests" | "/sandbox/faults") => {
+            error_response(&ApiError::method_not_allowed())
+        }
         _ => error_response(&ApiError::path_not_found()),
     }
 }
@@ -113,12 +145,18 @@ async fn route(
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let reg = &sh.store.registry;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
     let is_get = method == Method::GET;
     let doc = match segs.as_slice() {
         ["version"] if is_get => Some(discovery::version()),
         ["healthz" | "livez" | "readyz"] if is_get => {
-            return Response::builder().header(header::CONTENT_TYPE, "text/plain").body(Body::from("ok")).unwrap_or_default();
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("ok"))
+                .unwrap_or_default();
         }
         ["api"] if is_get => Some(discovery::core_versions(host)),
         ["apis"] if is_get => Some(discovery::group_list(reg)),

@@ -21,10 +21,22 @@ enum ListStrategy {
 
 fn list_strategy(path: &[String]) -> ListStrategy {
     let last = path.last().map(String::as_str).unwrap_or_default();
-    let parent = if path.len() >= 2 { path[path.len() - 2].as_str() } else { "" };
-    let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
+    let parent = if path.len() >= 2 {
+        path[path.len() - 2].as_str()
+    } else {
+        ""
+    };
+    let in_container = matches!(
+        parent,
+        "containers" | "initContainers" | "ephemeralContainers"
+    );
     match last {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets" | "resourceClaims"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
         | "schedulingGates" => ListStrategy::MergeKey("name"),
         "env" if in_container => ListStrategy::MergeKey("name"),
         "volumeMounts" if in_container => ListStrategy::MergeKey("mountPath"),
@@ -45,7 +57,9 @@ fn list_strategy(path: &[String]) -> ListStrategy {
 /// Apply a strategic merge patch to `original`.
 pub fn apply(original: &Value, patch: &Value) -> Result<Value, String> {
     let mut out = original.clone();
-    let Some(p) = patch.as_object() else { return Err("patch must be a JSON object".into()) };
+    let Some(p) = patch.as_object() else {
+        return Err("patch must be a JSON object".into());
+    };
     if !merge_map(&mut out, p, &mut Vec::new())? {
         return Err("the patch deletes the whole object".into());
     }
@@ -55,18 +69,28 @@ pub fn apply(original: &Value, patch: &Value) -> Result<Value, String> {
 /// Drop directive keys from a value being inserted as-is.
 fn strip(v: &Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(
-            a.iter().filter(|e| e.get("$patch").is_none()).map(strip).collect(),
+            a.iter()
+                .filter(|e| e.get("$patch").is_none())
+                .map(strip)
+                .collect(),
         ),
         other => other.clone(),
     }
 }
 
 /// Merge patch map `p` into `orig`. Returns false if the map is to be deleted.
-fn merge_map(orig: &mut Value, p: &Map<String, Value>, path: &mut Vec<String>) -> Result<bool, String> {
+fn merge_map(
+    orig: &mut Value,
+    p: &Map<String, Value>,
+    path: &mut Vec<String>,
+) -> Result<bool, String> {
     match p.get("$patch").and_then(Value::as_str) {
         Some("delete") => return Ok(false),
         Some("replace") => {
@@ -97,7 +121,9 @@ fn merge_map(orig: &mut Value, p: &Map<String, Value>, path: &mut Vec<String>) -
         if k.starts_with('$') {
             continue;
         }
-        let Some(o) = orig.as_object_mut() else { continue };
+        let Some(o) = orig.as_object_mut() else {
+            continue;
+        };
         match v {
             Value::Null => {
                 o.remove(k);
@@ -156,17 +182,26 @@ fn key_of<'a>(e: &'a Value, strategy: &ListStrategy) -> Option<&'a Value> {
 fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: &ListStrategy) {
     let pos = |e: &Value| {
         let k = key_of(e, strategy);
-        order.iter().position(|o| k.is_some() && key_of(o, strategy) == k)
+        order
+            .iter()
+            .position(|o| k.is_some() && key_of(o, strategy) == k)
     };
-    let (mut known, rest): (Vec<Value>, Vec<Value>) = list.drain(..).partition(|e| pos(e).is_some());
+    let (mut known, rest): (Vec<Value>, Vec<Value>) =
+        list.drain(..).partition(|e| pos(e).is_some());
     known.sort_by_key(|e| pos(e).unwrap_or(usize::MAX));
     known.extend(rest);
     *list = known;
 }
 
-fn merge_list(orig: Option<&Value>, patch: &[Value], path: &mut Vec<String>) -> Result<Value, String> {
+fn merge_list(
+    orig: Option<&Value>,
+    patch: &[Value],
+    path: &mut Vec<String>,
+) -> Result<Value, String> {
     let strategy = list_strategy(path);
-    let replace = patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
+    let replace = patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
     let cur: Vec<Value> = orig.and_then(Value::as_array).cloned().unwrap_or_default();
     if replace || strategy == ListStrategy::Replace {
         return Ok(strip(&Value::Array(patch.to_vec())));
@@ -183,10 +218,15 @@ fn merge_list(orig: Option<&Value>, patch: &[Value], path: &mut Vec<String>) -> 
         ListStrategy::MergeKey(k) => {
             for pe in patch {
                 let Some(pm) = pe.as_object() else {
-                    return Err(format!("the list at {} is merged by key {k}; its elements must be objects", path.join(".")));
+                    return Err(format!(
+                        "the list at {} is merged by key {k}; its elements must be objects",
+                        path.join(".")
+                    ));
                 };
                 let Some(kv) = pm.get(k) else {
-                    return Err(format!("map: {pm:?} does not contain declared merge key: {k}"));
+                    return Err(format!(
+                        "map: {pm:?} does not contain declared merge key: {k}"
+                    ));
                 };
                 if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
                     out.retain(|e| e.get(k) != Some(kv));
@@ -224,9 +264,18 @@ mod tests {
             {"name": "side", "image": "side:1"}]}}}});
         let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:2.0"}]}}}});
         let out = apply(&orig, &p).unwrap();
-        assert_eq!(out.pointer("/spec/template/spec/containers/0/image"), Some(&json!("nginx:2.0")));
-        assert_eq!(out.pointer("/spec/template/spec/containers/0/ports/0/containerPort"), Some(&json!(80)));
-        assert_eq!(out.pointer("/spec/template/spec/containers/1/image"), Some(&json!("side:1")));
+        assert_eq!(
+            out.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("nginx:2.0"))
+        );
+        assert_eq!(
+            out.pointer("/spec/template/spec/containers/0/ports/0/containerPort"),
+            Some(&json!(80))
+        );
+        assert_eq!(
+            out.pointer("/spec/template/spec/containers/1/image"),
+            Some(&json!("side:1"))
+        );
     }
 
     #[test]
@@ -244,7 +293,10 @@ mod tests {
         let out = apply(&orig, &p).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(out["metadata"]["labels"], json!({"x": "1"}));
-        assert_eq!(out["spec"]["containers"], json!([{"name": "c", "image": "c"}, {"name": "b"}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "c", "image": "c"}, {"name": "b"}])
+        );
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
     }
 

@@ -20,7 +20,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: Map::new() }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
 
     fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
@@ -38,19 +43,30 @@ impl ApiError {
 
     /// `deployments.apps "web" not found`
     pub fn not_found(res: &ResourceDef, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified()))
-            .with_details(name, res.group, res.plural)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", res.qualified()),
+        )
+        .with_details(name, res.group, res.plural)
     }
 
     /// `namespaces "x" not found`, as answered for a create in a missing namespace.
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
-            .with_details(ns, "", "namespaces")
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(
+            ns,
+            "",
+            "namespaces",
+        )
     }
 
     pub fn already_exists(res: &ResourceDef, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified()))
-            .with_details(name, res.group, res.plural)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", res.qualified()),
+        )
+        .with_details(name, res.group, res.plural)
     }
 
     /// The optimistic-concurrency failure of an update with a stale resourceVersion.
@@ -71,7 +87,10 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {msg}", res.qualified()),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {msg}",
+                res.qualified()
+            ),
         )
         .with_details(name, res.group, res.plural)
     }
@@ -81,7 +100,10 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {detail}", res.qualified_kind()),
+            format!(
+                "{} \"{name}\" is invalid: {field}: {detail}",
+                res.qualified_kind()
+            ),
         )
         .with_details(name, res.group, res.kind);
         e.details.insert(
@@ -95,7 +117,11 @@ impl ApiError {
     /// op included): `NewGenericServerResponse(422, ...)`, whose message is generic and whose
     /// details are empty; the patch library's own message is not passed on.
     pub fn patch_unprocessable() -> Self {
-        Self::new(422, "Invalid", "the server rejected our request due to an error in our request")
+        Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
     }
 
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -120,14 +146,22 @@ impl ApiError {
             "UnsupportedMediaType",
             format!(
                 "the body of the request was in an unknown format - accepted media types include: {}",
-                if accepted.is_empty() { ct.to_string() } else { accepted.join(", ") }
+                if accepted.is_empty() {
+                    ct.to_string()
+                } else {
+                    accepted.join(", ")
+                }
             ),
         )
     }
 
     /// The path names nothing the server serves.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// `410 Gone` for a watch or list from a resourceVersion older than the retained history.
@@ -140,25 +174,56 @@ impl ApiError {
     }
 
     pub fn internal(msg: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", msg.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", msg.into()),
+        )
     }
 
     /// An injected fault: a Status of the given code with the reason the real server uses for it.
     pub fn from_code(code: u16) -> Self {
         let (reason, msg) = match code {
-            400 => ("BadRequest", "the server rejected our request for an unknown reason"),
+            400 => (
+                "BadRequest",
+                "the server rejected our request for an unknown reason",
+            ),
             401 => ("Unauthorized", "Unauthorized"),
             403 => ("Forbidden", "forbidden (injected fault)"),
-            404 => ("NotFound", "the server could not find the requested resource"),
-            405 => ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
+            404 => (
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+            405 => (
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ),
             409 => ("Conflict", "the server reported a conflict"),
             410 => ("Expired", "the resource version is too old"),
-            415 => ("UnsupportedMediaType", "unsupported media type (injected fault)"),
-            422 => ("Invalid", "the server rejected our request due to an error in our request"),
-            429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-            503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-            504 => ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing the request"),
-            c if c >= 500 => ("InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            415 => (
+                "UnsupportedMediaType",
+                "unsupported media type (injected fault)",
+            ),
+            422 => (
+                "Invalid",
+                "the server rejected our request due to an error in our request",
+            ),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
+            503 => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            504 => (
+                "Timeout",
+                "the server was unable to return a response in the time allotted, but may still be processing the request",
+            ),
+            c if c >= 500 => (
+                "InternalError",
+                "an error on the server (\"injected fault\") has prevented the request from succeeding",
+            ),
             _ => ("", "injected fault"),
         };
         Self::new(code, reason, msg)
@@ -175,10 +240,10 @@ impl ApiError {
             "details": Value::Object(self.details.clone()),
             "code": self.code,
         });
-        if self.reason.is_empty() {
-            if let Some(m) = v.as_object_mut() {
-                m.remove("reason");
-            }
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
         }
         v
     }

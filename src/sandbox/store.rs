@@ -37,6 +37,8 @@ pub struct Event {
     pub old: Option<Value>,
 }
 
+pub type EventReceiver = broadcast::Receiver<Arc<Event>>;
+
 pub(crate) type Objects = BTreeMap<(String, String), Value>;
 
 pub(crate) struct State {
@@ -56,22 +58,39 @@ pub struct Store {
 
 /// The rv of an object, 0 if absent or malformed.
 pub fn rv_of(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 impl Store {
     pub fn new(registry: Registry, history_limit: usize) -> Self {
         let (tx, _) = broadcast::channel(8192);
-        let state = State { rv: 1, objects: HashMap::new(), history: VecDeque::new(), evicted_upto: 0 };
-        let store = Self { registry, state: Mutex::new(state), tx, history_limit };
+        let state = State {
+            rv: 1,
+            objects: HashMap::new(),
+            history: VecDeque::new(),
+            evicted_upto: 0,
+        };
+        let store = Self {
+            registry,
+            state: Mutex::new(state),
+            tx,
+            history_limit,
+        };
         // The namespaces a fresh cluster has.
         if let Some(ns) = store.registry.find("", "v1", "namespaces").cloned() {
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -104,12 +123,22 @@ impl Store {
 
     /// All objects of a resource (in one namespace, or all), sorted by namespace and name,
     /// with the resourceVersion the list is consistent at.
-    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, filter: impl Fn(&Value) -> bool) -> (Vec<Value>, u64) {
+    pub fn list(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
         let st = self.lock();
         (Self::list_locked(&st, def, ns, filter), st.rv)
     }
 
-    pub(crate) fn list_locked(st: &State, def: &ResourceDef, ns: Option<&str>, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) fn list_locked(
+        st: &State,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         st.objects
             .get(&def.storage_key())
             .map(|m| {
@@ -125,7 +154,7 @@ impl Store {
 
     /// For a watch: the retained events after `from` and a receiver for what follows, taken
     /// atomically so nothing falls between them. `from` older than the history: 410.
-    pub fn events_since(&self, from: u64) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    pub fn events_since(&self, from: u64) -> Result<(Vec<Arc<Event>>, EventReceiver), ApiError> {
         let st = self.lock();
         if from < st.evicted_upto {
             return Err(ApiError::expired(from, st.evicted_upto + 1));
@@ -168,6 +197,8 @@ impl Store {
 
     /// Does a namespace exist?
     pub(crate) fn namespace_exists(st: &State, ns: &str) -> bool {
-        st.objects.get("/namespaces").is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+        st.objects
+            .get("/namespaces")
+            .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
     }
 }

@@ -28,15 +28,27 @@ pub fn human_duration(secs: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if d < 365 * 8 {
@@ -47,7 +59,12 @@ pub fn human_duration(secs: i64) -> String {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(ts) = obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str) else { return "<unknown>".into() };
+    let Some(ts) = obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+    else {
+        return "<unknown>".into();
+    };
     match ts.parse::<jiff::Timestamp>() {
         Ok(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
         Err(_) => "<unknown>".into(),
@@ -70,11 +87,19 @@ fn cell(obj: &Value, c: &Cell, ty: &str) -> Value {
         Cell::Each(list, field) => {
             let names: Vec<&str> = dotted(obj, list)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|e| e.get(*field).and_then(Value::as_str)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.get(*field).and_then(Value::as_str))
+                        .collect()
+                })
                 .unwrap_or_default();
             json!(names.join(","))
         }
-        Cell::Selector(p) => json!(dotted(obj, p).map(format_selector_object).unwrap_or_else(|| "<none>".into())),
+        Cell::Selector(p) => json!(
+            dotted(obj, p)
+                .map(format_selector_object)
+                .unwrap_or_else(|| "<none>".into())
+        ),
     }
 }
 
@@ -99,7 +124,9 @@ fn row(def: &ResourceDef, obj: &Value, include: &str) -> Value {
 
 /// A Table of `objs`, consistent at `rv`.
 pub fn table(def: &ResourceDef, objs: &[Value], rv: Option<u64>, include: &str) -> Value {
-    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     cols.extend(def.columns.iter().map(|c| json!({"name": c.name, "type": c.ty, "format": "", "description": c.name, "priority": c.priority})));
     cols.push(json!({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0}));
     let mut meta = json!({});

@@ -56,7 +56,8 @@ impl Filter {
 
     /// The line this event produces for this watcher, if any.
     fn event_line(&self, ev: &Event) -> Option<Bytes> {
-        if ev.key != self.def.storage_key() || self.ns.as_ref().is_some_and(|n| *n != ev.namespace) {
+        if ev.key != self.def.storage_key() || self.ns.as_ref().is_some_and(|n| *n != ev.namespace)
+        {
             return None;
         }
         let now = self.matches(&ev.object);
@@ -77,15 +78,18 @@ impl Filter {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
-        let mut v = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let obj =
+            json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
+        let mut v =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut v =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
@@ -101,20 +105,34 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let from = match q.get("resourceVersion").unwrap_or_default() {
         "" | "0" => None,
-        s => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?),
+        s => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+        ),
     };
     let timeout = match q.get("timeoutSeconds") {
-        Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s}")))?),
+        Some(s) => Duration::from_secs(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s}")))?,
+        ),
         None => DEFAULT_TIMEOUT,
     };
     let bookmarks = q.flag("allowWatchBookmarks");
     let initial_end_bookmark = bookmarks && q.flag("sendInitialEvents");
-    let f = Filter { def, ns, labels, fields, table };
+    let f = Filter {
+        def,
+        ns,
+        labels,
+        fields,
+        table,
+    };
 
     let mut first: Vec<Bytes> = Vec::new();
     let (mut last_rv, rx) = match from {
         None => {
-            let (objs, rv, rx) = sh.store.snapshot_and_subscribe(&f.def, f.ns.as_deref(), |o| f.matches(o));
+            let (objs, rv, rx) = sh
+                .store
+                .snapshot_and_subscribe(&f.def, f.ns.as_deref(), |o| f.matches(o));
             first.extend(objs.iter().map(|o| f.line("ADDED", o)));
             if initial_end_bookmark {
                 first.push(f.bookmark(rv, true));
@@ -148,7 +166,8 @@ pub fn serve(
         let Some(mut rx) = rx else { return };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
@@ -160,9 +179,8 @@ pub fn serve(
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
                         last_rv = last_rv.max(ev.rv);
-                        if let Some(line) = f.event_line(&ev) {
-                            if tx.send(line).await.is_err() { return; }
-                        }
+                        if let Some(line) = f.event_line(&ev)
+                            && tx.send(line).await.is_err() { return; }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tx.send(error_line(&ApiError::expired(last_rv, last_rv + 1))).await;
@@ -173,7 +191,11 @@ pub fn serve(
             }
         }
     });
-    let stream = futures::stream::unfold(out, |mut out| async move { out.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), out)) });
+    let stream = futures::stream::unfold(out, |mut out| async move {
+        out.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), out))
+    });
     Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "application/json")

@@ -19,12 +19,20 @@ pub async fn start(opts: SandboxOptions) -> Env {
     let sb = Sandbox::start(opts).await.expect("sandbox starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
-    Env { sb, dir, kubeconfig }
+    sb.write_kubeconfig(&kubeconfig)
+        .expect("kubeconfig written");
+    Env {
+        sb,
+        dir,
+        kubeconfig,
+    }
 }
 
 pub fn fast() -> SandboxOptions {
-    SandboxOptions { rollout_delay: Duration::from_millis(100), ..SandboxOptions::default() }
+    SandboxOptions {
+        rollout_delay: Duration::from_millis(100),
+        ..SandboxOptions::default()
+    }
 }
 
 pub struct Out {
@@ -37,9 +45,14 @@ impl Env {
     /// The kubectl command line for this sandbox (own kubeconfig and discovery cache).
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("kubectl");
-        c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.dir.path().join("cache"));
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"));
         c.args(args);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 
@@ -86,7 +99,13 @@ impl Env {
     /// Run kubectl and require success; returns stdout.
     pub async fn ok(&self, args: &[&str]) -> String {
         let o = self.kubectl(args).await;
-        assert!(o.ok, "kubectl {} failed:\nstdout: {}\nstderr: {}", args.join(" "), o.stdout, o.stderr);
+        assert!(
+            o.ok,
+            "kubectl {} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            o.stdout,
+            o.stderr
+        );
         o.stdout
     }
 
@@ -101,7 +120,9 @@ impl Env {
 pub async fn kube_client(sb: &Sandbox) -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::from_yaml(&sb.kubeconfig_yaml()).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.expect("kube config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config");
     kube::Client::try_from(cfg).expect("kube client")
 }
 

@@ -21,14 +21,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::revision::{self as rev, HASH_LABEL};
+use super::objects::{
+    self, controller_uid, counts, ensure_map, int, max_unavailable, name_of, new_replicaset,
+    obj_at, status,
+};
+use super::revision as rev;
 use super::{Controller, Key, Requeue};
 use crate::sandbox::resources::ResourceDef;
 use crate::sandbox::store::{Event, Store, meta_str, now_rfc3339};
-use crate::sandbox::writes::{DeleteOptions, Part};
+use crate::sandbox::writes::Part;
 
 pub struct DeploymentController {
     delay: Duration,
@@ -40,7 +44,12 @@ pub struct DeploymentController {
 
 impl DeploymentController {
     pub fn new(delay: Duration) -> Self {
-        Self { delay, started: HashMap::new(), deployments: None, replicasets: None }
+        Self {
+            delay,
+            started: HashMap::new(),
+            deployments: None,
+            replicasets: None,
+        }
     }
 
     fn defs(&mut self, store: &Store) -> Option<(ResourceDef, ResourceDef)> {
@@ -52,29 +61,6 @@ impl DeploymentController {
     }
 }
 
-fn int(v: &Value, p: &str) -> i64 {
-    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn name_of(v: &Value) -> String {
-    meta_str(v, "name").unwrap_or_default().to_string()
-}
-
-/// The uid of an object's controller ownerReference of kind Deployment.
-fn controller_uid(o: &Value) -> Option<&str> {
-    o.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true) && r.get("kind").and_then(Value::as_str) == Some("Deployment"))?
-        .get("uid")?
-        .as_str()
-}
-
-/// Drop zero counters like the real API's `omitempty`.
-fn counts(pairs: &[(&str, i64)]) -> Map<String, Value> {
-    pairs.iter().filter(|(_, n)| *n != 0).map(|(k, n)| (k.to_string(), json!(n))).collect()
-}
-
 impl Controller for DeploymentController {
     fn name(&self) -> &'static str {
         "deployment"
@@ -84,23 +70,44 @@ impl Controller for DeploymentController {
         match ev.key.as_str() {
             "apps/deployments" => vec![(ev.namespace.clone(), name_of(&ev.object))],
             "apps/replicasets" => {
-                let Some(uid) = controller_uid(&ev.object).or_else(|| ev.old.as_ref().and_then(controller_uid)) else { return vec![] };
-                let Some(def) = store.registry.find("apps", "v1", "deployments") else { return vec![] };
-                let (deps, _) = store.list(def, Some(&ev.namespace), |d| meta_str(d, "uid") == Some(uid));
-                deps.iter().map(|d| (ev.namespace.clone(), name_of(d))).collect()
+                let Some(uid) =
+                    controller_uid(&ev.object).or_else(|| ev.old.as_ref().and_then(controller_uid))
+                else {
+                    return vec![];
+                };
+                let Some(def) = store.registry.find("apps", "v1", "deployments") else {
+                    return vec![];
+                };
+                let (deps, _) = store.list(def, Some(&ev.namespace), |d| {
+                    meta_str(d, "uid") == Some(uid)
+                });
+                deps.iter()
+                    .map(|d| (ev.namespace.clone(), name_of(d)))
+                    .collect()
             }
             _ => vec![],
         }
     }
 
     fn all_keys(&self, store: &Store) -> Vec<Key> {
-        let Some(def) = store.registry.find("apps", "v1", "deployments") else { return vec![] };
+        let Some(def) = store.registry.find("apps", "v1", "deployments") else {
+            return vec![];
+        };
         let (deps, _) = store.list(def, None, |_| true);
-        deps.iter().map(|d| (meta_str(d, "namespace").unwrap_or_default().to_string(), name_of(d))).collect()
+        deps.iter()
+            .map(|d| {
+                (
+                    meta_str(d, "namespace").unwrap_or_default().to_string(),
+                    name_of(d),
+                )
+            })
+            .collect()
     }
 
     fn reconcile(&mut self, store: &Store, key: &Key) -> Requeue {
-        let Some((ddef, rsdef)) = self.defs(store) else { return Requeue::Done };
+        let Some((ddef, rsdef)) = self.defs(store) else {
+            return Requeue::Done;
+        };
         let (ns, name) = key;
         let Ok(dep) = store.get(&ddef, Some(ns), name) else {
             self.started.remove(key);
@@ -121,23 +128,65 @@ impl Controller for DeploymentController {
 }
 
 impl DeploymentController {
-    fn sync(&mut self, store: &Store, ddef: &ResourceDef, rsdef: &ResourceDef, key: &Key, dep: &Value) -> Result<Requeue, String> {
+    fn sync(
+        &mut self,
+        store: &Store,
+        ddef: &ResourceDef,
+        rsdef: &ResourceDef,
+        key: &Key,
+        dep: &Value,
+    ) -> Result<Requeue, String> {
         let (ns, name) = key;
         let uid = meta_str(dep, "uid").unwrap_or_default().to_string();
         let template = dep.pointer("/spec/template").cloned().unwrap_or(json!({}));
-        let replicas = dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let replicas = dep
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let generation = int(dep, "/metadata/generation");
         let paused = dep.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
         let now = now_rfc3339();
-        let (mut owned, _) = store.list(rsdef, Some(ns), |rs| controller_uid(rs) == Some(uid.as_str()));
-        owned.sort_by(|a, b| (meta_str(a, "creationTimestamp"), rev::revision_of(a)).cmp(&(meta_str(b, "creationTimestamp"), rev::revision_of(b))));
-        let new_idx = owned.iter().position(|rs| rs.pointer("/spec/template").is_some_and(|t| rev::equal_ignore_hash(t, &template)));
-        let max_old = owned.iter().enumerate().filter(|(i, _)| Some(*i) != new_idx).map(|(_, rs)| rev::revision_of(rs)).max().unwrap_or(0);
-        let mut conds: Vec<Value> = dep.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let (mut owned, _) = store.list(rsdef, Some(ns), |rs| {
+            controller_uid(rs) == Some(uid.as_str())
+        });
+        owned.sort_by(|a, b| {
+            (meta_str(a, "creationTimestamp"), rev::revision_of(a))
+                .cmp(&(meta_str(b, "creationTimestamp"), rev::revision_of(b)))
+        });
+        let new_idx = owned.iter().position(|rs| {
+            rs.pointer("/spec/template")
+                .is_some_and(|t| rev::equal_ignore_hash(t, &template))
+        });
+        let max_old = owned
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != new_idx)
+            .map(|(_, rs)| rev::revision_of(rs))
+            .max()
+            .unwrap_or(0);
+        let mut conds: Vec<Value> = dep
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
 
         if paused && new_idx.is_none() {
-            rev::set_condition(&mut conds, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", &now);
-            self.write_status(store, ddef, ns, name, None, status(generation, &owned, None, &conds, dep))?;
+            rev::set_condition(
+                &mut conds,
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused",
+                &now,
+            );
+            objects::write_status(
+                store,
+                ddef,
+                ns,
+                name,
+                None,
+                status(generation, &owned, None, &conds, dep),
+            )?;
             return Ok(Requeue::Done);
         }
 
@@ -155,23 +204,51 @@ impl DeploymentController {
                         Ok(n)
                     })
                     .map_err(|e| e.to_string())?;
-                if !conds.iter().any(|c| c.get("type").and_then(Value::as_str) == Some("Progressing")) {
+                if !conds
+                    .iter()
+                    .any(|c| c.get("type").and_then(Value::as_str) == Some("Progressing"))
+                {
                     let msg = format!("Found new replica set \"{}\"", name_of(&new));
-                    rev::set_condition(&mut conds, "Progressing", "True", "FoundNewReplicaSet", &msg, &now);
+                    rev::set_condition(
+                        &mut conds,
+                        "Progressing",
+                        "True",
+                        "FoundNewReplicaSet",
+                        &msg,
+                        &now,
+                    );
                 }
                 owned[i] = new.clone();
                 new
             }
             None => {
-                let collisions = dep.pointer("/status/collisionCount").and_then(Value::as_u64).map(|c| c as u32);
+                let collisions = dep
+                    .pointer("/status/collisionCount")
+                    .and_then(Value::as_u64)
+                    .map(|c| c as u32);
                 let hash = rev::pod_template_hash(&template, collisions);
                 let rs_name = format!("{name}-{hash}");
                 let active_old = owned.iter().any(|rs| int(rs, "/spec/replicas") > 0);
-                let body = new_replicaset(dep, &template, &rs_name, &hash, max_old + 1, if active_old { 0 } else { replicas }, surge);
+                let body = new_replicaset(
+                    dep,
+                    &template,
+                    &rs_name,
+                    &hash,
+                    max_old + 1,
+                    if active_old { 0 } else { replicas },
+                    surge,
+                );
                 match store.create(rsdef, Some(ns), body, false) {
                     Ok(rs) => {
                         let msg = format!("Created new replica set \"{rs_name}\"");
-                        rev::set_condition(&mut conds, "Progressing", "True", "NewReplicaSetCreated", &msg, &now);
+                        rev::set_condition(
+                            &mut conds,
+                            "Progressing",
+                            "True",
+                            "NewReplicaSetCreated",
+                            &msg,
+                            &now,
+                        );
                         owned.push(rs.clone());
                         rs
                     }
@@ -198,7 +275,9 @@ impl DeploymentController {
         let target = format!("{new_name}/{replicas}/{generation}");
         let converged = owned.iter().all(|rs| {
             let want = if name_of(rs) == new_name { replicas } else { 0 };
-            int(rs, "/spec/replicas") == want && int(rs, "/status/replicas") == want && int(rs, "/status/availableReplicas") == want
+            int(rs, "/spec/replicas") == want
+                && int(rs, "/status/replicas") == want
+                && int(rs, "/status/availableReplicas") == want
         });
         let started = match self.started.get(key) {
             Some((t, at)) if *t == target => *at,
@@ -212,199 +291,107 @@ impl DeploymentController {
         if converged || elapsed >= self.delay {
             for rs in &owned {
                 let want = if name_of(rs) == new_name { replicas } else { 0 };
-                self.scale(store, rsdef, ns, rs, want, replicas, surge)?;
+                objects::scale(store, rsdef, ns, rs, want, replicas, surge)?;
                 store
                     .modify(rsdef, Some(ns), &name_of(rs), Part::Status, false, |cur| {
                         let mut n = cur.clone();
-                        let mut st = counts(&[("replicas", want), ("fullyLabeledReplicas", want), ("readyReplicas", want), ("availableReplicas", want)]);
-                        st.insert("observedGeneration".into(), json!(int(cur, "/metadata/generation")));
+                        let mut st = counts(&[
+                            ("replicas", want),
+                            ("fullyLabeledReplicas", want),
+                            ("readyReplicas", want),
+                            ("availableReplicas", want),
+                        ]);
+                        st.insert(
+                            "observedGeneration".into(),
+                            json!(int(cur, "/metadata/generation")),
+                        );
                         obj_at(&mut n, "status").clear();
                         obj_at(&mut n, "status").extend(st);
                         Ok(n)
                     })
                     .map_err(|e| e.to_string())?;
             }
-            let (owned_now, _) = store.list(rsdef, Some(ns), |rs| controller_uid(rs) == Some(uid.as_str()));
-            rev::set_condition(&mut conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", &now);
+            let (owned_now, _) = store.list(rsdef, Some(ns), |rs| {
+                controller_uid(rs) == Some(uid.as_str())
+            });
+            rev::set_condition(
+                &mut conds,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                &now,
+            );
             let msg = format!("ReplicaSet \"{new_name}\" has successfully progressed.");
-            rev::set_condition(&mut conds, "Progressing", "True", "NewReplicaSetAvailable", &msg, &now);
-            self.write_status(store, ddef, ns, name, Some(new_rev), status(generation, &owned_now, Some(&new_name), &conds, dep))?;
-            self.cleanup(store, rsdef, ns, dep, &owned_now, &new_name)?;
+            rev::set_condition(
+                &mut conds,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                &msg,
+                &now,
+            );
+            objects::write_status(
+                store,
+                ddef,
+                ns,
+                name,
+                Some(new_rev),
+                status(generation, &owned_now, Some(&new_name), &conds, dep),
+            )?;
+            objects::cleanup(store, rsdef, ns, dep, &owned_now, &new_name)?;
             return Ok(Requeue::Done);
         }
         // In progress: the new ReplicaSet is scaled up, its pods are not ready yet.
-        self.scale(store, rsdef, ns, &new_rs, replicas, replicas, surge)?;
-        let (owned_now, _) = store.list(rsdef, Some(ns), |rs| controller_uid(rs) == Some(uid.as_str()));
-        let available: i64 = owned_now.iter().map(|rs| int(rs, "/status/availableReplicas")).sum();
-        let (st, reason, msg) = if available >= replicas - max_unavailable(dep, replicas) && available > 0 {
-            ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
-        } else {
-            ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-        };
+        objects::scale(store, rsdef, ns, &new_rs, replicas, replicas, surge)?;
+        let (owned_now, _) = store.list(rsdef, Some(ns), |rs| {
+            controller_uid(rs) == Some(uid.as_str())
+        });
+        let available: i64 = owned_now
+            .iter()
+            .map(|rs| int(rs, "/status/availableReplicas"))
+            .sum();
+        let (st, reason, msg) =
+            if available >= replicas - max_unavailable(dep, replicas) && available > 0 {
+                (
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.",
+                )
+            } else {
+                (
+                    "False",
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.",
+                )
+            };
         rev::set_condition(&mut conds, "Available", st, reason, msg, &now);
-        let progressing = conds.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Progressing"));
-        if progressing.and_then(|c| c.get("reason")).and_then(Value::as_str) == Some("NewReplicaSetAvailable") {
+        let progressing = conds
+            .iter()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some("Progressing"));
+        if progressing
+            .and_then(|c| c.get("reason"))
+            .and_then(Value::as_str)
+            == Some("NewReplicaSetAvailable")
+        {
             let msg = format!("ReplicaSet \"{new_name}\" is progressing.");
-            rev::set_condition(&mut conds, "Progressing", "True", "ReplicaSetUpdated", &msg, &now);
+            rev::set_condition(
+                &mut conds,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                &msg,
+                &now,
+            );
         }
-        self.write_status(store, ddef, ns, name, Some(new_rev), status(generation, &owned_now, Some(&new_name), &conds, dep))?;
+        objects::write_status(
+            store,
+            ddef,
+            ns,
+            name,
+            Some(new_rev),
+            status(generation, &owned_now, Some(&new_name), &conds, dep),
+        )?;
         Ok(Requeue::After(self.delay.saturating_sub(elapsed)))
     }
-
-    /// Set a ReplicaSet's replicas and the desired/max replica annotations.
-    #[allow(clippy::too_many_arguments)]
-    fn scale(&self, store: &Store, rsdef: &ResourceDef, ns: &str, rs: &Value, want: i64, desired: i64, surge: i64) -> Result<(), String> {
-        store
-            .modify(rsdef, Some(ns), &name_of(rs), Part::Main, false, |cur| {
-                let mut n = cur.clone();
-                if int(cur, "/spec/replicas") != want {
-                    obj_at(&mut n, "spec").insert("replicas".into(), json!(want));
-                    let ann = ensure_map(&mut n, "annotations");
-                    ann.insert(rev::DESIRED_REPLICAS.into(), json!(desired.to_string()));
-                    ann.insert(rev::MAX_REPLICAS.into(), json!((desired + surge).to_string()));
-                }
-                Ok(n)
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn write_status(&self, store: &Store, ddef: &ResourceDef, ns: &str, name: &str, revision: Option<i64>, st: Value) -> Result<(), String> {
-        store
-            .modify(ddef, Some(ns), name, Part::Status, false, |cur| {
-                let mut n = cur.clone();
-                if let Some(r) = revision {
-                    ensure_map(&mut n, "annotations").insert(rev::REVISION.into(), json!(r.to_string()));
-                }
-                let collisions = cur.pointer("/status/collisionCount").cloned();
-                let status = obj_at(&mut n, "status");
-                status.clear();
-                if let Some(m) = st.as_object() {
-                    status.extend(m.clone());
-                }
-                if let Some(c) = collisions {
-                    status.insert("collisionCount".into(), c);
-                }
-                Ok(n)
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Delete the oldest old ReplicaSets with no replicas beyond `revisionHistoryLimit`.
-    fn cleanup(&self, store: &Store, rsdef: &ResourceDef, ns: &str, dep: &Value, owned: &[Value], new_name: &str) -> Result<(), String> {
-        let limit = dep.pointer("/spec/revisionHistoryLimit").and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
-        let mut old: Vec<&Value> = owned
-            .iter()
-            .filter(|rs| name_of(rs) != new_name && int(rs, "/spec/replicas") == 0 && int(rs, "/status/replicas") == 0)
-            .filter(|rs| rs.pointer("/metadata/deletionTimestamp").is_none())
-            .collect();
-        if old.len() <= limit {
-            return Ok(());
-        }
-        old.sort_by_key(|rs| rev::revision_of(rs));
-        let excess = old.len() - limit;
-        for rs in old.into_iter().take(excess) {
-            let _ = store.delete(rsdef, Some(ns), &name_of(rs), &DeleteOptions::default());
-        }
-        Ok(())
-    }
-}
-
-/// The map at `key` of `v`, made an object (replacing any other value) if it is not one.
-fn obj_at<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !v.is_object() {
-        *v = Value::Object(Map::new());
-    }
-    let Value::Object(m) = v else { unreachable!("made an object above") };
-    let e = m.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
-    if !e.is_object() {
-        *e = Value::Object(Map::new());
-    }
-    let Value::Object(inner) = e else { unreachable!("made an object above") };
-    inner
-}
-
-/// `metadata.<field>` as a map.
-fn ensure_map<'a>(o: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
-    let md = obj_at(o, "metadata");
-    let e = md.entry(field.to_string()).or_insert_with(|| Value::Object(Map::new()));
-    if !e.is_object() {
-        *e = Value::Object(Map::new());
-    }
-    let Value::Object(m) = e else { unreachable!("made an object above") };
-    m
-}
-
-fn max_unavailable(dep: &Value, replicas: i64) -> i64 {
-    match dep.pointer("/spec/strategy/rollingUpdate/maxUnavailable") {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) => s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()).map(|p| replicas * p / 100).unwrap_or(0),
-        _ => replicas / 4,
-    }
-}
-
-/// The Deployment status computed from its ReplicaSets.
-fn status(generation: i64, owned: &[Value], new_name: Option<&str>, conds: &[Value], dep: &Value) -> Value {
-    let sum = |p: &str| owned.iter().map(|rs| int(rs, p)).sum::<i64>();
-    let updated = new_name.and_then(|n| owned.iter().find(|rs| name_of(rs) == n)).map(|rs| int(rs, "/status/replicas")).unwrap_or(0);
-    let replicas = sum("/status/replicas");
-    let available = sum("/status/availableReplicas");
-    let desired = dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-    let mut st = counts(&[
-        ("replicas", replicas),
-        ("updatedReplicas", updated),
-        ("readyReplicas", sum("/status/readyReplicas")),
-        ("availableReplicas", available),
-        ("unavailableReplicas", (desired - available).max(0)),
-    ]);
-    st.insert("observedGeneration".into(), json!(generation));
-    st.insert("conditions".into(), json!(conds));
-    Value::Object(st)
-}
-
-/// The ReplicaSet the controller creates for a template.
-fn new_replicaset(dep: &Value, template: &Value, name: &str, hash: &str, revision: i64, replicas: i64, surge: i64) -> Value {
-    let mut t = template.clone();
-    if !t["metadata"].is_object() {
-        t["metadata"] = json!({});
-    }
-    if !t["metadata"]["labels"].is_object() {
-        t["metadata"]["labels"] = json!({});
-    }
-    t["metadata"]["labels"][HASH_LABEL] = json!(hash);
-    let mut selector = dep.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-    if !selector["matchLabels"].is_object() {
-        selector["matchLabels"] = json!({});
-    }
-    selector["matchLabels"][HASH_LABEL] = json!(hash);
-    let mut ann = Map::new();
-    rev::copy_annotations(dep, &mut ann);
-    ann.insert(rev::REVISION.into(), json!(revision.to_string()));
-    ann.insert(rev::DESIRED_REPLICAS.into(), json!(dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).to_string()));
-    let desired = dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-    ann.insert(rev::MAX_REPLICAS.into(), json!((desired + surge).to_string()));
-    let mut spec = json!({"replicas": replicas, "selector": selector, "template": t});
-    if let Some(m) = dep.pointer("/spec/minReadySeconds") {
-        spec["minReadySeconds"] = m.clone();
-    }
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": name,
-            "namespace": meta_str(dep, "namespace").unwrap_or("default"),
-            "labels": t["metadata"]["labels"].clone(),
-            "annotations": ann,
-            "ownerReferences": [{
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": meta_str(dep, "name").unwrap_or_default(),
-                "uid": meta_str(dep, "uid").unwrap_or_default(),
-                "controller": true,
-                "blockOwnerDeletion": true,
-            }],
-        },
-        "spec": spec,
-    })
 }

@@ -8,6 +8,7 @@
 //! Rollouts) means implementing the trait and listing it in [`spawn_all`].
 
 mod deployment;
+mod objects;
 mod revision;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,10 +39,18 @@ pub trait Controller: Send + 'static {
 }
 
 /// Start every simulated controller.
-pub fn spawn_all(store: Arc<Store>, rollout_delay: Duration, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn_all(
+    store: Arc<Store>,
+    rollout_delay: Duration,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     if store.registry.find("apps", "v1", "deployments").is_some() {
-        handles.push(tokio::spawn(run(store.clone(), deployment::DeploymentController::new(rollout_delay), stop.clone())));
+        handles.push(tokio::spawn(run(
+            store.clone(),
+            deployment::DeploymentController::new(rollout_delay),
+            stop.clone(),
+        )));
     }
     handles
 }
@@ -53,7 +62,11 @@ pub async fn run(store: Arc<Store>, mut c: impl Controller, mut stop: watch::Rec
     let mut timers: BTreeMap<Key, Instant> = BTreeMap::new();
     loop {
         let now = Instant::now();
-        let due: Vec<Key> = timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        let due: Vec<Key> = timers
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in due {
             timers.remove(&k);
             dirty.insert(k);

@@ -72,17 +72,23 @@ pub fn pod_template_hash(template: &Value, collision_count: Option<u32>) -> Stri
     if let Some(c) = collision_count {
         h = fnv1a32(&c.to_le_bytes(), h);
     }
-    h.to_string().bytes().map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char).collect()
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 fn without_hash(t: &Value) -> Value {
     let mut t = t.clone();
-    if let Some(l) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         l.remove(HASH_LABEL);
-        if l.is_empty() {
-            if let Some(md) = t.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-                md.remove("labels");
-            }
+        if l.is_empty()
+            && let Some(md) = t.pointer_mut("/metadata").and_then(Value::as_object_mut)
+        {
+            md.remove("labels");
         }
     }
     t
@@ -104,7 +110,10 @@ pub fn revision_of(o: &Value) -> i64 {
 
 /// Copy the Deployment's annotations (minus the skip list) onto a ReplicaSet's.
 pub fn copy_annotations(dep: &Value, rs_ann: &mut Map<String, Value>) {
-    if let Some(a) = dep.pointer("/metadata/annotations").and_then(Value::as_object) {
+    if let Some(a) = dep
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
         for (k, v) in a {
             if !SKIP_ANNOTATIONS.contains(&k.as_str()) {
                 rs_ann.insert(k.clone(), v.clone());
@@ -118,14 +127,21 @@ pub fn copy_annotations(dep: &Value, rs_ann: &mut Map<String, Value>) {
 /// default of 2000).
 pub fn bump_revision(ann: &mut Map<String, Value>, new_rev: i64) {
     let limit_chars = 2000;
-    let old = ann.get(REVISION).and_then(Value::as_str).map(str::to_string);
+    let old = ann
+        .get(REVISION)
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let old_n: i64 = old.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
     if old_n >= new_rev {
         return;
     }
     ann.insert(REVISION.into(), json!(new_rev.to_string()));
     let Some(old) = old else { return };
-    let hist = ann.get(REVISION_HISTORY).and_then(Value::as_str).unwrap_or_default().to_string();
+    let hist = ann
+        .get(REVISION_HISTORY)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if hist.is_empty() {
         ann.insert(REVISION_HISTORY.into(), json!(old));
         return;
@@ -159,9 +175,19 @@ pub fn max_surge(dep: &Value, replicas: i64) -> i64 {
 
 /// Set a condition, keeping its times when nothing about it changes, and
 /// `lastTransitionTime` when only reason/message change.
-pub fn set_condition(conds: &mut Vec<Value>, ty: &str, status: &str, reason: &str, message: &str, now: &str) {
+pub fn set_condition(
+    conds: &mut Vec<Value>,
+    ty: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+) {
     let fresh = json!({"type": ty, "status": status, "lastUpdateTime": now, "lastTransitionTime": now, "reason": reason, "message": message});
-    match conds.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(ty)) {
+    match conds
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+    {
         Some(c) => {
             let same_status = c.get("status").and_then(Value::as_str) == Some(status);
             let same = same_status
@@ -170,7 +196,11 @@ pub fn set_condition(conds: &mut Vec<Value>, ty: &str, status: &str, reason: &st
             if same {
                 return;
             }
-            let transition = if same_status { c.get("lastTransitionTime").cloned().unwrap_or(json!(now)) } else { json!(now) };
+            let transition = if same_status {
+                c.get("lastTransitionTime").cloned().unwrap_or(json!(now))
+            } else {
+                json!(now)
+            };
             *c = fresh;
             c["lastTransitionTime"] = transition;
         }
