@@ -279,3 +279,70 @@ async fn kubectl_get_watch_streams_another_clients_change() {
     assert!(seen, "kubectl get --watch printed: {lines:?}");
     assert!(lines[0].starts_with("NAME"), "header first: {lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_pause_history_limit_and_events() {
+    let env = start(fast()).await;
+    env.ok(&["create", "deployment", "web", "--image=nginx:1.0"])
+        .await;
+    env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    env.ok(&[
+        "patch",
+        "deployment/web",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":1}}"#,
+    ])
+    .await;
+
+    // Paused: a template change makes no ReplicaSet; undo is refused as on a cluster.
+    env.ok(&["rollout", "pause", "deployment/web"]).await;
+    env.ok(&["set", "image", "deployment/web", "nginx=nginx:2.0"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.json(&["get", "rs"]).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let out = env.kubectl(&["rollout", "undo", "deployment/web"]).await;
+    assert!(
+        !out.ok,
+        "undo of a paused deployment with one revision fails: {}",
+        out.stdout
+    );
+    env.ok(&["rollout", "resume", "deployment/web"]).await;
+    env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    env.ok(&["set", "image", "deployment/web", "nginx=nginx:3.0"])
+        .await;
+    env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+
+    // revisionHistoryLimit 1: the current ReplicaSet and one old one remain.
+    let rs = env.json(&["get", "rs"]).await;
+    let mut revs: Vec<&str> = rs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(revision)
+        .collect();
+    revs.sort();
+    assert_eq!(revs, ["2", "3"]);
+
+    // Going back to the current template is a no-op for kubectl.
+    let out = env
+        .ok(&["rollout", "undo", "deployment/web", "--to-revision=3"])
+        .await;
+    assert!(out.contains("skipped rollback"), "{out}");
+
+    // The controller's scaling shows up in describe, like on a cluster.
+    let described = env.ok(&["describe", "deployment", "web"]).await;
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled down replica set"),
+        "{described}"
+    );
+    assert!(described.contains("NewReplicaSetAvailable"), "{described}");
+}

@@ -240,6 +240,10 @@ impl DeploymentController {
                 );
                 match store.create(rsdef, Some(ns), body, false) {
                     Ok(rs) => {
+                        let initial = int(&rs, "/spec/replicas");
+                        if initial > 0 {
+                            objects::scaling_event(store, dep, &rs_name, 0, initial);
+                        }
                         let msg = format!("Created new replica set \"{rs_name}\"");
                         rev::set_condition(
                             &mut conds,
@@ -291,7 +295,7 @@ impl DeploymentController {
         if converged || elapsed >= self.delay {
             for rs in &owned {
                 let want = if name_of(rs) == new_name { replicas } else { 0 };
-                objects::scale(store, rsdef, ns, rs, want, replicas, surge)?;
+                objects::scale(store, rsdef, dep, rs, want, replicas, surge)?;
                 store
                     .modify(rsdef, Some(ns), &name_of(rs), Part::Status, false, |cur| {
                         let mut n = cur.clone();
@@ -343,7 +347,7 @@ impl DeploymentController {
             return Ok(Requeue::Done);
         }
         // In progress: the new ReplicaSet is scaled up, its pods are not ready yet.
-        objects::scale(store, rsdef, ns, &new_rs, replicas, replicas, surge)?;
+        objects::scale(store, rsdef, dep, &new_rs, replicas, replicas, surge)?;
         let (owned_now, _) = store.list(rsdef, Some(ns), |rs| {
             controller_uid(rs) == Some(uid.as_str())
         });

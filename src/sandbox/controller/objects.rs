@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::revision::{self as rev, HASH_LABEL};
 use crate::sandbox::gc::DeleteOptions;
 use crate::sandbox::resources::ResourceDef;
-use crate::sandbox::store::{Store, meta_str};
+use crate::sandbox::store::{Store, meta_str, now_rfc3339};
 use crate::sandbox::writes::Part;
 
 pub fn int(v: &Value, p: &str) -> i64 {
@@ -42,21 +42,26 @@ pub fn counts(pairs: &[(&str, i64)]) -> Map<String, Value> {
         .collect()
 }
 
-/// Set a ReplicaSet's replicas and the desired/max replica annotations.
+/// Set a ReplicaSet's replicas and the desired/max replica annotations, recording a
+/// `ScalingReplicaSet` Event on the Deployment when the count changes.
 #[allow(clippy::too_many_arguments)]
 pub fn scale(
     store: &Store,
     rsdef: &ResourceDef,
-    ns: &str,
+    dep: &Value,
     rs: &Value,
     want: i64,
     desired: i64,
     surge: i64,
 ) -> Result<(), String> {
+    let ns = meta_str(dep, "namespace").unwrap_or("default");
+    let mut from = None;
     store
         .modify(rsdef, Some(ns), &name_of(rs), Part::Main, false, |cur| {
             let mut n = cur.clone();
-            if int(cur, "/spec/replicas") != want {
+            let had = int(cur, "/spec/replicas");
+            if had != want {
+                from = Some(had);
                 obj_at(&mut n, "spec").insert("replicas".into(), json!(want));
                 let ann = ensure_map(&mut n, "annotations");
                 ann.insert(rev::DESIRED_REPLICAS.into(), json!(desired.to_string()));
@@ -67,8 +72,39 @@ pub fn scale(
             }
             Ok(n)
         })
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(from) = from {
+        scaling_event(store, dep, &name_of(rs), from, want);
+    }
+    Ok(())
+}
+
+/// A core/v1 Event like the real controller's EventRecorder writes.
+pub fn scaling_event(store: &Store, dep: &Value, rs_name: &str, from: i64, to: i64) {
+    let Some(def) = store.registry.find("", "v1", "events") else {
+        return;
+    };
+    let ns = meta_str(dep, "namespace").unwrap_or("default");
+    let name = meta_str(dep, "name").unwrap_or_default();
+    let now = now_rfc3339();
+    let nanos = jiff::Timestamp::now().as_nanosecond();
+    let direction = if to > from { "up" } else { "down" };
+    let ev = json!({
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
+        "involvedObject": {
+            "kind": "Deployment", "namespace": ns, "name": name, "apiVersion": "apps/v1",
+            "uid": meta_str(dep, "uid").unwrap_or_default(),
+            "resourceVersion": meta_str(dep, "resourceVersion").unwrap_or_default(),
+        },
+        "reason": "ScalingReplicaSet",
+        "message": format!("Scaled {direction} replica set {rs_name} from {from} to {to}"),
+        "source": {"component": "deployment-controller"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": "Normal",
+        "reportingComponent": "deployment-controller", "reportingInstance": "",
+    });
+    if let Err(e) = store.create(def, Some(ns), ev, false) {
+        tracing::debug!(error = %e, "event not recorded");
+    }
 }
 
 pub fn write_status(
