@@ -103,6 +103,10 @@ pub fn pod(o: &mut Value) {
     };
     pod_spec(spec);
     dflt(spec, "enableServiceLinks", json!(true));
+    if let Some(status) = o.as_object_mut().and_then(|m| obj(m, "status")) {
+        dflt(status, "phase", json!("Pending"));
+        dflt(status, "qosClass", json!("BestEffort"));
+    }
 }
 
 pub fn service(o: &mut Value) {
@@ -111,6 +115,19 @@ pub fn service(o: &mut Value) {
     };
     dflt(spec, "type", json!("ClusterIP"));
     dflt(spec, "sessionAffinity", json!("None"));
+    if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+        // A made-up address from the service CIDR; nothing routes to it.
+        let b = uuid::Uuid::new_v4().into_bytes();
+        let ip = spec
+            .get("clusterIP")
+            .cloned()
+            .unwrap_or_else(|| json!(format!("10.96.{}.{}", b[0], b[1].max(1))));
+        dflt(spec, "clusterIP", ip.clone());
+        dflt(spec, "clusterIPs", json!([ip]));
+        dflt(spec, "ipFamilies", json!(["IPv4"]));
+        dflt(spec, "ipFamilyPolicy", json!("SingleStack"));
+        dflt(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             dflt(p, "protocol", json!("TCP"));

@@ -208,6 +208,17 @@ pub fn table() -> Vec<ResourceDef> {
             short_names: &["cm"],
             ..row("", "v1", "ConfigMap", "configmaps", "configmap")
         },
+        row("", "v1", "Secret", "secrets", "secret"),
+        ResourceDef {
+            short_names: &["sa"],
+            ..row(
+                "",
+                "v1",
+                "ServiceAccount",
+                "serviceaccounts",
+                "serviceaccount",
+            )
+        },
         ResourceDef {
             short_names: &["ev"],
             field_labels: &[
@@ -276,7 +287,6 @@ pub fn table() -> Vec<ResourceDef> {
         },
         ResourceDef {
             short_names: &["ro"],
-            categories: &["all", "argoproj"],
             scale: Some(ScaleDef {
                 spec_replicas: "spec.replicas",
                 status_replicas: "status.HPAReplicas",
@@ -287,7 +297,6 @@ pub fn table() -> Vec<ResourceDef> {
         },
         ResourceDef {
             short_names: &["ar"],
-            categories: &["all", "argoproj"],
             ..custom(
                 "argoproj.io",
                 "v1alpha1",
@@ -298,7 +307,6 @@ pub fn table() -> Vec<ResourceDef> {
         },
         ResourceDef {
             short_names: &["at"],
-            categories: &["all", "argoproj"],
             ..custom(
                 "argoproj.io",
                 "v1alpha1",

@@ -4,9 +4,9 @@
 //! client-go 1.32's generated typed clients send built-in objects as protobuf, so
 //! `kubectl create deployment|namespace|configmap|secret|service ...` POST protobuf (they
 //! accept JSON back). Responses are always JSON. The envelope is `k8s\0` + `runtime.Unknown`
-//! {typeMeta{apiVersion, kind}, raw}; `raw` is the object, decoded here with a schema table
-//! of field numbers (from k8s.io/api's generated.proto) for the kinds and nested types those
-//! commands write. Go's proto2 marshalling always emits non-pointer fields, so zero scalars
+//! {typeMeta{apiVersion, kind}, raw}; `raw` is the object, decoded with the field-number table in
+//! `protobuf_schema.rs` (from k8s.io/api's generated.proto) for the kinds and nested types
+//! those commands write. Go's proto2 marshalling always emits non-pointer fields, so zero scalars
 //! are dropped (as JSON's omitempty would) except for fields marked [`C::Ptr`] (Go
 //! pointers, where presence matters: `replicas: 0`). Fields not in the table are skipped.
 //! An unknown kind is answered 415, so a client can retry with JSON.

@@ -104,6 +104,8 @@ pub const SCHEMA: &[(&str, Fields)] = &[
     ("NamespaceSpec", &[(1, "finalizers", Str, Rep)]),
     ("ConfigMap", &[(1, "metadata", Msg("ObjectMeta"), One), (2, "data", MapStr, One), (3, "binaryData", MapBytes, One), (4, "immutable", Bool, Ptr)]),
     ("Secret", &[(1, "metadata", Msg("ObjectMeta"), One), (2, "data", MapBytes, One), (3, "type", Str, One), (4, "stringData", MapStr, One), (5, "immutable", Bool, Ptr)]),
+    ("ServiceAccount", &[(1, "metadata", Msg("ObjectMeta"), One), (2, "secrets", Msg("ObjectReference"), Rep), (3, "imagePullSecrets", Msg("LocalObjectReference"), Rep), (4, "automountServiceAccountToken", Bool, Ptr)]),
+    ("ObjectReference", &[(1, "kind", Str, One), (2, "namespace", Str, One), (3, "name", Str, One), (4, "uid", Str, One), (5, "apiVersion", Str, One), (6, "resourceVersion", Str, One), (7, "fieldPath", Str, One)]),
     ("Service", &[(1, "metadata", Msg("ObjectMeta"), One), (2, "spec", Msg("ServiceSpec"), One)]),
     ("ServiceSpec", &[
         (1, "ports", Msg("ServicePort"), Rep), (2, "selector", MapStr, One), (3, "clusterIP", Str, One), (4, "type", Str, One),
