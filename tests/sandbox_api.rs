@@ -69,6 +69,10 @@ async fn setup(opts: SandboxOptions) -> (Env, reqwest::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_conflicts_patch_test_and_dry_run() {
+    sandbox_common::bounded(auth_conflicts_patch_test_and_dry_run_body()).await;
+}
+
+async fn auth_conflicts_patch_test_and_dry_run_body() {
     let (env, client) = setup(fast()).await;
     let h = Http {
         env: &env,
@@ -313,6 +317,10 @@ async fn auth_conflicts_patch_test_and_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_request_log() {
+    sandbox_common::bounded(faults_and_request_log_body()).await;
+}
+
+async fn faults_and_request_log_body() {
     let (env, client) = setup(fast()).await;
     let h = Http {
         env: &env,
@@ -470,6 +478,10 @@ async fn watch_lines(resp: reqwest::Response, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resume_selectors_and_expiry() {
+    sandbox_common::bounded(watch_resume_selectors_and_expiry_body()).await;
+}
+
+async fn watch_resume_selectors_and_expiry_body() {
     let (env, client) = setup(SandboxOptions {
         watch_history: 8,
         ..fast()

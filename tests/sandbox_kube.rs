@@ -46,6 +46,10 @@ fn rs_revision(rs: &ReplicaSet) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_rollout_scenario_and_watcher() {
+    sandbox_common::bounded(kube_rs_rollout_scenario_and_watcher_body()).await;
+}
+
+async fn kube_rs_rollout_scenario_and_watcher_body() {
     let env = start(fast()).await;
     let client = kube_client(&env.sb).await;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -190,6 +194,10 @@ async fn kube_rs_rollout_scenario_and_watcher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_custom_resources_and_missing_crds() {
+    sandbox_common::bounded(kube_rs_custom_resources_and_missing_crds_body()).await;
+}
+
+async fn kube_rs_custom_resources_and_missing_crds_body() {
     let env = start(fast()).await;
     let client = kube_client(&env.sb).await;
     let ar = ApiResource::from_gvk_with_plural(

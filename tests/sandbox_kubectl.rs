@@ -25,6 +25,10 @@ fn image(o: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_history_and_undo() {
+    sandbox_common::bounded(kubectl_rollout_history_and_undo_body()).await;
+}
+
+async fn kubectl_rollout_history_and_undo_body() {
     let env = start(fast()).await;
     env.ok(&["create", "deployment", "web", "--image=nginx:1.0"])
         .await;
@@ -148,6 +152,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_scale_annotate_delete() {
+    sandbox_common::bounded(kubectl_apply_scale_annotate_delete_body()).await;
+}
+
+async fn kubectl_apply_scale_annotate_delete_body() {
     let env = start(fast()).await;
     let out = env
         .kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST.to_string()))
@@ -224,6 +232,10 @@ async fn kubectl_apply_scale_annotate_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_watch_streams_another_clients_change() {
+    sandbox_common::bounded(kubectl_get_watch_streams_another_clients_change_body()).await;
+}
+
+async fn kubectl_get_watch_streams_another_clients_change_body() {
     let env = start(fast()).await;
     env.ok(&["create", "deployment", "web", "--image=nginx:1.0"])
         .await;
@@ -282,6 +294,10 @@ async fn kubectl_get_watch_streams_another_clients_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_pause_history_limit_and_events() {
+    sandbox_common::bounded(kubectl_pause_history_limit_and_events_body()).await;
+}
+
+async fn kubectl_pause_history_limit_and_events_body() {
     let env = start(fast()).await;
     env.ok(&["create", "deployment", "web", "--image=nginx:1.0"])
         .await;

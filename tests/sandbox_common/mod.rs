@@ -152,3 +152,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every sandbox test runs under this bound, so a hang fails instead of blocking CI.
+pub async fn bounded(test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(Duration::from_secs(90), test)
+        .await
+        .is_err()
+    {
+        panic!("test took over 90s");
+    }
+}
