@@ -295,3 +295,116 @@ async fn kube_rs_custom_resources_and_missing_crds_body() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_delete_policies_and_finalizers() {
+    sandbox_common::bounded(delete_policies_body()).await;
+}
+
+async fn delete_policies_body() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::DeleteParams;
+
+    let env = start(fast()).await;
+    let client = kube_client(&env.sb).await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let make = |name: &str| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
+            }
+        }))
+        .unwrap()
+    };
+    let rs_of = |app: &'static str| {
+        let rss = rss.clone();
+        async move {
+            rss.list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .unwrap()
+                .items
+        }
+    };
+
+    // Orphan: the ReplicaSet stays, without its ownerReference.
+    deps.create(&PostParams::default(), &make("keep"))
+        .await
+        .unwrap();
+    rolled_out(&deps, "keep").await;
+    let gone = deps.delete("keep", &DeleteParams::orphan()).await.unwrap();
+    assert!(gone.is_right(), "an immediate delete answers a Status");
+    let left = rs_of("keep").await;
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+
+    // Foreground and Background: dependents go.
+    for (name, dp) in [
+        ("fg", DeleteParams::foreground()),
+        ("bg", DeleteParams::background()),
+    ] {
+        deps.create(&PostParams::default(), &make(name))
+            .await
+            .unwrap();
+        rolled_out(&deps, name).await;
+        deps.delete(name, &dp).await.unwrap();
+        let app: &'static str = if name == "fg" { "fg" } else { "bg" };
+        assert!(
+            rs_of(app).await.is_empty(),
+            "{name}: owned ReplicaSets deleted"
+        );
+    }
+
+    // Finalizers hold an object, marked with deletionTimestamp, until they are removed.
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let marked = cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = marked.left().expect("the object, still there");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(cms.get("held").await.is_ok());
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let err = cms.get("held").await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404),
+        "{err:?}"
+    );
+
+    // deletecollection by label.
+    for n in ["a", "b"] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"batch": "x"}}}))
+                .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("batch=x"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.list(&ListParams::default().labels("batch=x"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
