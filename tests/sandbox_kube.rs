@@ -260,12 +260,65 @@ async fn kube_rs_custom_resources_and_missing_crds_body() {
     );
 
     // With argo_and_istio off, the group is not served: discovery and requests say 404.
+    // Both discovery flavours of kube-rs see the same groups and resources.
+    for aggregated in [false, true] {
+        let d = kube::Discovery::new(client.clone());
+        let d = if aggregated {
+            d.run_aggregated().await
+        } else {
+            d.run().await
+        }
+        .unwrap();
+        for (g, kind) in [
+            ("apps", "Deployment"),
+            ("argoproj.io", "Rollout"),
+            ("networking.istio.io", "VirtualService"),
+        ] {
+            assert!(d.has_group(g), "aggregated={aggregated}: {g}");
+            let group = d.get(g).unwrap();
+            let (res, caps) = group.recommended_kind(kind).unwrap();
+            assert!(caps.supports_operation(kube::discovery::verbs::WATCH));
+            if kind == "VirtualService" {
+                assert_eq!(res.version, "v1", "preferred version");
+            }
+            if kind != "VirtualService" {
+                assert!(
+                    caps.subresources
+                        .iter()
+                        .any(|(r, _)| r.plural.ends_with("status") || r.plural == "status"),
+                    "{kind} has /status: {:?}",
+                    caps.subresources
+                );
+            }
+        }
+        let core = d.get("").unwrap();
+        let (ns, caps) = core.recommended_kind("Namespace").unwrap();
+        assert_eq!(
+            (ns.plural.as_str(), caps.scope.clone()),
+            ("namespaces", kube::discovery::Scope::Cluster)
+        );
+    }
+
     let bare = start(rollbackd::sandbox::SandboxOptions {
         argo_and_istio: false,
         ..fast()
     })
     .await;
     let client = kube_client(&bare.sb).await;
+    for aggregated in [false, true] {
+        let d = kube::Discovery::new(client.clone());
+        let d = if aggregated {
+            d.run_aggregated().await
+        } else {
+            d.run().await
+        }
+        .unwrap();
+        assert!(
+            d.has_group("apps")
+                && !d.has_group("argoproj.io")
+                && !d.has_group("networking.istio.io")
+        );
+    }
     let ros: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let err = ros.list(&ListParams::default()).await.unwrap_err();
     assert!(

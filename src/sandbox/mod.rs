@@ -13,6 +13,7 @@
 //! `defaults`, `status` (error bodies), `admin` (request log, faults), `controller`.
 
 mod admin;
+mod aggregated;
 mod api;
 mod controller;
 mod defaults;
