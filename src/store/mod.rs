@@ -80,6 +80,14 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads and then writes fails at once with "database is locked" in WAL
+    /// mode when another connection committed in between; waiting for the lock instead lets
+    /// the busy timeout do its job.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Whether the store answers; used by `/readyz`.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()

@@ -69,7 +69,7 @@ impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
     /// resolved alert closes its firing twin and, with it, the incident once all are resolved.
     pub async fn record_alerts(&self, alerts: &[Alert], now: Timestamp) -> Result<Vec<Received>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         let mut out = Vec::with_capacity(alerts.len());
         for alert in alerts {
@@ -239,7 +239,7 @@ impl Store {
         decision: &Decision,
         now: Timestamp,
     ) -> Result<Option<Recorded>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         // Until the executor reports, an incident with an action under way says so.
         let shown = if decision.command.is_some() {
@@ -421,7 +421,7 @@ impl Store {
         result: &ActionResult,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         sqlx::query(
             "UPDATE actions SET status = $1, finished_at = $2, target_uid = COALESCE($3, target_uid),
