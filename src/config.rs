@@ -171,9 +171,12 @@ pub struct CorrelationConfig {
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
     pub namespace_labels: Vec<String>,
+    pub rollout_labels: Vec<String>,
     pub deployment_labels: Vec<String>,
     pub replicaset_labels: Vec<String>,
     pub pod_labels: Vec<String>,
+    pub service_labels: Vec<String>,
+    pub virtualservice_labels: Vec<String>,
     /// Alert label → pod-template label keys it is matched against.
     pub template_labels: BTreeMap<String, Vec<String>>,
 }
@@ -184,9 +187,12 @@ impl Default for CorrelationConfig {
         CorrelationConfig {
             grace: Duration::from_secs(30),
             namespace_labels: labels.namespace,
+            rollout_labels: labels.rollout,
             deployment_labels: labels.deployment,
             replicaset_labels: labels.replica_set,
             pod_labels: labels.pod,
+            service_labels: labels.service,
+            virtualservice_labels: labels.virtual_service,
             template_labels: labels.template,
         }
     }
@@ -243,9 +249,12 @@ impl Config {
             grace: c.grace,
             labels: CorrelationLabels {
                 namespace: c.namespace_labels.clone(),
+                rollout: c.rollout_labels.clone(),
                 deployment: c.deployment_labels.clone(),
                 replica_set: c.replicaset_labels.clone(),
                 pod: c.pod_labels.clone(),
+                service: c.service_labels.clone(),
+                virtual_service: c.virtualservice_labels.clone(),
                 template: c.template_labels.clone(),
             },
         }
@@ -435,9 +444,12 @@ const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "grace",
             "namespace_labels",
+            "rollout_labels",
             "deployment_labels",
             "replicaset_labels",
             "pod_labels",
+            "service_labels",
+            "virtualservice_labels",
             "template_labels",
         ],
     ),

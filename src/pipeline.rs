@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
-use crate::core::engine::{Command, Decision, Policy, decide, describe};
+use crate::core::engine::{Decision, Policy, decide, describe};
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
@@ -205,7 +205,7 @@ impl Pipeline {
         };
         let to = match (&decision.command, result.and_then(|r| r.target.as_ref())) {
             (_, Some(target)) => Some(describe(target)),
-            (Some(Command::UndoDeployment(u)), None) => Some(describe(&u.planned_target)),
+            (Some(command), None) => Some(command.intent().target_name),
             _ => None,
         };
         let n = Notification {

@@ -8,6 +8,7 @@
 
 mod health;
 mod read;
+mod traffic;
 mod write;
 
 use std::str::FromStr;

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::{Result, Store, json_text, ts_text};
 use crate::core::alert::{Alert, AlertKey, AlertStatus};
-use crate::core::engine::{Command, Decision, Outcome, PastAction, describe};
+use crate::core::engine::{Decision, Outcome, PastAction, describe};
 use crate::core::undo::RevisionRef;
 
 /// What happened to one alert of a delivery.
@@ -364,42 +364,37 @@ impl Store {
         .await?;
 
         let mut action_id = None;
-        if let Some(Command::UndoDeployment(undo)) = &decision.command {
+        if let Some(command) = &decision.command {
+            let intent = command.intent();
             let id: i64 = sqlx::query(
                 "INSERT INTO actions (incident_id, alert_id, kind, namespace, workload_name,
                     workload_uid, blamed_uid, blamed_name, target_uid, target_name, dry_run,
                     intended_at, status)
-                 VALUES ($1, $2, 'undo-deployment', $3, $4, $5, $6, $7, $8, $9, $10, $11, 'intended')
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'intended')
                  RETURNING id",
             )
             .bind(incident_id)
             .bind(alert_id)
-            .bind(&undo.namespace)
-            .bind(&undo.name)
-            .bind(&undo.uid)
-            .bind(&undo.blamed.uid)
-            .bind(&undo.blamed.name)
-            .bind(&undo.planned_target.uid)
-            .bind(&undo.planned_target.name)
-            .bind(undo.dry_run)
+            .bind(intent.kind)
+            .bind(&intent.namespace)
+            .bind(&intent.name)
+            .bind(&intent.workload_uid)
+            .bind(&intent.blamed_key)
+            .bind(&intent.blamed_name)
+            .bind(&intent.target_key)
+            .bind(&intent.target_name)
+            .bind(intent.dry_run)
             .bind(&now_text)
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
-            let verb = if undo.dry_run { "dry-run undo" } else { "undo" };
             append(
                 &mut tx,
                 incident_id,
                 now,
                 "action",
                 None,
-                &format!(
-                    "intent: {verb} of deployment {}/{} from {} to {}",
-                    undo.namespace,
-                    undo.name,
-                    describe(&undo.blamed),
-                    describe(&undo.planned_target)
-                ),
+                &format!("intent: {}", intent.text),
                 &json!({"action_id": id}),
             )
             .await?;
