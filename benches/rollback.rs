@@ -65,12 +65,15 @@ impl Bench {
         running
     }
 
+    /// Whether the undo (a JSON patch; rollouts use strategic merge) of `name` was applied.
     fn patched(&self, name: &str) -> bool {
         let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
-        self.sandbox
-            .requests()
-            .iter()
-            .any(|r| r.method == "PATCH" && r.path_only() == path && r.status == 200)
+        self.sandbox.requests().iter().any(|r| {
+            r.method == "PATCH"
+                && r.path_only() == path
+                && r.status == 200
+                && r.content_type.as_deref() == Some("application/json-patch+json")
+        })
     }
 }
 
