@@ -124,6 +124,10 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub correlation_window: Duration,
+    /// How long one watch request lasts before it is renewed from its resourceVersion (a
+    /// renewal that finds the version expired relists).
+    #[serde(with = "humantime_serde")]
+    pub watch_timeout: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -132,6 +136,7 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             namespaces: Vec::new(),
             correlation_window: Duration::from_secs(30 * 60),
+            watch_timeout: Duration::from_secs(290),
         }
     }
 }
@@ -380,6 +385,13 @@ impl Config {
                 "must be longer than 0s".into(),
             );
         }
+        let watch = self.kubernetes.watch_timeout;
+        if watch < Duration::from_secs(1) || watch > Duration::from_secs(3600) {
+            problem(
+                "kubernetes.watch_timeout",
+                "must be between 1s and 1h".into(),
+            );
+        }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
                 "correlation.grace",
@@ -435,7 +447,12 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "kubernetes",
-        &["kubeconfig", "namespaces", "correlation_window"],
+        &[
+            "kubeconfig",
+            "namespaces",
+            "correlation_window",
+            "watch_timeout",
+        ],
     ),
     ("store", &["url"]),
     ("policy", &["mode"]),

@@ -58,6 +58,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (readiness, watch_tasks) = watches(
         &client,
         &config.kubernetes.namespaces,
+        config.kubernetes.watch_timeout,
         &kinds,
         &index,
         changes_tx,

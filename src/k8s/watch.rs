@@ -133,6 +133,7 @@ pub async fn kinds_served(client: &kube::Client) -> Vec<Kind> {
 pub fn watches(
     client: &kube::Client,
     namespaces: &[String],
+    watch_timeout: std::time::Duration,
     kinds: &[Kind],
     index: &SharedIndex,
     changes: UnboundedSender<TrafficChange>,
@@ -148,6 +149,7 @@ pub fn watches(
         for kind in kinds {
             tasks.push(Box::pin(watch(
                 client.clone(),
+                watch_timeout,
                 kind.clone(),
                 scope.clone(),
                 index.clone(),
@@ -161,6 +163,7 @@ pub fn watches(
 
 async fn watch(
     client: kube::Client,
+    watch_timeout: std::time::Duration,
     kind: Kind,
     scope: Option<String>,
     index: SharedIndex,
@@ -173,7 +176,8 @@ async fn watch(
         None => Api::all_with(client, &ar),
     };
     let where_ = scope.as_deref().unwrap_or("all namespaces");
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    let timeout = u32::try_from(watch_timeout.as_secs()).unwrap_or(290).max(1);
+    let mut stream = watcher::watcher(api, watcher::Config::default().timeout(timeout))
         .default_backoff()
         .boxed();
     let mut buffer: Vec<DynamicObject> = Vec::new();
