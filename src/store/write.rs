@@ -63,7 +63,7 @@ pub struct ActionResult {
 pub const ACTING: &str = "acting";
 
 /// Outcomes that a later, lesser decision must not hide on the incident.
-const SIGNIFICANT: &str = "('rolled-back', 'would-roll-back', 'failed', 'acting')";
+const SIGNIFICANT: &str = "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting')";
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
