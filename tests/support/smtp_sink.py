@@ -10,9 +10,11 @@ It prints "ready" once it accepts connections, and runs until it is killed.
 
 import email
 import json
+import logging
 import os
 import sys
 import threading
+import warnings
 from email import policy
 
 from aiosmtpd.controller import Controller
@@ -70,6 +72,9 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 
 def main():
+    # AUTH without TLS is deliberate here (loopback only); keep the test output quiet.
+    warnings.simplefilter("ignore")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     port = int(sys.argv[1])
     out_dir = sys.argv[2]
     kwargs = {}
