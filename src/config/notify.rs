@@ -544,6 +544,118 @@ mod tests {
         assert_eq!(p("smtp://h?tls=none").map(|x| x.1), Ok(25));
     }
 
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn load(dir: &Path, text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<(String, String)>> {
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&path, env)
+            .map_err(|e| e.problems.into_iter().map(|p| (p.key, p.message)).collect())
+    }
+
+    #[test]
+    fn bot_mode_with_routes_and_email_load_with_their_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "xoxb-1\n").expect("token");
+        let text = format!(
+            r##"[notify]
+retry_deadline = "30m"
+[notify.slack]
+bot_token_file = {:?}
+channel = "#oncall"
+[[notify.slack.routes]]
+match = {{ namespace = "payments" }}
+channel = "#payments-oncall"
+[notify.email]
+smtp_url = "smtps://alerts@smtp.example.com"
+from = "rollbackd <rollbackd@example.com>"
+to = ["oncall@example.com"]
+[[notify.email.routes]]
+match = {{ team = "pay" }}
+to = ["pay@example.com"]
+"##,
+            token.display().to_string()
+        );
+        // A numeric password from the environment stays as written.
+        let cfg = load(
+            dir.path(),
+            &text,
+            &[("ROLLBACKD__NOTIFY__EMAIL__PASSWORD", "007")],
+        )
+        .expect("valid");
+        assert_eq!(cfg.notify.retry_deadline, Duration::from_secs(1800));
+        let slack = cfg.slack.as_ref().expect("slack");
+        assert_eq!(
+            slack.mode,
+            SlackMode::Bot {
+                token: Secret::new("xoxb-1"),
+                channel: "#oncall".into()
+            }
+        );
+        assert_eq!(slack.routes[0].channel, "#payments-oncall");
+        let email = cfg.email.as_ref().expect("email");
+        assert_eq!(email.password.as_ref().map(Secret::expose), Some("007"));
+        assert_eq!((email.port, email.tls), (465, SmtpTls::Implicit));
+        assert_eq!(email.server(), "alerts@smtp.example.com:465 (implicit TLS)");
+        assert!(!format!("{cfg:?}").contains("xoxb-1"));
+        assert!(!format!("{cfg:?}").contains("007\""));
+    }
+
+    #[test]
+    fn notify_problems_are_named_by_their_dotted_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let problems = load(
+            dir.path(),
+            r##"[notify]
+retry_initial = "0s"
+colour = 1
+[notify.slack]
+webhook_url = "https://hooks.example/T/B/x"
+channel = "#x"
+routes = [{ match = {}, channel = "#y" }]
+shade = 2
+[notify.email]
+smtp_url = "smtp://u@mail.example.com?tls=none"
+password = "pw"
+from = "not an address"
+to = []
+"##,
+            &[],
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        for expected in [
+            "notify.colour",
+            "notify.slack.shade",
+            "notify.retry_initial",
+            "notify.slack.channel",
+            "notify.slack.routes[0]",
+            "notify.slack.routes",
+            "notify.email.from",
+            "notify.email.to",
+            "notify.email.smtp_url",
+        ] {
+            assert!(
+                keys.contains(&expected),
+                "{expected} missing from {problems:#?}"
+            );
+        }
+        let all = format!("{problems:?}");
+        assert!(
+            !all.contains("hooks.example"),
+            "the webhook URL is a secret: {all}"
+        );
+        assert!(all.contains("would send the password without TLS"), "{all}");
+
+        let problems =
+            load(dir.path(), "[notify.slack]\nchannel = \"#x\"\n", &[]).expect_err("no secret");
+        assert_eq!(problems[0].0, "notify.slack", "{problems:?}");
+    }
+
     #[test]
     fn a_password_in_the_smtp_url_is_refused_without_repeating_it() {
         let err = parse_smtp_url("smtp://u:hunter2@h").expect_err("password");
