@@ -296,6 +296,16 @@ async fn no_secret_reaches_a_log_line_an_output_or_the_store() {
     .expect("valid");
     assert!(loaded.slack.is_some() && loaded.email.is_some());
     assert_clean("Debug of the config", &format!("{loaded:?}"));
+    let described = rollbackd::cli::describe_notify(&loaded);
+    assert!(
+        described.contains("slack:       bot mode via"),
+        "{described}"
+    );
+    assert!(
+        described.contains("email:       rollbackd@127.0.0.1:"),
+        "{described}"
+    );
+    assert_clean("describe_notify", &described);
     let channels = rollbackd::notify::channels(&loaded).expect("channels");
     assert_eq!(channels.len(), 2);
 }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use check::check;
 pub use incidents::{incidents, render_text};
-pub use notify::notify_test;
+pub use notify::{describe_notify, notify_test};
 
 #[derive(Debug, Parser)]
 #[command(

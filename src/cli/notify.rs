@@ -55,3 +55,58 @@ pub async fn notify_test(path: &Path) -> Result<(String, bool), String> {
     }
     Ok((report, all_ok))
 }
+
+/// The notification lines of `rollbackd check`: channels, destinations and where each secret
+/// comes from, never a secret itself.
+pub fn describe_notify(c: &Config) -> String {
+    use crate::config::SlackMode;
+    let mut out = String::new();
+    let n = &c.notify;
+    let _ = writeln!(
+        out,
+        "notify:      retried for {} ({} doubling up to {}; {} per attempt)",
+        humantime::format_duration(n.retry_deadline),
+        humantime::format_duration(n.retry_initial),
+        humantime::format_duration(n.retry_max),
+        humantime::format_duration(n.attempt_timeout),
+    );
+    match &c.slack {
+        None => {
+            let _ = writeln!(out, "slack:       not configured");
+        }
+        Some(s) => {
+            let mode = match &s.mode {
+                SlackMode::Webhook { .. } => "webhook mode".to_string(),
+                SlackMode::Bot { channel, .. } => {
+                    format!("bot mode via {}, default channel {channel}", s.api_url)
+                }
+            };
+            let _ = writeln!(
+                out,
+                "slack:       {mode}; {}; {} route(s)",
+                s.secret_source,
+                s.routes.len()
+            );
+        }
+    }
+    match &c.email {
+        None => {
+            let _ = writeln!(out, "email:       not configured");
+        }
+        Some(e) => {
+            let password = e
+                .password_source
+                .as_deref()
+                .map_or("no password".to_string(), |s| format!("password {s}"));
+            let _ = writeln!(
+                out,
+                "email:       {} ({password}); from {}; to {}; {} route(s)",
+                e.server(),
+                e.from,
+                e.to.join(", "),
+                e.routes.len()
+            );
+        }
+    }
+    out
+}
