@@ -6,9 +6,10 @@ use clap::Parser;
 use rollbackd::cli::{Cli, Command, LogFormat, NotifyCommand};
 use rollbackd::config::Config;
 
-fn init_logging(format: LogFormat) {
+/// `default` is the filter when `ROLLBACKD_LOG` is unset.
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -89,7 +90,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo tells its own story on stdout; the daemon's info lines would drown it.
+    let default = match cli.command {
+        Command::Demo => "warn",
+        _ => "info,kube=warn,sqlx=warn",
+    };
+    init_logging(cli.log_format, default);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

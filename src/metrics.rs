@@ -99,6 +99,16 @@ impl Metrics {
             "Alerts recorded but not yet decided",
             pending_alerts.clone(),
         );
+        registry.register(
+            "poller_evaluations",
+            "Rule evaluations by the poller, by rule and result (conclusive or inconclusive)",
+            evaluations.clone(),
+        );
+        registry.register(
+            "poller_inconclusive_rules",
+            "Polled rules whose last evaluation was inconclusive",
+            inconclusive_rules.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             alerts_received,
@@ -209,6 +219,19 @@ mod tests {
         );
         assert!(
             text.contains("rollbackd_actions_total{result=\"failed\"} 1"),
+            "{text}"
+        );
+        m.evaluation("http/HighErrorRate", false);
+        m.rule_health_changed(true);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "rollbackd_poller_evaluations_total{rule=\"http/HighErrorRate\",result=\"inconclusive\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollbackd_poller_inconclusive_rules 1"),
             "{text}"
         );
     }

@@ -243,7 +243,7 @@ fn skipped(outcome: Outcome, message: String) -> ActionResult {
 #[derive(Debug, thiserror::Error)]
 enum CallError {
     #[error("the API server answered {} {}: {}", .0.code, .0.reason, .0.message)]
-    Api(kube::core::Status),
+    Api(Box<kube::core::Status>),
     #[error("{0}")]
     Client(kube::Error),
     #[error("no answer within {}s", CALL_TIMEOUT.as_secs())]
@@ -254,7 +254,7 @@ async fn timed<T>(call: impl Future<Output = Result<T, kube::Error>>) -> Result<
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Err(_) => Err(CallError::Timeout),
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(kube::Error::Api(status))) => Err(CallError::Api(*status)),
+        Ok(Err(kube::Error::Api(status))) => Err(CallError::Api(status)),
         Ok(Err(e)) => Err(CallError::Client(e)),
     }
 }

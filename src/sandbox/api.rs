@@ -12,13 +12,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::admin::FaultAction;
+use super::gc::DeleteOptions;
 use super::patch::{self, PatchKind};
 use super::resources::ResourceDef;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{Shared, error_response, json_response};
 use super::status::{ApiError, delete_success};
 use super::table;
-use super::writes::{DeleteOptions, Part};
+use super::writes::Part;
 use super::{protobuf, scale, watch};
 
 /// What a resource path names.
@@ -370,12 +371,12 @@ fn delete_options(q: &QueryParams, body: &Bytes) -> Result<DeleteOptions, ApiErr
             .and_then(Value::as_str)
             .map(str::to_string);
     }
-    if let Some(p) = o.propagation.as_deref() {
-        if !matches!(p, "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
-            )));
-        }
+    if let Some(p) = o.propagation.as_deref()
+        && !matches!(p, "Background" | "Foreground" | "Orphan")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
     }
     Ok(o)
 }

@@ -63,10 +63,10 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
 }
 
 fn template(spec: &mut Map<String, Value>) {
-    if let Some(t) = obj(spec, "template") {
-        if let Some(ps) = obj(t, "spec") {
-            pod_spec(ps);
-        }
+    if let Some(t) = obj(spec, "template")
+        && let Some(ps) = obj(t, "spec")
+    {
+        pod_spec(ps);
     }
 }
 
@@ -79,11 +79,11 @@ pub fn deployment(o: &mut Value) {
     dflt(spec, "progressDeadlineSeconds", json!(600));
     if let Some(strategy) = obj(spec, "strategy") {
         dflt(strategy, "type", json!("RollingUpdate"));
-        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            if let Some(ru) = obj(strategy, "rollingUpdate") {
-                dflt(ru, "maxUnavailable", json!("25%"));
-                dflt(ru, "maxSurge", json!("25%"));
-            }
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(ru) = obj(strategy, "rollingUpdate")
+        {
+            dflt(ru, "maxUnavailable", json!("25%"));
+            dflt(ru, "maxSurge", json!("25%"));
         }
     }
     template(spec);
@@ -103,6 +103,10 @@ pub fn pod(o: &mut Value) {
     };
     pod_spec(spec);
     dflt(spec, "enableServiceLinks", json!(true));
+    if let Some(status) = o.as_object_mut().and_then(|m| obj(m, "status")) {
+        dflt(status, "phase", json!("Pending"));
+        dflt(status, "qosClass", json!("BestEffort"));
+    }
 }
 
 pub fn service(o: &mut Value) {
@@ -111,6 +115,19 @@ pub fn service(o: &mut Value) {
     };
     dflt(spec, "type", json!("ClusterIP"));
     dflt(spec, "sessionAffinity", json!("None"));
+    if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+        // A made-up address from the service CIDR; nothing routes to it.
+        let b = uuid::Uuid::new_v4().into_bytes();
+        let ip = spec
+            .get("clusterIP")
+            .cloned()
+            .unwrap_or_else(|| json!(format!("10.96.{}.{}", b[0], b[1].max(1))));
+        dflt(spec, "clusterIP", ip.clone());
+        dflt(spec, "clusterIPs", json!([ip]));
+        dflt(spec, "ipFamilies", json!(["IPv4"]));
+        dflt(spec, "ipFamilyPolicy", json!("SingleStack"));
+        dflt(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             dflt(p, "protocol", json!("TCP"));
@@ -128,10 +145,10 @@ pub fn namespace(o: &mut Value) {
         .and_then(|md| md.get("name"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let (Some(name), Some(md)) = (name, obj(m, "metadata")) {
-        if let Some(labels) = obj(md, "labels") {
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
+    if let (Some(name), Some(md)) = (name, obj(m, "metadata"))
+        && let Some(labels) = obj(md, "labels")
+    {
+        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
     }
     if let Some(spec) = obj(m, "spec") {
         dflt(spec, "finalizers", json!(["kubernetes"]));
@@ -155,13 +172,13 @@ pub fn validate_workload(o: &Value) -> Result<(), Invalid> {
     let Some(spec) = o.get("spec").and_then(Value::as_object) else {
         return inv("spec", "Required value");
     };
-    if let Some(r) = spec.get("replicas") {
-        if !r.as_i64().is_some_and(|n| n >= 0) {
-            return inv(
-                "spec.replicas",
-                &format!("Invalid value: {r}: must be greater than or equal to 0"),
-            );
-        }
+    if let Some(r) = spec.get("replicas")
+        && r.as_i64().is_none_or(|n| n < 0)
+    {
+        return inv(
+            "spec.replicas",
+            &format!("Invalid value: {r}: must be greater than or equal to 0"),
+        );
     }
     let Some(sel) = spec.get("selector").and_then(Value::as_object) else {
         return inv("spec.selector", "Required value");
@@ -210,10 +227,9 @@ pub fn validate_workload(o: &Value) -> Result<(), Invalid> {
     };
     for (i, c) in cs.iter().enumerate() {
         for f in ["name", "image"] {
-            if !c
-                .get(f)
+            if c.get(f)
                 .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
+                .is_none_or(|s| s.is_empty())
             {
                 return inv(
                     &format!("spec.template.spec.containers[{i}].{f}"),

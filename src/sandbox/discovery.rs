@@ -1,9 +1,8 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, `/apis/{group}`, and the
 //! APIResourceList of each group version, generated from the resource table.
 //!
-//! Only the legacy (unaggregated) form is served, always as `application/json`: kubectl 1.32
-//! and kube-rs ask for aggregated discovery (`as=APIGroupDiscoveryList`) first but accept a
-//! plain `application/json` answer and then walk the group versions one by one.
+//! These are the legacy (unaggregated) documents, answered as `application/json`; a client
+//! asking for aggregated discovery at `/api` or `/apis` gets `aggregated.rs` instead.
 
 use serde_json::{Value, json};
 

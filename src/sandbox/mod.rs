@@ -1,24 +1,32 @@
 //! A simulated Kubernetes API server, faithful enough that the real `kubectl` works against it.
 //!
-//! [`Sandbox::start`] binds an HTTPS listener on loopback (self-signed CA made at start;
-//! kubectl sends no bearer token over plain http), serves discovery and a generic
-//! JSON object store for the resources declared in `resources.rs`, and runs simulated
-//! controllers (the Deployment controller) as tasks reacting to store events. Every request
-//! needs the bearer token; every API request is recorded; faults can be injected.
-//! See `docs/sandbox.md` for what is and is not simulated.
+//! [`Sandbox::start`] binds an HTTPS listener on loopback (a CA made at start; kubectl sends
+//! no bearer token over plain http), serves discovery and a generic JSON object store for
+//! the resources declared in `kinds.rs`, and runs simulated controllers (the Deployment
+//! controller) as tasks reacting to store events. Every request needs the bearer token;
+//! every API request is recorded; faults can be injected. See `docs/sandbox.md` for what is
+//! and is not simulated.
 //!
-//! Layout: `server` (HTTP entry, auth, admin endpoints), `api` (resource verbs), `watch`,
-//! `discovery`, `table` (server-side printing), `scale`, `patch` + `smp`, `selectors`,
-//! `store` + `writes` (storage and write semantics), `resources` (the table of kinds),
-//! `defaults`, `status` (error bodies), `admin` (request log, faults), `controller`.
+//! Layout: `tls` (certificates, accept loop), `server` (HTTP entry, auth, admin endpoints,
+//! routing), `api` (resource verbs), `watch`, `discovery` + `aggregated` + `openapi`,
+//! `table` (server-side printing), `scale`, `patch` + `smp`, `protobuf` +
+//! `protobuf_schema` (request decoding), `selectors`, `store` + `writes` + `gc` (storage
+//! and write semantics), `resources` + `kinds` (the table of kinds), `defaults`
+//! (defaulting, validation), `status` (error bodies), `admin` (request log, faults),
+//! `controller`.
 
 mod admin;
+mod aggregated;
 mod api;
 mod controller;
 mod defaults;
 mod discovery;
+mod gc;
+mod kinds;
+mod openapi;
 mod patch;
 mod protobuf;
+mod protobuf_schema;
 mod resources;
 mod scale;
 mod selectors;

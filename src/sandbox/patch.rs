@@ -22,7 +22,6 @@ pub enum PatchKind {
 pub const JSON_PATCH: &str = "application/json-patch+json";
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
 pub const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
-pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 impl PatchKind {
     /// The patch kind for a Content-Type, or the 415 the real server answers.
@@ -34,10 +33,12 @@ impl PatchKind {
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
+        // The real server also lists application/apply-patch+yaml; the sandbox has no
+        // server-side apply, so it does not claim it.
         let accepted: Vec<&str> = if def.strategic_merge {
-            vec![JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH]
+            vec![JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH]
         } else {
-            vec![JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
+            vec![JSON_PATCH, MERGE_PATCH]
         };
         match base.as_str() {
             JSON_PATCH => Ok(PatchKind::Json),
@@ -87,7 +88,7 @@ pub fn apply(kind: PatchKind, current: &Value, body: &[u8]) -> Result<Value, Api
                     "unable to find api field in struct for the patch: not an object",
                 ));
             }
-            smp::apply(current, &p).map_err(|m| ApiError::bad_request(m))
+            smp::apply(current, &p).map_err(ApiError::bad_request)
         }
     }
 }

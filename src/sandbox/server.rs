@@ -15,9 +15,9 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::admin::{Admin, Fault, RecordedRequest};
-use super::discovery;
 use super::status::ApiError;
 use super::store::Store;
+use super::{aggregated, discovery, openapi};
 
 /// The largest request body accepted (the real server's limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -150,6 +150,20 @@ async fn route(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let is_get = method == Method::GET;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let (true, ["api"] | ["apis"], Some(v)) =
+        (is_get, segs.as_slice(), aggregated::negotiate(accept))
+    {
+        let doc = aggregated::list(reg, segs == ["api"], v);
+        let mut resp = json_response(200, &doc);
+        if let Ok(ct) = header::HeaderValue::from_str(&aggregated::content_type(v)) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        return resp;
+    }
     let doc = match segs.as_slice() {
         ["version"] if is_get => Some(discovery::version()),
         ["healthz" | "livez" | "readyz"] if is_get => {
@@ -163,6 +177,9 @@ async fn route(
         ["api", v] if is_get => discovery::resource_list(reg, "", v),
         ["apis", g] if is_get => discovery::group(reg, g),
         ["apis", g, v] if is_get => discovery::resource_list(reg, g, v),
+        ["openapi", "v3"] if is_get => Some(openapi::index(reg)),
+        ["openapi", "v3", "api", v] if is_get => openapi::group_version(reg, "", v),
+        ["openapi", "v3", "apis", g, v] if is_get => openapi::group_version(reg, g, v),
         ["api", ..] | ["apis", _, _, ..] => {
             return super::api::serve(sh, method, uri, headers, content_type, body).await;
         }

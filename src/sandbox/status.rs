@@ -240,10 +240,10 @@ impl ApiError {
             "details": Value::Object(self.details.clone()),
             "code": self.code,
         });
-        if self.reason.is_empty() {
-            if let Some(m) = v.as_object_mut() {
-                m.remove("reason");
-            }
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
         }
         v
     }

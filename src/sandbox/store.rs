@@ -37,6 +37,8 @@ pub struct Event {
     pub old: Option<Value>,
 }
 
+pub type EventReceiver = broadcast::Receiver<Arc<Event>>;
+
 pub(crate) type Objects = BTreeMap<(String, String), Value>;
 
 pub(crate) struct State {
@@ -152,10 +154,7 @@ impl Store {
 
     /// For a watch: the retained events after `from` and a receiver for what follows, taken
     /// atomically so nothing falls between them. `from` older than the history: 410.
-    pub fn events_since(
-        &self,
-        from: u64,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    pub fn events_since(&self, from: u64) -> Result<(Vec<Arc<Event>>, EventReceiver), ApiError> {
         let st = self.lock();
         if from < st.evicted_upto {
             return Err(ApiError::expired(from, st.evicted_upto + 1));

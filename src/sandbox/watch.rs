@@ -179,9 +179,8 @@ pub fn serve(
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
                         last_rv = last_rv.max(ev.rv);
-                        if let Some(line) = f.event_line(&ev) {
-                            if tx.send(line).await.is_err() { return; }
-                        }
+                        if let Some(line) = f.event_line(&ev)
+                            && tx.send(line).await.is_err() { return; }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tx.send(error_line(&ApiError::expired(last_rv, last_rv + 1))).await;

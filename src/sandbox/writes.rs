@@ -1,35 +1,24 @@
-//! Write semantics of the store: create, update (PUT, PATCH, /status), delete and garbage
-//! collection, the way kube-apiserver's generic registry applies them.
+//! Write semantics of the store: create and update (PUT, PATCH, /status), the way
+//! kube-apiserver's generic registry applies them (deletion is in `gc.rs`).
 //!
 //! Create fills uid, resourceVersion, creationTimestamp and generation, drops `status` for
 //! resources with a status subresource, and refuses existing names (409) and missing
 //! namespaces (404). Update checks the resourceVersion precondition (409 on a stale one),
 //! keeps system metadata, applies the row's status policy and generation policy, and is a
-//! no-op (no new resourceVersion, no event) when nothing changed. Delete honours finalizers,
-//! preconditions and propagationPolicy; dependents (ownerReferences by uid) are deleted
-//! synchronously (Background/Foreground) or released (Orphan). `dry_run` does everything but
-//! the commit.
+//! no-op (no new resourceVersion, no event) when nothing changed. `dry_run` does everything
+//! but the commit.
 
 use serde_json::{Value, json};
 
 use super::resources::{GenerationPolicy, ResourceDef, StatusPolicy};
 use super::status::ApiError;
-use super::store::{Event, EventType, State, Store, meta_str, now_rfc3339, rv_of};
+use super::store::{Event, EventType, Store, meta_str, now_rfc3339, rv_of};
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     Main,
     Status,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeleteOptions {
-    /// "Background" (default), "Foreground" or "Orphan".
-    pub propagation: Option<String>,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
-    pub dry_run: bool,
 }
 
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -67,7 +56,20 @@ fn spec_part(o: &Value) -> Value {
     o
 }
 
-fn set_meta(o: &mut Value, field: &str, v: Value) {
+/// Drop `null` members recursively: the real server decodes into Go structs, where an
+/// explicit null and an absent optional field are the same thing.
+pub fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+pub(crate) fn set_meta(o: &mut Value, field: &str, v: Value) {
     if let Some(m) = o.as_object_mut() {
         let md = m.entry("metadata").or_insert_with(|| json!({}));
         if !md.is_object() {
@@ -105,6 +107,7 @@ impl Store {
                 "the body of the request must be a JSON object",
             ));
         }
+        strip_nulls(&mut obj);
         self.check_type(def, &obj)?;
         let ns = if def.namespaced {
             ns.unwrap_or("default")
@@ -171,10 +174,10 @@ impl Store {
         } else {
             set_meta(&mut obj, "generation", Value::Null);
         }
-        if def.status.is_some() {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if def.status.is_some()
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         if let Some(d) = def.defaulter {
             d(&mut obj);
@@ -217,24 +220,26 @@ impl Store {
 
     /// kind/apiVersion in a body must name this resource; absent ones are filled in.
     fn check_type(&self, def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
-        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
-            if av != def.api_version() && !(def.group.is_empty() && av.is_empty()) {
-                let same_group = super::resources::split_api_version(av).0 == def.group;
-                if !same_group {
-                    return Err(ApiError::bad_request(format!(
-                        "the API version in the data ({av}) does not match the expected API version ({})",
-                        def.api_version()
-                    )));
-                }
-            }
-        }
-        if let Some(k) = obj.get("kind").and_then(Value::as_str) {
-            if !k.is_empty() && k != def.kind {
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && av != def.api_version()
+            && !(def.group.is_empty() && av.is_empty())
+        {
+            let same_group = super::resources::split_api_version(av).0 == def.group;
+            if !same_group {
                 return Err(ApiError::bad_request(format!(
-                    "the kind in the data ({k}) does not match the expected kind ({})",
-                    def.kind
+                    "the API version in the data ({av}) does not match the expected API version ({})",
+                    def.api_version()
                 )));
             }
+        }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str)
+            && !k.is_empty()
+            && k != def.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )));
         }
         Ok(())
     }
@@ -264,7 +269,8 @@ impl Store {
             .and_then(|m| m.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))?;
-        let new = f(&old)?;
+        let mut new = f(&old)?;
+        strip_nulls(&mut new);
         if !new.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request must be a JSON object",
@@ -276,31 +282,28 @@ impl Store {
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
-        if def.namespaced {
-            if let Some(n) = meta_str(&new, "namespace").filter(|n| !n.is_empty() && *n != ns) {
-                return Err(ApiError::bad_request(format!(
-                    "the namespace of the provided object does not match the namespace sent on the request ({n} != {ns})"
-                )));
-            }
+        if def.namespaced
+            && let Some(n) = meta_str(&new, "namespace").filter(|n| !n.is_empty() && *n != ns)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the provided object does not match the namespace sent on the request ({n} != {ns})"
+            )));
         }
-        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|r| !r.is_empty()) {
-            if rv != rv_of(&old).to_string() {
-                return Err(ApiError::conflict(def, name));
-            }
+        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|r| !r.is_empty())
+            && rv != rv_of(&old).to_string()
+        {
+            return Err(ApiError::conflict(def, name));
         }
         if let (Some(u), Some(o)) = (
             meta_str(&new, "uid").filter(|u| !u.is_empty()),
             meta_str(&old, "uid"),
-        ) {
-            if u != o {
-                return Err(ApiError::conflict_msg(
-                    def,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {o}"
-                    ),
-                ));
-            }
+        ) && u != o
+        {
+            return Err(ApiError::conflict_msg(
+                def,
+                name,
+                &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {o}"),
+            ));
         }
         let mut result = match (part, def.status) {
             (Part::Status, Some(StatusPolicy::OnlyStatus)) | (Part::Status, None) => {
@@ -326,13 +329,13 @@ impl Store {
             }
             (Part::Main, policy) => {
                 let mut r = new.clone();
-                if policy.is_some() {
-                    if let Some(m) = r.as_object_mut() {
-                        match old.get("status") {
-                            Some(s) => m.insert("status".into(), s.clone()),
-                            None => m.remove("status"),
-                        };
-                    }
+                if policy.is_some()
+                    && let Some(m) = r.as_object_mut()
+                {
+                    match old.get("status") {
+                        Some(s) => m.insert("status".into(), s.clone()),
+                        None => m.remove("status"),
+                    };
                 }
                 if let Some(d) = def.defaulter {
                     d(&mut r);
@@ -408,232 +411,5 @@ impl Store {
         };
         self.publish(&mut st, ev);
         Ok(result)
-    }
-
-    /// Delete one object. Returns the object as deleted (with the deletion's resourceVersion)
-    /// and whether it is gone (false: it has finalizers and is now only marked).
-    pub fn delete(
-        &self,
-        def: &ResourceDef,
-        ns: Option<&str>,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> Result<(Value, bool), ApiError> {
-        let ns = if def.namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
-        let mut st = self.lock();
-        let key = (ns.to_string(), name.to_string());
-        let old = st
-            .objects
-            .get(&def.storage_key())
-            .and_then(|m| m.get(&key))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(def, name))?;
-        if let Some(u) = opts
-            .precondition_uid
-            .as_deref()
-            .filter(|u| Some(*u) != meta_str(&old, "uid"))
-        {
-            return Err(ApiError::conflict_msg(
-                def,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
-                    meta_str(&old, "uid").unwrap_or_default()
-                ),
-            ));
-        }
-        if let Some(r) = opts
-            .precondition_rv
-            .as_deref()
-            .filter(|r| *r != rv_of(&old).to_string())
-        {
-            return Err(ApiError::conflict_msg(
-                def,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {r}, ResourceVersion in object meta: {}",
-                    rv_of(&old)
-                ),
-            ));
-        }
-        let has_finalizers = old
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        if opts.dry_run {
-            return Ok((old, !has_finalizers));
-        }
-        if has_finalizers {
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok((old, false));
-            }
-            let mut marked = old.clone();
-            set_meta(&mut marked, "deletionTimestamp", json!(now_rfc3339()));
-            set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
-            let rv = Store::next_rv(&mut st);
-            set_meta(&mut marked, "resourceVersion", json!(rv.to_string()));
-            st.objects
-                .entry(def.storage_key())
-                .or_default()
-                .insert(key, marked.clone());
-            let ev = Event {
-                rv,
-                key: def.storage_key(),
-                namespace: ns.into(),
-                kind: EventType::Modified,
-                object: marked.clone(),
-                old: Some(old),
-            };
-            self.publish(&mut st, ev);
-            return Ok((marked, false));
-        }
-        let policy = opts
-            .propagation
-            .clone()
-            .unwrap_or_else(|| "Background".into());
-        let deleted = self
-            .remove_locked(&mut st, def.storage_key(), ns, name)
-            .unwrap_or(old);
-        if def.plural == "namespaces" {
-            let keys: Vec<String> = st.objects.keys().cloned().collect();
-            for k in keys {
-                let names: Vec<String> = st
-                    .objects
-                    .get(&k)
-                    .map(|m| {
-                        m.keys()
-                            .filter(|(n, _)| n == name)
-                            .map(|(_, n)| n.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for n in names {
-                    self.remove_locked(&mut st, k.clone(), name, &n);
-                }
-            }
-        }
-        self.collect_garbage(&mut st, &policy);
-        Ok((deleted, true))
-    }
-
-    /// Remove an object and publish DELETED. Returns the object as deleted.
-    pub(crate) fn remove_locked(
-        &self,
-        st: &mut State,
-        key: String,
-        ns: &str,
-        name: &str,
-    ) -> Option<Value> {
-        let mut obj = st
-            .objects
-            .get_mut(&key)?
-            .remove(&(ns.to_string(), name.to_string()))?;
-        let old = obj.clone();
-        let rv = Store::next_rv(st);
-        set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        let ev = Event {
-            rv,
-            key,
-            namespace: ns.into(),
-            kind: EventType::Deleted,
-            object: obj.clone(),
-            old: Some(old),
-        };
-        self.publish(st, ev);
-        Some(obj)
-    }
-
-    /// The garbage collector, run to a fixed point: objects all of whose owners are gone are
-    /// deleted (or, with "Orphan", released by dropping the dangling ownerReferences).
-    pub(crate) fn collect_garbage(&self, st: &mut State, policy: &str) {
-        loop {
-            let uids: std::collections::HashSet<String> = st
-                .objects
-                .values()
-                .flat_map(|m| m.values())
-                .filter_map(|o| meta_str(o, "uid").map(str::to_string))
-                .collect();
-            let mut orphans: Vec<(String, String, String)> = Vec::new();
-            for (key, m) in &st.objects {
-                for ((ns, name), o) in m {
-                    let Some(refs) = o
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                    else {
-                        continue;
-                    };
-                    if refs.is_empty() {
-                        continue;
-                    }
-                    let dangling = refs.iter().any(|r| {
-                        r.get("uid")
-                            .and_then(Value::as_str)
-                            .is_none_or(|u| !uids.contains(u))
-                    });
-                    if dangling {
-                        orphans.push((key.clone(), ns.clone(), name.clone()));
-                    }
-                }
-            }
-            if orphans.is_empty() {
-                return;
-            }
-            for (key, ns, name) in orphans {
-                let Some(o) = st
-                    .objects
-                    .get(&key)
-                    .and_then(|m| m.get(&(ns.clone(), name.clone())))
-                    .cloned()
-                else {
-                    continue;
-                };
-                let refs = o
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let live: Vec<Value> = refs
-                    .into_iter()
-                    .filter(|r| {
-                        r.get("uid")
-                            .and_then(Value::as_str)
-                            .is_some_and(|u| uids.contains(u))
-                    })
-                    .collect();
-                if live.is_empty() && policy != "Orphan" {
-                    self.remove_locked(st, key, &ns, &name);
-                } else {
-                    let mut new = o.clone();
-                    set_meta(
-                        &mut new,
-                        "ownerReferences",
-                        if live.is_empty() {
-                            Value::Null
-                        } else {
-                            Value::Array(live)
-                        },
-                    );
-                    let rv = Store::next_rv(st);
-                    set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
-                    st.objects
-                        .entry(key.clone())
-                        .or_default()
-                        .insert((ns.clone(), name), new.clone());
-                    let ev = Event {
-                        rv,
-                        key,
-                        namespace: ns,
-                        kind: EventType::Modified,
-                        object: new,
-                        old: Some(o),
-                    };
-                    self.publish(st, ev);
-                }
-            }
-        }
     }
 }

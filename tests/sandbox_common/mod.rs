@@ -19,12 +19,20 @@ pub async fn start(opts: SandboxOptions) -> Env {
     let sb = Sandbox::start(opts).await.expect("sandbox starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
-    Env { sb, dir, kubeconfig }
+    sb.write_kubeconfig(&kubeconfig)
+        .expect("kubeconfig written");
+    Env {
+        sb,
+        dir,
+        kubeconfig,
+    }
 }
 
 pub fn fast() -> SandboxOptions {
-    SandboxOptions { rollout_delay: Duration::from_millis(100), ..SandboxOptions::default() }
+    SandboxOptions {
+        rollout_delay: Duration::from_millis(100),
+        ..SandboxOptions::default()
+    }
 }
 
 pub struct Out {
@@ -37,9 +45,14 @@ impl Env {
     /// The kubectl command line for this sandbox (own kubeconfig and discovery cache).
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("kubectl");
-        c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.dir.path().join("cache"));
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"));
         c.args(args);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 
@@ -86,7 +99,13 @@ impl Env {
     /// Run kubectl and require success; returns stdout.
     pub async fn ok(&self, args: &[&str]) -> String {
         let o = self.kubectl(args).await;
-        assert!(o.ok, "kubectl {} failed:\nstdout: {}\nstderr: {}", args.join(" "), o.stdout, o.stderr);
+        assert!(
+            o.ok,
+            "kubectl {} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            o.stdout,
+            o.stderr
+        );
         o.stdout
     }
 
@@ -94,5 +113,52 @@ impl Env {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         serde_json::from_str(&self.ok(&a).await).expect("kubectl printed JSON")
+    }
+}
+
+/// A kube-rs client configured from the sandbox's kubeconfig, as a user of the crate would.
+pub async fn kube_client(sb: &Sandbox) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kube::config::Kubeconfig::from_yaml(&sb.kubeconfig_yaml()).expect("kubeconfig parses");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(cfg).expect("kube client")
+}
+
+/// A raw HTTPS client trusting the sandbox CA (no token unless the caller adds one).
+pub fn http(sb: &Sandbox) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(sb.ca_pem().as_bytes()).expect("CA parses");
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// Poll `f` every 20 ms until it returns Some, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every sandbox test runs under this bound, so a hang fails instead of blocking CI.
+pub async fn bounded(test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(Duration::from_secs(90), test)
+        .await
+        .is_err()
+    {
+        panic!("test took over 90s");
     }
 }

@@ -21,14 +21,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::revision::{self as rev, HASH_LABEL};
+use super::objects::{
+    self, controller_uid, counts, ensure_map, int, max_unavailable, name_of, new_replicaset,
+    obj_at, status,
+};
+use super::revision as rev;
 use super::{Controller, Key, Requeue};
 use crate::sandbox::resources::ResourceDef;
 use crate::sandbox::store::{Event, Store, meta_str, now_rfc3339};
-use crate::sandbox::writes::{DeleteOptions, Part};
+use crate::sandbox::writes::Part;
 
 pub struct DeploymentController {
     delay: Duration,
@@ -55,36 +59,6 @@ impl DeploymentController {
         }
         Some((self.deployments.clone()?, self.replicasets.clone()?))
     }
-}
-
-fn int(v: &Value, p: &str) -> i64 {
-    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn name_of(v: &Value) -> String {
-    meta_str(v, "name").unwrap_or_default().to_string()
-}
-
-/// The uid of an object's controller ownerReference of kind Deployment.
-fn controller_uid(o: &Value) -> Option<&str> {
-    o.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| {
-            r.get("controller").and_then(Value::as_bool) == Some(true)
-                && r.get("kind").and_then(Value::as_str) == Some("Deployment")
-        })?
-        .get("uid")?
-        .as_str()
-}
-
-/// Drop zero counters like the real API's `omitempty`.
-fn counts(pairs: &[(&str, i64)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .filter(|(_, n)| *n != 0)
-        .map(|(k, n)| (k.to_string(), json!(n)))
-        .collect()
 }
 
 impl Controller for DeploymentController {
@@ -205,7 +179,7 @@ impl DeploymentController {
                 "Deployment is paused",
                 &now,
             );
-            self.write_status(
+            objects::write_status(
                 store,
                 ddef,
                 ns,
@@ -266,6 +240,10 @@ impl DeploymentController {
                 );
                 match store.create(rsdef, Some(ns), body, false) {
                     Ok(rs) => {
+                        let initial = int(&rs, "/spec/replicas");
+                        if initial > 0 {
+                            objects::scaling_event(store, dep, &rs_name, 0, initial);
+                        }
                         let msg = format!("Created new replica set \"{rs_name}\"");
                         rev::set_condition(
                             &mut conds,
@@ -317,7 +295,7 @@ impl DeploymentController {
         if converged || elapsed >= self.delay {
             for rs in &owned {
                 let want = if name_of(rs) == new_name { replicas } else { 0 };
-                self.scale(store, rsdef, ns, rs, want, replicas, surge)?;
+                objects::scale(store, rsdef, dep, rs, want, replicas, surge)?;
                 store
                     .modify(rsdef, Some(ns), &name_of(rs), Part::Status, false, |cur| {
                         let mut n = cur.clone();
@@ -357,7 +335,7 @@ impl DeploymentController {
                 &msg,
                 &now,
             );
-            self.write_status(
+            objects::write_status(
                 store,
                 ddef,
                 ns,
@@ -365,11 +343,11 @@ impl DeploymentController {
                 Some(new_rev),
                 status(generation, &owned_now, Some(&new_name), &conds, dep),
             )?;
-            self.cleanup(store, rsdef, ns, dep, &owned_now, &new_name)?;
+            objects::cleanup(store, rsdef, ns, dep, &owned_now, &new_name)?;
             return Ok(Requeue::Done);
         }
         // In progress: the new ReplicaSet is scaled up, its pods are not ready yet.
-        self.scale(store, rsdef, ns, &new_rs, replicas, replicas, surge)?;
+        objects::scale(store, rsdef, dep, &new_rs, replicas, replicas, surge)?;
         let (owned_now, _) = store.list(rsdef, Some(ns), |rs| {
             controller_uid(rs) == Some(uid.as_str())
         });
@@ -410,7 +388,7 @@ impl DeploymentController {
                 &now,
             );
         }
-        self.write_status(
+        objects::write_status(
             store,
             ddef,
             ns,
@@ -420,246 +398,4 @@ impl DeploymentController {
         )?;
         Ok(Requeue::After(self.delay.saturating_sub(elapsed)))
     }
-
-    /// Set a ReplicaSet's replicas and the desired/max replica annotations.
-    #[allow(clippy::too_many_arguments)]
-    fn scale(
-        &self,
-        store: &Store,
-        rsdef: &ResourceDef,
-        ns: &str,
-        rs: &Value,
-        want: i64,
-        desired: i64,
-        surge: i64,
-    ) -> Result<(), String> {
-        store
-            .modify(rsdef, Some(ns), &name_of(rs), Part::Main, false, |cur| {
-                let mut n = cur.clone();
-                if int(cur, "/spec/replicas") != want {
-                    obj_at(&mut n, "spec").insert("replicas".into(), json!(want));
-                    let ann = ensure_map(&mut n, "annotations");
-                    ann.insert(rev::DESIRED_REPLICAS.into(), json!(desired.to_string()));
-                    ann.insert(
-                        rev::MAX_REPLICAS.into(),
-                        json!((desired + surge).to_string()),
-                    );
-                }
-                Ok(n)
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn write_status(
-        &self,
-        store: &Store,
-        ddef: &ResourceDef,
-        ns: &str,
-        name: &str,
-        revision: Option<i64>,
-        st: Value,
-    ) -> Result<(), String> {
-        store
-            .modify(ddef, Some(ns), name, Part::Status, false, |cur| {
-                let mut n = cur.clone();
-                if let Some(r) = revision {
-                    ensure_map(&mut n, "annotations")
-                        .insert(rev::REVISION.into(), json!(r.to_string()));
-                }
-                let collisions = cur.pointer("/status/collisionCount").cloned();
-                let status = obj_at(&mut n, "status");
-                status.clear();
-                if let Some(m) = st.as_object() {
-                    status.extend(m.clone());
-                }
-                if let Some(c) = collisions {
-                    status.insert("collisionCount".into(), c);
-                }
-                Ok(n)
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Delete the oldest old ReplicaSets with no replicas beyond `revisionHistoryLimit`.
-    fn cleanup(
-        &self,
-        store: &Store,
-        rsdef: &ResourceDef,
-        ns: &str,
-        dep: &Value,
-        owned: &[Value],
-        new_name: &str,
-    ) -> Result<(), String> {
-        let limit = dep
-            .pointer("/spec/revisionHistoryLimit")
-            .and_then(Value::as_i64)
-            .unwrap_or(10)
-            .max(0) as usize;
-        let mut old: Vec<&Value> = owned
-            .iter()
-            .filter(|rs| {
-                name_of(rs) != new_name
-                    && int(rs, "/spec/replicas") == 0
-                    && int(rs, "/status/replicas") == 0
-            })
-            .filter(|rs| rs.pointer("/metadata/deletionTimestamp").is_none())
-            .collect();
-        if old.len() <= limit {
-            return Ok(());
-        }
-        old.sort_by_key(|rs| rev::revision_of(rs));
-        let excess = old.len() - limit;
-        for rs in old.into_iter().take(excess) {
-            let _ = store.delete(rsdef, Some(ns), &name_of(rs), &DeleteOptions::default());
-        }
-        Ok(())
-    }
-}
-
-/// The map at `key` of `v`, made an object (replacing any other value) if it is not one.
-fn obj_at<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !v.is_object() {
-        *v = Value::Object(Map::new());
-    }
-    let Value::Object(m) = v else {
-        unreachable!("made an object above")
-    };
-    let e = m
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !e.is_object() {
-        *e = Value::Object(Map::new());
-    }
-    let Value::Object(inner) = e else {
-        unreachable!("made an object above")
-    };
-    inner
-}
-
-/// `metadata.<field>` as a map.
-fn ensure_map<'a>(o: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
-    let md = obj_at(o, "metadata");
-    let e = md
-        .entry(field.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !e.is_object() {
-        *e = Value::Object(Map::new());
-    }
-    let Value::Object(m) = e else {
-        unreachable!("made an object above")
-    };
-    m
-}
-
-fn max_unavailable(dep: &Value, replicas: i64) -> i64 {
-    match dep.pointer("/spec/strategy/rollingUpdate/maxUnavailable") {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) => s
-            .strip_suffix('%')
-            .and_then(|p| p.parse::<i64>().ok())
-            .map(|p| replicas * p / 100)
-            .unwrap_or(0),
-        _ => replicas / 4,
-    }
-}
-
-/// The Deployment status computed from its ReplicaSets.
-fn status(
-    generation: i64,
-    owned: &[Value],
-    new_name: Option<&str>,
-    conds: &[Value],
-    dep: &Value,
-) -> Value {
-    let sum = |p: &str| owned.iter().map(|rs| int(rs, p)).sum::<i64>();
-    let updated = new_name
-        .and_then(|n| owned.iter().find(|rs| name_of(rs) == n))
-        .map(|rs| int(rs, "/status/replicas"))
-        .unwrap_or(0);
-    let replicas = sum("/status/replicas");
-    let available = sum("/status/availableReplicas");
-    let desired = dep
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let mut st = counts(&[
-        ("replicas", replicas),
-        ("updatedReplicas", updated),
-        ("readyReplicas", sum("/status/readyReplicas")),
-        ("availableReplicas", available),
-        ("unavailableReplicas", (desired - available).max(0)),
-    ]);
-    st.insert("observedGeneration".into(), json!(generation));
-    st.insert("conditions".into(), json!(conds));
-    Value::Object(st)
-}
-
-/// The ReplicaSet the controller creates for a template.
-fn new_replicaset(
-    dep: &Value,
-    template: &Value,
-    name: &str,
-    hash: &str,
-    revision: i64,
-    replicas: i64,
-    surge: i64,
-) -> Value {
-    let mut t = template.clone();
-    if !t["metadata"].is_object() {
-        t["metadata"] = json!({});
-    }
-    if !t["metadata"]["labels"].is_object() {
-        t["metadata"]["labels"] = json!({});
-    }
-    t["metadata"]["labels"][HASH_LABEL] = json!(hash);
-    let mut selector = dep.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-    if !selector["matchLabels"].is_object() {
-        selector["matchLabels"] = json!({});
-    }
-    selector["matchLabels"][HASH_LABEL] = json!(hash);
-    let mut ann = Map::new();
-    rev::copy_annotations(dep, &mut ann);
-    ann.insert(rev::REVISION.into(), json!(revision.to_string()));
-    ann.insert(
-        rev::DESIRED_REPLICAS.into(),
-        json!(
-            dep.pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1)
-                .to_string()
-        ),
-    );
-    let desired = dep
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    ann.insert(
-        rev::MAX_REPLICAS.into(),
-        json!((desired + surge).to_string()),
-    );
-    let mut spec = json!({"replicas": replicas, "selector": selector, "template": t});
-    if let Some(m) = dep.pointer("/spec/minReadySeconds") {
-        spec["minReadySeconds"] = m.clone();
-    }
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": name,
-            "namespace": meta_str(dep, "namespace").unwrap_or("default"),
-            "labels": t["metadata"]["labels"].clone(),
-            "annotations": ann,
-            "ownerReferences": [{
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": meta_str(dep, "name").unwrap_or_default(),
-                "uid": meta_str(dep, "uid").unwrap_or_default(),
-                "controller": true,
-                "blockOwnerDeletion": true,
-            }],
-        },
-        "spec": spec,
-    })
 }

@@ -8,6 +8,7 @@
 //! Rollouts) means implementing the trait and listing it in [`spawn_all`].
 
 mod deployment;
+mod objects;
 mod revision;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -85,10 +85,10 @@ fn without_hash(t: &Value) -> Value {
         .and_then(Value::as_object_mut)
     {
         l.remove(HASH_LABEL);
-        if l.is_empty() {
-            if let Some(md) = t.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-                md.remove("labels");
-            }
+        if l.is_empty()
+            && let Some(md) = t.pointer_mut("/metadata").and_then(Value::as_object_mut)
+        {
+            md.remove("labels");
         }
     }
     t

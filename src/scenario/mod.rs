@@ -2,6 +2,9 @@
 //! Deployment, roll it out, wait until the (simulated) controller converged, and build the
 //! Alertmanager payload a real Alertmanager would post. Every wait is bounded.
 
+pub mod lab;
+mod sample_app;
+
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,6 +13,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::k8s::deployments;
+
+pub use sample_app::SampleApp;
 
 /// The Deployments API of one namespace, as raw objects.
 pub fn deployments_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {

@@ -1,0 +1,233 @@
+//! rollbackd's benchmark: `cargo bench --bench rollback`.
+//!
+//! Everything runs on this machine: the sandbox API server and the daemon in-process, SQLite in
+//! a temporary directory, and, when installed, real Prometheus and Alertmanager processes.
+//! Results are ratios and distributions measured side by side in one run, because the machines
+//! this runs on are shared and noisy. Figures go to BENCHMARKS.md with the command.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rollbackd::config::Config;
+use rollbackd::daemon::{self, Running};
+use rollbackd::sandbox::{Sandbox, SandboxOptions};
+use rollbackd::scenario::lab::{self, PrometheusLab};
+use rollbackd::scenario::{self, SampleApp};
+
+const UNDO_SAMPLES: usize = 30;
+const DUPLICATE_POSTS: usize = 2000;
+const LAB_RUNS: usize = 3;
+
+struct Bench {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    client: kube::Client,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let sandbox = Sandbox::start(SandboxOptions {
+            rollout_delay: Duration::from_millis(20),
+            ..SandboxOptions::default()
+        })
+        .await
+        .expect("sandbox");
+        let dir = tempfile::tempdir().expect("tempdir");
+        sandbox.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+        let client = rollbackd::k8s::client(Some(&dir.path().join("kubeconfig"))).await.expect("client");
+        Bench { sandbox, dir, client }
+    }
+
+    async fn daemon(&self, name: &str, extra: &str) -> Running {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n{extra}",
+            self.dir.path().join("kubeconfig").display().to_string(),
+            format!("sqlite://{}", self.dir.path().join(format!("{name}.db")).display()),
+        );
+        std::fs::write(&path, text).expect("config");
+        let config = Config::load_with_env(&path, Vec::new()).expect("config");
+        let running = daemon::start(config).await.expect("daemon");
+        while !running.state.readiness.is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        running
+    }
+
+    fn patched(&self, name: &str) -> bool {
+        let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
+        self.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path_only() == path && r.status == 200)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summary(label: &str, mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    let p50 = percentile(&ms, 0.5);
+    println!(
+        "{label:<44} n={:<3} min={:>7.1}ms p50={:>7.1}ms p95={:>7.1}ms max={:>7.1}ms",
+        ms.len(),
+        ms[0],
+        p50,
+        percentile(&ms, 0.95),
+        ms[ms.len() - 1]
+    );
+    p50
+}
+
+/// Alert posted → undo patch seen by the API server, for `UNDO_SAMPLES` fresh Deployments.
+async fn alert_to_undo(bench: &Bench, prefix: &str, extra: &str) -> Vec<f64> {
+    let api = scenario::deployments_api(bench.client.clone(), "default");
+    for i in 0..UNDO_SAMPLES {
+        scenario::deploy_revisions(&api, "default", &format!("{prefix}-{i}"), &["app:1", "app:2"])
+            .await
+            .expect("two revisions");
+    }
+    let running = bench.daemon(prefix, extra).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/alerts", running.addr);
+    let mut samples = Vec::with_capacity(UNDO_SAMPLES);
+    for i in 0..UNDO_SAMPLES {
+        let name = format!("{prefix}-{i}");
+        let payload = scenario::alertmanager_payload(
+            &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", &name)],
+            Timestamp::now(),
+        );
+        let started = Instant::now();
+        let answer = http.post(&url).json(&payload).send().await.expect("webhook");
+        assert!(answer.status().is_success());
+        while !bench.patched(&name) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no undo of {name}");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    running.stop().await.expect("stop");
+    samples
+}
+
+/// Throughput of a redelivered alert: the path Alertmanager's repeats take.
+async fn duplicate_throughput(bench: &Bench) -> f64 {
+    let running = bench.daemon("dups", "").await;
+    let payload = scenario::alertmanager_payload(
+        &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "nope")],
+        Timestamp::now(),
+    );
+    let body = payload.to_string();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/alerts", running.addr);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        tasks.spawn(async move {
+            for _ in (worker..DUPLICATE_POSTS).step_by(8) {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post");
+                assert!(r.status().is_success());
+            }
+        });
+    }
+    tasks.join_all().await;
+    let rate = DUPLICATE_POSTS as f64 / started.elapsed().as_secs_f64();
+    running.stop().await.expect("stop");
+    rate
+}
+
+/// Bad rollout → undo through real Prometheus (and Alertmanager), `LAB_RUNS` times per path.
+async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
+    let mut detect = Vec::new();
+    let mut rollout = Vec::new();
+    for run in 0..LAB_RUNS {
+        let bench = Bench::new().await;
+        let api = scenario::deployments_api(bench.client.clone(), "default");
+        scenario::create(&api, scenario::deployment_manifest("default", "web", "web:good", 2)).await.expect("web");
+        scenario::wait_rolled_out(&api, "web", "1", Duration::from_secs(20)).await.expect("rolled out");
+        let app = SampleApp::start(api.clone(), "web", &["web:bad"], 30).await.expect("app");
+        let rules = bench.dir.path().join("rules.yml");
+        std::fs::write(&rules, lab::fast_rules(lab::SHIPPED_RULES, "2s", "10s")).expect("rules");
+        let (running, _am, prom) = if alertmanager {
+            let running = bench.daemon(&format!("am{run}"), "").await;
+            let am = lab::start_alertmanager(&format!("http://{}/api/v1/alerts", running.addr)).expect("am");
+            am.wait_ready(Duration::from_secs(30)).await.expect("am ready");
+            let prom = lab::start_prometheus(&PrometheusLab {
+                target: app.addr,
+                target_labels: &[("namespace", "default"), ("app", "web")],
+                rule_files: std::slice::from_ref(&rules),
+                alertmanager: Some(&am.url),
+            })
+            .expect("prometheus");
+            (running, Some(am), prom)
+        } else {
+            let prom = lab::start_prometheus(&PrometheusLab {
+                target: app.addr,
+                target_labels: &[("namespace", "default"), ("app", "web")],
+                rule_files: &[],
+                alertmanager: None,
+            })
+            .expect("prometheus");
+            let extra = format!(
+                "[prometheus]\nurl = {:?}\nrules = [{:?}]\npoll_interval = \"1s\"\n",
+                prom.url,
+                rules.display().to_string()
+            );
+            (bench.daemon(&format!("poll{run}"), &extra).await, None, prom)
+        };
+        prom.wait_ready(Duration::from_secs(30)).await.expect("prometheus ready");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        scenario::set_image(&api, "web", "web:bad").await.expect("bad rollout");
+        let rolled = Instant::now();
+        while !bench.patched("web") {
+            assert!(rolled.elapsed() < Duration::from_secs(90), "no undo");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let undone = Timestamp::now();
+        rollout.push(rolled.elapsed().as_secs_f64() * 1000.0);
+        let list = running
+            .state
+            .pipeline
+            .store
+            .list_incidents(&Default::default())
+            .await
+            .expect("list");
+        let detail = running.state.pipeline.store.incident(list[0].id).await.expect("read").expect("incident");
+        let starts: Timestamp = detail.alerts[0].starts_at.parse().expect("ts");
+        detect.push(undone.duration_since(starts).as_secs_f64() * 1000.0);
+        running.stop().await.expect("stop");
+    }
+    (detect, rollout)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!("rollbackd benchmark (2-core shared machine; compare rows of one run, not across runs)\n");
+    let bench = Bench::new().await;
+    let quiet = summary("alert -> undo, log notifier only", alert_to_undo(&bench, "base", "").await);
+    let _ = quiet;
+    let rate = duplicate_throughput(&bench).await;
+    println!("{:<44} {rate:.0} deliveries/s ({DUPLICATE_POSTS} posts, 8 concurrent)", "duplicate webhook deliveries recorded");
+
+    if lab::available() {
+        println!();
+        let (detect, rollout) = lab_runs(false).await;
+        summary("poller: alert firing -> undo", detect);
+        summary("poller: bad rollout live -> undo", rollout);
+        let (detect, rollout) = lab_runs(true).await;
+        summary("alertmanager: alert firing -> undo", detect);
+        summary("alertmanager: bad rollout live -> undo", rollout);
+    } else {
+        println!("\n(prometheus and prometheus-alertmanager not installed: lab paths skipped)");
+    }
+}
