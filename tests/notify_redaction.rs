@@ -170,7 +170,12 @@ async fn no_secret_reaches_a_log_line_an_output_or_the_store() {
             .iter()
             .all(|r| r.authorization.as_deref() == Some(&*format!("Bearer {BOT_TOKEN}")))
     );
-    assert_eq!(smtp.messages().len(), 1, "mail delivered with AUTH");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "mail delivered with AUTH");
+    assert_eq!(
+        mails[0]["headers"]["Subject"],
+        "[rollbackd] ROLLED BACK default/web: HighErrorRate (rev 3 → 2)"
+    );
 
     let logs = std::fs::read_to_string(&log_path).expect("daemon log");
     assert!(

@@ -154,14 +154,12 @@ impl SlackNotifier {
     async fn post_message(&self, token: &Secret, out: &Outgoing<'_>) -> Result<Sent, SlackError> {
         let mut body = blocks::message(out.notification);
         match out.thread {
-            Some(ThreadRef {
-                channel: Some(channel),
-                id,
-            }) => {
-                body["channel"] = channel.as_str().into();
+            // A reply goes to the channel ID Slack answered the first message with.
+            Some(ThreadRef { channel, id }) => {
+                body["channel"] = channel.as_deref().unwrap_or(out.destination).into();
                 body["thread_ts"] = id.as_str().into();
             }
-            _ => body["channel"] = out.destination.into(),
+            None => body["channel"] = out.destination.into(),
         }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| SlackError::BadToken)?;
