@@ -119,12 +119,26 @@ async fn dry_run_says_what_it_would_have_done_and_quiet_outcomes_queue_nothing()
         ),
     )
     .await;
-    post_alert(
+    let posted = post_alert(
         &addr,
         &scenario::alertmanager_payload(WEB, Timestamp::now()),
     )
     .await;
-    let got = slack.wait_for(1, Duration::from_secs(10)).await;
+    let store = running.state.pipeline.store.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slack.received().is_empty() {
+        if std::time::Instant::now() > deadline {
+            let incidents = store.list_incidents(&Default::default()).await;
+            let outbox = store.outbox().await;
+            let undecided = store.undecided_alerts().await;
+            let ready = running.state.readiness.is_ready();
+            panic!(
+                "no Slack request within 20s\nposted: {posted:?}\nready: {ready}\nundecided: {undecided:#?}\nincidents: {incidents:#?}\noutbox: {outbox:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = slack.received();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         slack.received().len(),
@@ -145,6 +159,10 @@ async fn dry_run_says_what_it_would_have_done_and_quiet_outcomes_queue_nothing()
             && summary.contains(", nginx:2.0). Nothing was changed.*"),
         "{summary}"
     );
+    assert!(
+        summary.contains("\n*Why* (`would-roll-back`): HighErrorRate started "),
+        "the decision's sentence explains an undo: {summary}"
+    );
     let fields = body["blocks"][2]["fields"].to_string();
     assert!(
         fields.contains("*Action*\\nundo (dry-run): succeeded"),
@@ -158,7 +176,7 @@ async fn dry_run_says_what_it_would_have_done_and_quiet_outcomes_queue_nothing()
         got[0].raw.contains("https://rollbackd.example/incidents/"),
         "links use server.public_url"
     );
-    let rows = running.state.pipeline.store.outbox().await.expect("outbox");
+    let rows = store.outbox().await.expect("outbox");
     assert_eq!(rows.len(), 1);
     assert!(rows[0].event.starts_with("result:"), "{}", rows[0].event);
     running.stop().await.expect("clean stop");

@@ -38,10 +38,13 @@ pub fn message(n: &Notification) -> Value {
             "text": {"type": "plain_text", "text": header_text(n), "emoji": true}
         }),
         section(&format!(
-            "*{}*\n*Why* (`{}`): {}",
+            "*{}*\n*Why* (`{}`): {}{}",
             escape(&n.summary()),
             n.outcome.code(),
-            escape(&n.reason)
+            escape(n.why()),
+            n.acted_because()
+                .map(|d| format!("\n*Acted because:* {}", escape(d)))
+                .unwrap_or_default()
         )),
     ];
     let fields: Vec<Value> = n
@@ -129,7 +132,7 @@ fn fallback(n: &Notification) -> String {
             n.verdict(),
             n.target(),
             n.alert_names(),
-            n.reason
+            n.why()
         ))),
         MAX_FALLBACK_TEXT,
     )
@@ -235,6 +238,7 @@ pub fn truncate_mrkdwn(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::core::engine::Outcome;
     use jiff::Timestamp;
 
     use super::*;
@@ -277,7 +281,14 @@ mod tests {
         if let Some(w) = &mut n.workload {
             w.name = "w".repeat(300);
         }
-        let body = message(&n);
+        n.decision_reason = Some("<".repeat(5000));
+        for outcome in [Outcome::RolledBack, Outcome::Failed] {
+            n.outcome = outcome;
+            within_limits(&message(&n));
+        }
+    }
+
+    fn within_limits(body: &Value) {
         let blocks = body["blocks"].as_array().expect("blocks");
         assert!(blocks.len() <= MAX_BLOCKS);
         let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());

@@ -36,8 +36,11 @@ pub struct Notification {
     /// When the decision or result was recorded.
     pub at: Timestamp,
     pub outcome: Outcome,
-    /// The sentence that explains the outcome.
+    /// The sentence that explains the outcome (for a result: the executor's report).
     pub reason: String,
+    /// For a result: the decision's sentence, why rollbackd acted at all.
+    #[serde(default)]
+    pub decision_reason: Option<String>,
     pub alerts: Vec<AlertInfo>,
     pub workload: Option<WorkloadRef>,
     /// The rollout blamed.
@@ -149,6 +152,7 @@ impl Notification {
             at,
             outcome,
             reason,
+            decision_reason: result.map(|_| decision.reason.clone()),
             alerts: vec![AlertInfo {
                 name: alert.name().to_string(),
                 status: alert.status,
@@ -195,6 +199,7 @@ impl Notification {
             reason: "This is a test sent by `rollbackd notify test`: no alert fired and nothing \
                      was rolled back."
                 .into(),
+            decision_reason: None,
             alerts: vec![AlertInfo {
                 name: "RollbackdTest".into(),
                 status: AlertStatus::Firing,
@@ -303,6 +308,23 @@ impl Notification {
         }
     }
 
+    /// The sentence after "Why": for an undo that went through, why rollbackd acted (the
+    /// result would only repeat the summary); otherwise the outcome's own sentence.
+    pub fn why(&self) -> &str {
+        match (self.outcome, &self.decision_reason) {
+            (Outcome::RolledBack | Outcome::WouldRollBack, Some(decided)) => decided,
+            _ => &self.reason,
+        }
+    }
+
+    /// For an action that did not go through: why it was attempted.
+    pub fn acted_because(&self) -> Option<&str> {
+        match self.outcome {
+            Outcome::RolledBack | Outcome::WouldRollBack => None,
+            _ => self.decision_reason.as_deref(),
+        }
+    }
+
     /// "undo: succeeded", "undo (dry-run): succeeded", or "none".
     pub fn action_text(&self) -> String {
         match &self.action {
@@ -330,7 +352,11 @@ impl Notification {
             self.subject().trim_start_matches("[rollbackd] ")
         );
         let _ = writeln!(out, "{}", self.summary());
-        let _ = writeln!(out, "Why ({}): {}\n", self.outcome, self.reason);
+        let _ = writeln!(out, "Why ({}): {}", self.outcome, self.why());
+        if let Some(decided) = self.acted_because() {
+            let _ = writeln!(out, "Acted because: {decided}");
+        }
+        out.push('\n');
         for (label, value) in self.facts() {
             let _ = writeln!(out, "{label}: {value}");
         }
@@ -373,8 +399,11 @@ impl Notification {
             out,
             "<p>Why (<code>{}</code>): {}</p>",
             e(self.outcome.code()),
-            e(&self.reason)
+            e(self.why())
         );
+        if let Some(decided) = self.acted_because() {
+            let _ = writeln!(out, "<p>Acted because: {}</p>", e(decided));
+        }
         out.push_str("<table>\n");
         for (label, value) in self.facts() {
             let _ = writeln!(

@@ -158,7 +158,7 @@ impl Notifier for LogNotifier {
                 link = n.link.as_deref().unwrap_or("-"),
                 "notify: {} — {}",
                 n.subject(),
-                n.reason
+                n.why()
             );
             Ok(Sent::default())
         })

@@ -338,3 +338,87 @@ fn outbox_row(r: &SqliteRow) -> Result<OutboxRow> {
         thread_ts: r.try_get("thread_ts")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
+    use crate::core::engine::{Decision, Outcome};
+
+    use super::*;
+
+    fn alert(i: usize) -> Alert {
+        let labels: LabelSet = [("alertname", format!("A{i}")), ("namespace", "x".into())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Alert {
+            source: AlertSource::Alertmanager,
+            status: AlertStatus::Firing,
+            fingerprint: Fingerprint::of(&labels),
+            labels,
+            annotations: LabelSet::new(),
+            starts_at: Timestamp::UNIX_EPOCH,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: None,
+        }
+    }
+
+    /// The delivery worker writes while the webhook records alerts: recording must wait for
+    /// the write lock, never fail (a failure is a 503 to Alertmanager).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alerts_are_recorded_while_the_worker_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .expect("store");
+        let now = Timestamp::now();
+        let first = alert(0);
+        let received = store
+            .record_alerts(&[first.clone()], now)
+            .await
+            .expect("alert");
+        let decision = Decision {
+            outcome: Outcome::NoWorkload,
+            reason: "none".into(),
+            workload: None,
+            rollout: None,
+            command: None,
+        };
+        let message = NewMessage {
+            channel: "log".into(),
+            destination: "log".into(),
+            event: "e".into(),
+            payload: Value::Null,
+            deadline: now,
+        };
+        store
+            .record_decision_and_notify(received[0].alert_id, &first, &decision, now, |_| {
+                vec![message]
+            })
+            .await
+            .expect("decision")
+            .expect("fresh");
+        let row = store.outbox().await.expect("outbox").remove(0);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    store
+                        .note_delivery(&row, "write", Timestamp::now())
+                        .await
+                        .expect("worker write");
+                }
+            })
+        };
+        for i in 1..300 {
+            // A read of the store between each delivery, as the webhook's client would.
+            store.alert_count().await.expect("count");
+            store
+                .record_alerts(&[alert(i)], Timestamp::now())
+                .await
+                .unwrap_or_else(|e| panic!("alert {i} not recorded: {e:?}"));
+        }
+        writer.await.expect("writer");
+    }
+}

@@ -70,7 +70,11 @@ impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
     /// resolved alert closes its firing twin and, with it, the incident once all are resolved.
     pub async fn record_alerts(&self, alerts: &[Alert], now: Timestamp) -> Result<Vec<Received>> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads before it writes. A deferred one fails at once with
+        // SQLITE_BUSY (no busy wait) when another connection committed a write in between,
+        // e.g. the worker's decision or the outbox's delivery record, and the webhook would
+        // answer 503 under the lightest concurrency.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now_text = ts_text(now);
         let mut out = Vec::with_capacity(alerts.len());
         for alert in alerts {
