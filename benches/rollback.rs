@@ -33,9 +33,17 @@ impl Bench {
         .await
         .expect("sandbox");
         let dir = tempfile::tempdir().expect("tempdir");
-        sandbox.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
-        let client = rollbackd::k8s::client(Some(&dir.path().join("kubeconfig"))).await.expect("client");
-        Bench { sandbox, dir, client }
+        sandbox
+            .write_kubeconfig(&dir.path().join("kubeconfig"))
+            .expect("kubeconfig");
+        let client = rollbackd::k8s::client(Some(&dir.path().join("kubeconfig")))
+            .await
+            .expect("client");
+        Bench {
+            sandbox,
+            dir,
+            client,
+        }
     }
 
     async fn daemon(&self, name: &str, extra: &str) -> Running {
@@ -43,7 +51,10 @@ impl Bench {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n{extra}",
             self.dir.path().join("kubeconfig").display().to_string(),
-            format!("sqlite://{}", self.dir.path().join(format!("{name}.db")).display()),
+            format!(
+                "sqlite://{}",
+                self.dir.path().join(format!("{name}.db")).display()
+            ),
         );
         std::fs::write(&path, text).expect("config");
         let config = Config::load_with_env(&path, Vec::new()).expect("config");
@@ -54,12 +65,15 @@ impl Bench {
         running
     }
 
+    /// Whether the undo (a JSON patch; rollouts use strategic merge) of `name` was applied.
     fn patched(&self, name: &str) -> bool {
         let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
-        self.sandbox
-            .requests()
-            .iter()
-            .any(|r| r.method == "PATCH" && r.path_only() == path && r.status == 200)
+        self.sandbox.requests().iter().any(|r| {
+            r.method == "PATCH"
+                && r.path_only() == path
+                && r.status == 200
+                && r.content_type.as_deref() == Some("application/json-patch+json")
+        })
     }
 }
 
@@ -86,9 +100,14 @@ fn summary(label: &str, mut ms: Vec<f64>) -> f64 {
 async fn alert_to_undo(bench: &Bench, prefix: &str, extra: &str) -> Vec<f64> {
     let api = scenario::deployments_api(bench.client.clone(), "default");
     for i in 0..UNDO_SAMPLES {
-        scenario::deploy_revisions(&api, "default", &format!("{prefix}-{i}"), &["app:1", "app:2"])
-            .await
-            .expect("two revisions");
+        scenario::deploy_revisions(
+            &api,
+            "default",
+            &format!("{prefix}-{i}"),
+            &["app:1", "app:2"],
+        )
+        .await
+        .expect("two revisions");
     }
     let running = bench.daemon(prefix, extra).await;
     let http = reqwest::Client::new();
@@ -97,14 +116,31 @@ async fn alert_to_undo(bench: &Bench, prefix: &str, extra: &str) -> Vec<f64> {
     for i in 0..UNDO_SAMPLES {
         let name = format!("{prefix}-{i}");
         let payload = scenario::alertmanager_payload(
-            &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", &name)],
+            &[
+                ("alertname", "HighErrorRate"),
+                ("namespace", "default"),
+                ("deployment", &name),
+            ],
             Timestamp::now(),
         );
         let started = Instant::now();
-        let answer = http.post(&url).json(&payload).send().await.expect("webhook");
-        assert!(answer.status().is_success());
+        let answer = http
+            .post(&url)
+            .json(&payload)
+            .send()
+            .await
+            .expect("webhook");
+        let status = answer.status();
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            answer.text().await.unwrap_or_default()
+        );
         while !bench.patched(&name) {
-            assert!(started.elapsed() < Duration::from_secs(10), "no undo of {name}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no undo of {name}"
+            );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -117,7 +153,11 @@ async fn alert_to_undo(bench: &Bench, prefix: &str, extra: &str) -> Vec<f64> {
 async fn duplicate_throughput(bench: &Bench) -> f64 {
     let running = bench.daemon("dups", "").await;
     let payload = scenario::alertmanager_payload(
-        &[("alertname", "HighErrorRate"), ("namespace", "default"), ("deployment", "nope")],
+        &[
+            ("alertname", "HighErrorRate"),
+            ("namespace", "default"),
+            ("deployment", "nope"),
+        ],
         Timestamp::now(),
     );
     let body = payload.to_string();
@@ -153,15 +193,27 @@ async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
     for run in 0..LAB_RUNS {
         let bench = Bench::new().await;
         let api = scenario::deployments_api(bench.client.clone(), "default");
-        scenario::create(&api, scenario::deployment_manifest("default", "web", "web:good", 2)).await.expect("web");
-        scenario::wait_rolled_out(&api, "web", "1", Duration::from_secs(20)).await.expect("rolled out");
-        let app = SampleApp::start(api.clone(), "web", &["web:bad"], 30).await.expect("app");
+        scenario::create(
+            &api,
+            scenario::deployment_manifest("default", "web", "web:good", 2),
+        )
+        .await
+        .expect("web");
+        scenario::wait_rolled_out(&api, "web", "1", Duration::from_secs(20))
+            .await
+            .expect("rolled out");
+        let app = SampleApp::start(api.clone(), "web", &["web:bad"], 30)
+            .await
+            .expect("app");
         let rules = bench.dir.path().join("rules.yml");
         std::fs::write(&rules, lab::fast_rules(lab::SHIPPED_RULES, "2s", "10s")).expect("rules");
         let (running, _am, prom) = if alertmanager {
             let running = bench.daemon(&format!("am{run}"), "").await;
-            let am = lab::start_alertmanager(&format!("http://{}/api/v1/alerts", running.addr)).expect("am");
-            am.wait_ready(Duration::from_secs(30)).await.expect("am ready");
+            let am = lab::start_alertmanager(&format!("http://{}/api/v1/alerts", running.addr))
+                .expect("am");
+            am.wait_ready(Duration::from_secs(30))
+                .await
+                .expect("am ready");
             let prom = lab::start_prometheus(&PrometheusLab {
                 target: app.addr,
                 target_labels: &[("namespace", "default"), ("app", "web")],
@@ -183,11 +235,19 @@ async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
                 prom.url,
                 rules.display().to_string()
             );
-            (bench.daemon(&format!("poll{run}"), &extra).await, None, prom)
+            (
+                bench.daemon(&format!("poll{run}"), &extra).await,
+                None,
+                prom,
+            )
         };
-        prom.wait_ready(Duration::from_secs(30)).await.expect("prometheus ready");
+        prom.wait_ready(Duration::from_secs(30))
+            .await
+            .expect("prometheus ready");
         tokio::time::sleep(Duration::from_secs(3)).await;
-        scenario::set_image(&api, "web", "web:bad").await.expect("bad rollout");
+        scenario::set_image(&api, "web", "web:bad")
+            .await
+            .expect("bad rollout");
         let rolled = Instant::now();
         while !bench.patched("web") {
             assert!(rolled.elapsed() < Duration::from_secs(90), "no undo");
@@ -202,7 +262,14 @@ async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
             .list_incidents(&Default::default())
             .await
             .expect("list");
-        let detail = running.state.pipeline.store.incident(list[0].id).await.expect("read").expect("incident");
+        let detail = running
+            .state
+            .pipeline
+            .store
+            .incident(list[0].id)
+            .await
+            .expect("read")
+            .expect("incident");
         let starts: Timestamp = detail.alerts[0].starts_at.parse().expect("ts");
         detect.push(undone.duration_since(starts).as_secs_f64() * 1000.0);
         running.stop().await.expect("stop");
@@ -212,12 +279,24 @@ async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    println!("rollbackd benchmark (2-core shared machine; compare rows of one run, not across runs)\n");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .init();
+    println!(
+        "rollbackd benchmark (2-core shared machine; compare rows of one run, not across runs)\n"
+    );
     let bench = Bench::new().await;
-    let quiet = summary("alert -> undo, log notifier only", alert_to_undo(&bench, "base", "").await);
+    let quiet = summary(
+        "alert -> undo, log notifier only",
+        alert_to_undo(&bench, "base", "").await,
+    );
     let _ = quiet;
     let rate = duplicate_throughput(&bench).await;
-    println!("{:<44} {rate:.0} deliveries/s ({DUPLICATE_POSTS} posts, 8 concurrent)", "duplicate webhook deliveries recorded");
+    println!(
+        "{:<44} {rate:.0} deliveries/s ({DUPLICATE_POSTS} posts, 8 concurrent)",
+        "duplicate webhook deliveries recorded"
+    );
 
     if lab::available() {
         println!();

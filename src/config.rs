@@ -169,6 +169,10 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub correlation_window: Duration,
+    /// How long one watch request lasts before it is renewed from its resourceVersion (a
+    /// renewal that finds the version expired relists).
+    #[serde(with = "humantime_serde")]
+    pub watch_timeout: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -177,6 +181,7 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             namespaces: Vec::new(),
             correlation_window: Duration::from_secs(30 * 60),
+            watch_timeout: Duration::from_secs(290),
         }
     }
 }
@@ -216,9 +221,12 @@ pub struct CorrelationConfig {
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
     pub namespace_labels: Vec<String>,
+    pub rollout_labels: Vec<String>,
     pub deployment_labels: Vec<String>,
     pub replicaset_labels: Vec<String>,
     pub pod_labels: Vec<String>,
+    pub service_labels: Vec<String>,
+    pub virtualservice_labels: Vec<String>,
     /// Alert label → pod-template label keys it is matched against.
     pub template_labels: BTreeMap<String, Vec<String>>,
 }
@@ -229,9 +237,12 @@ impl Default for CorrelationConfig {
         CorrelationConfig {
             grace: Duration::from_secs(30),
             namespace_labels: labels.namespace,
+            rollout_labels: labels.rollout,
             deployment_labels: labels.deployment,
             replicaset_labels: labels.replica_set,
             pod_labels: labels.pod,
+            service_labels: labels.service,
+            virtualservice_labels: labels.virtual_service,
             template_labels: labels.template,
         }
     }
@@ -288,9 +299,12 @@ impl Config {
             grace: c.grace,
             labels: CorrelationLabels {
                 namespace: c.namespace_labels.clone(),
+                rollout: c.rollout_labels.clone(),
                 deployment: c.deployment_labels.clone(),
                 replica_set: c.replicaset_labels.clone(),
                 pod: c.pod_labels.clone(),
+                service: c.service_labels.clone(),
+                virtual_service: c.virtualservice_labels.clone(),
                 template: c.template_labels.clone(),
             },
         }
@@ -429,6 +443,13 @@ impl Config {
                 "must be longer than 0s".into(),
             );
         }
+        let watch = self.kubernetes.watch_timeout;
+        if watch < Duration::from_secs(1) || watch > Duration::from_secs(3600) {
+            problem(
+                "kubernetes.watch_timeout",
+                "must be between 1s and 1h".into(),
+            );
+        }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
                 "correlation.grace",
@@ -484,7 +505,12 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "kubernetes",
-        &["kubeconfig", "namespaces", "correlation_window"],
+        &[
+            "kubeconfig",
+            "namespaces",
+            "correlation_window",
+            "watch_timeout",
+        ],
     ),
     ("store", &["url"]),
     ("policy", &["mode"]),
@@ -493,9 +519,12 @@ const SCHEMA: &[(&str, &[&str])] = &[
         &[
             "grace",
             "namespace_labels",
+            "rollout_labels",
             "deployment_labels",
             "replicaset_labels",
             "pod_labels",
+            "service_labels",
+            "virtualservice_labels",
             "template_labels",
         ],
     ),

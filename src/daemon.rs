@@ -10,15 +10,16 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::{Config, PrometheusAuth, PrometheusConfig};
+use crate::core::traffic::TrafficChange;
 use crate::http::{AppState, router};
 use crate::k8s::executor::Executor;
-use crate::k8s::watch::{SharedIndex, watches};
+use crate::k8s::watch::{SharedIndex, kinds_served, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, error_chain};
 use crate::poller::{Poller, PollerSettings, PromAuth};
 use crate::store::Store;
 
@@ -45,14 +46,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("opening store {}", config.store.url))?;
     let client = crate::k8s::client(config.kubernetes.kubeconfig.as_deref()).await?;
     let index = SharedIndex::default();
-    let (readiness, watch_tasks) = watches(&client, &config.kubernetes.namespaces, &index);
+    // The previous selector or weights live nowhere but the store: restore them first.
+    for change in store.latest_traffic_changes().await? {
+        match index.write() {
+            Ok(mut guard) => guard.restore_traffic_change(change),
+            Err(poisoned) => poisoned.into_inner().restore_traffic_change(change),
+        }
+    }
+    let kinds = kinds_served(&client).await;
+    let (changes_tx, mut changes_rx) = tokio::sync::mpsc::unbounded_channel::<TrafficChange>();
+    let (readiness, watch_tasks) = watches(
+        &client,
+        &config.kubernetes.namespaces,
+        config.kubernetes.watch_timeout,
+        &kinds,
+        &index,
+        changes_tx,
+    );
     let metrics = Metrics::new();
     let channels = crate::notify::channels(&config)
-        .map_err(|e| anyhow::anyhow!("{}", crate::pipeline::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
         .context("setting up notification channels")?;
     for channel in &channels {
         info!(channel = channel.name(), destinations = ?channel.all_destinations(), "notifying");
     }
+    let change_store = store.clone();
+    let persist_changes = async move {
+        while let Some(change) = changes_rx.recv().await {
+            if let Err(e) = change_store.record_traffic_change(&change).await {
+                error!(error = %error_chain(&e), "could not persist a traffic change");
+            }
+        }
+    };
     let pipeline = Pipeline::new(
         store.clone(),
         index,
@@ -103,6 +128,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         };
         tokio::select! {
+            _ = persist_changes => bail!("the traffic change recorder stopped"),
             _ = polling => bail!("the PromQL poller stopped"),
             r = server => r.context("HTTP server stopped")?,
             _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),

@@ -207,3 +207,44 @@ fn check_reports_every_problem_and_exits_1() {
         "check must not print secrets"
     );
 }
+
+#[test]
+fn the_sandbox_command_serves_kubectl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let _sandbox = Daemon(
+        Command::new(binary())
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env("ROLLBACKD_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("rollbackd sandbox starts"),
+    );
+    let started = std::time::Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no kubeconfig written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "jsonpath={.metadata.name}",
+        ])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "default");
+}

@@ -254,3 +254,78 @@ async fn the_undo_equals_kubectl_rollout_undo() {
     assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
     assert_eq!(image_of(&ours), "nginx:2.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_watch_relists_and_decisions_still_work() {
+    let sandbox = rollbackd::sandbox::Sandbox::start(rollbackd::sandbox::SandboxOptions {
+        rollout_delay: Duration::from_millis(50),
+        watch_history: 5,
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = rollbackd::k8s::client(Some(&kubeconfig))
+        .await
+        .expect("client");
+    let env = Env {
+        api: scenario::deployments_api(client.clone(), "default"),
+        sandbox,
+        dir,
+        kubeconfig,
+        client,
+    };
+    env.three_rollouts("web").await;
+    let running = env
+        .daemon_with_env("", &[("ROLLBACKD__KUBERNETES__WATCH_TIMEOUT", "1s")])
+        .await;
+    // Ten writes the Deployment watch does not see push its resourceVersion out of the
+    // five-event history, so its next renewal is answered 410 Gone.
+    let secrets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        env.client.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("", "v1", "Secret"),
+            "secrets",
+        ),
+    );
+    for i in 0..10 {
+        let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("filler-{i}")}, "data": {}
+        }))
+        .expect("secret");
+        secrets
+            .create(&Default::default(), &obj)
+            .await
+            .expect("created");
+    }
+    let lists = |s: &rollbackd::sandbox::Sandbox| {
+        s.requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && r.path_only() == "/apis/apps/v1/deployments"
+                    && !r.path.contains("watch=")
+            })
+            .count()
+    };
+    wait_until(
+        "a relist of deployments after 410",
+        Duration::from_secs(15),
+        || {
+            let n = lists(&env.sandbox);
+            async move { n >= 2 }
+        },
+    )
+    .await;
+    // Without the 410 a renewal only re-watches; the second LIST is the relist.
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+}

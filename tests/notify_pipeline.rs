@@ -165,7 +165,7 @@ async fn dry_run_says_what_it_would_have_done_and_quiet_outcomes_queue_nothing()
     );
     let fields = body["blocks"][2]["fields"].to_string();
     assert!(
-        fields.contains("*Action*\\nundo (dry-run): succeeded"),
+        fields.contains("*Action*\\nundo-deployment (dry-run): succeeded"),
         "{fields}"
     );
     assert!(

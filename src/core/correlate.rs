@@ -1,22 +1,33 @@
-//! Correlation: from an alert's labels to the Deployment it concerns.
+//! Correlation: from an alert's labels to the object whose change it should be blamed on.
 //!
-//! The alert must carry a namespace label. Then the first of these that is present decides:
-//! a Deployment name, a ReplicaSet name, a pod name (pod → ReplicaSet → Deployment), or an
-//! `app`-style label matched against pod-template labels. Which alert labels play which part is
-//! configuration ([`CorrelationLabels`]); the defaults follow Prometheus' Kubernetes conventions.
+//! The alert must carry a namespace label. Traffic switches come first, because reverting a
+//! Deployment underneath a blue/green Service or an Istio canary would be wrong: a tracked
+//! Service named by the alert (or whose selector the alert's labels carry), or a tracked
+//! VirtualService named by it, is the target when it has a recorded change. Then the first of
+//! these present decides: an Argo Rollout name, a Deployment name, a ReplicaSet name, a pod name
+//! (pod → ReplicaSet → owner), or an `app`-style label matched against pod-template labels.
+//! A Deployment that an Argo Rollout references through `workloadRef` is handled as that Rollout.
+//! Which alert labels play which part is configuration ([`CorrelationLabels`]).
 
 use std::collections::BTreeMap;
 
 use super::alert::LabelSet;
-use super::workload::{DeploymentState, WorkloadIndex, template_labels};
+use super::rollout::RolloutState;
+use super::traffic::{ServiceState, TrafficChange, TrafficKind, VirtualServiceState};
+use super::workload::{DeploymentState, ReplicaSetState, WorkloadIndex, template_labels};
 
 /// Which alert labels name the namespace and the workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CorrelationLabels {
     pub namespace: Vec<String>,
+    pub rollout: Vec<String>,
     pub deployment: Vec<String>,
     pub replica_set: Vec<String>,
     pub pod: Vec<String>,
+    /// Labels naming a Service (blue/green by selector).
+    pub service: Vec<String>,
+    /// Labels naming an Istio VirtualService (or one of its destination hosts).
+    pub virtual_service: Vec<String>,
     /// Alert label → pod-template label keys whose value it must equal.
     pub template: BTreeMap<String, Vec<String>>,
 }
@@ -26,9 +37,12 @@ impl Default for CorrelationLabels {
         let app_keys = || vec!["app".to_string(), "app.kubernetes.io/name".to_string()];
         CorrelationLabels {
             namespace: vec!["namespace".into()],
+            rollout: vec!["rollout".into()],
             deployment: vec!["deployment".into()],
             replica_set: vec!["replicaset".into()],
             pod: vec!["pod".into()],
+            service: vec!["service".into()],
+            virtual_service: vec!["virtualservice".into(), "service".into()],
             template: [
                 ("app".to_string(), app_keys()),
                 (
@@ -43,17 +57,26 @@ impl Default for CorrelationLabels {
     }
 }
 
+/// What an alert is blamed on.
+#[derive(Debug, PartialEq)]
+pub enum Target<'a> {
+    Deployment(&'a DeploymentState),
+    Rollout(&'a RolloutState),
+    Service(&'a ServiceState, &'a TrafficChange),
+    VirtualService(&'a VirtualServiceState, &'a TrafficChange),
+}
+
 /// The result of correlating one alert.
 #[derive(Debug, PartialEq)]
 pub enum Correlation<'a> {
     Found {
-        deployment: &'a DeploymentState,
-        /// Which label led there, for the reason sentence: `deployment="web"`.
+        target: Target<'a>,
+        /// Which labels led there, for the reason sentence: `deployment="web"`.
         via: String,
     },
-    /// No Deployment matches; the sentence says what was looked for.
+    /// Nothing matches; the sentence says what was looked for.
     NoWorkload(String),
-    /// More than one Deployment matches; acting on a guess would be unsafe.
+    /// More than one workload matches; acting on a guess would be unsafe.
     Ambiguous { via: String, names: Vec<String> },
 }
 
@@ -68,19 +91,35 @@ pub fn correlate<'a>(
             rules.namespace.join(", ")
         ));
     };
+    let at = |label: &str, value: &str| format!("{ns_label}=\"{namespace}\", {label}=\"{value}\"");
+    if let Some(found) = traffic_target(labels, index, rules, namespace, &at) {
+        return found;
+    }
+    if let Some((label, name)) = first_label(labels, &rules.rollout) {
+        let via = at(label, name);
+        return match index.rollout(namespace, name) {
+            Some(r) => Correlation::Found {
+                target: Target::Rollout(r),
+                via,
+            },
+            None => Correlation::NoWorkload(format!("no Rollout {namespace}/{name} ({via})")),
+        };
+    }
     if let Some((label, name)) = first_label(labels, &rules.deployment) {
-        let via = format!("{ns_label}=\"{namespace}\", {label}=\"{name}\"");
+        let via = at(label, name);
         return match index.deployment(namespace, name) {
-            Some(deployment) => Correlation::Found { deployment, via },
+            Some(d) => Correlation::Found {
+                target: deployment_or_its_rollout(index, d),
+                via,
+            },
             None => Correlation::NoWorkload(format!("no Deployment {namespace}/{name} ({via})")),
         };
     }
     if let Some((label, name)) = first_label(labels, &rules.replica_set) {
-        let via = format!("{ns_label}=\"{namespace}\", {label}=\"{name}\"");
-        return replica_set_owner(index, namespace, name, via);
+        return replica_set_owner(index, namespace, name, at(label, name));
     }
     if let Some((label, pod)) = first_label(labels, &rules.pod) {
-        let via = format!("{ns_label}=\"{namespace}\", {label}=\"{pod}\"");
+        let via = at(label, pod);
         // Pods made by a ReplicaSet are named `<replicaset>-<5 random chars>`.
         let Some((rs_name, _)) = pod.rsplit_once('-') else {
             return Correlation::NoWorkload(format!(
@@ -93,28 +132,44 @@ pub fn correlate<'a>(
         let Some(value) = labels.get(alert_label) else {
             continue;
         };
-        let via = format!("{ns_label}=\"{namespace}\", {alert_label}=\"{value}\"");
-        let matches: Vec<&DeploymentState> = index
+        let via = at(alert_label, value);
+        let has_label = |template: &serde_json::Value| {
+            template_labels(template)
+                .any(|(k, v)| v == value && template_keys.iter().any(|t| t == k))
+        };
+        let mut matches: Vec<Target<'a>> = Vec::new();
+        for d in index
             .deployments_in(namespace)
-            .filter(|d| {
-                template_labels(&d.template)
-                    .any(|(k, v)| v == value && template_keys.iter().any(|t| t == k))
-            })
-            .collect();
-        return match matches.as_slice() {
-            [] => Correlation::NoWorkload(format!(
-                "no Deployment in {namespace} has pod-template label {} = \"{value}\" ({via})",
+            .filter(|d| has_label(&d.template))
+        {
+            let target = deployment_or_its_rollout(index, d);
+            if !matches.contains(&target) {
+                matches.push(target);
+            }
+        }
+        for r in index
+            .rollouts_in(namespace)
+            .filter(|r| r.workload_ref.is_none() && has_label(&r.template))
+        {
+            matches.push(Target::Rollout(r));
+        }
+        return match matches.len() {
+            0 => Correlation::NoWorkload(format!(
+                "no Deployment or Rollout in {namespace} has pod-template label {} = \"{value}\" ({via})",
                 template_keys.join(" or ")
             )),
-            [deployment] => Correlation::Found { deployment, via },
-            many => Correlation::Ambiguous {
+            1 => Correlation::Found {
+                target: matches.remove(0),
                 via,
-                names: many.iter().map(|d| d.name.clone()).collect(),
+            },
+            _ => Correlation::Ambiguous {
+                via,
+                names: matches.iter().map(target_name).collect(),
             },
         };
     }
     Correlation::NoWorkload(format!(
-        "the alert has {ns_label}=\"{namespace}\" but no workload label (deployment, replicaset, pod or one of {})",
+        "the alert has {ns_label}=\"{namespace}\" but no workload label (rollout, deployment, replicaset, pod or one of {})",
         rules
             .template
             .keys()
@@ -124,19 +179,115 @@ pub fn correlate<'a>(
     ))
 }
 
+fn target_name(t: &Target<'_>) -> String {
+    match t {
+        Target::Deployment(d) => d.name.clone(),
+        Target::Rollout(r) => format!("rollout {}", r.name),
+        Target::Service(s, _) => format!("service {}", s.name),
+        Target::VirtualService(v, _) => format!("virtualservice {}", v.name),
+    }
+}
+
+/// A tracked Service or VirtualService with a recorded change that the alert points at.
+fn traffic_target<'a>(
+    labels: &LabelSet,
+    index: &'a WorkloadIndex,
+    rules: &CorrelationLabels,
+    namespace: &str,
+    at: &dyn Fn(&str, &str) -> String,
+) -> Option<Correlation<'a>> {
+    for svc in index.services_in(namespace).filter(|s| s.tracked) {
+        let Some(change) = index.last_traffic_change(TrafficKind::Service, namespace, &svc.name)
+        else {
+            continue;
+        };
+        if let Some((label, value)) = named(labels, &rules.service)
+            .into_iter()
+            .find(|(_, v)| *v == svc.name)
+        {
+            return Some(Correlation::Found {
+                target: Target::Service(svc, change),
+                via: at(label, value),
+            });
+        }
+        let carries_selector =
+            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        if carries_selector {
+            let via = svc
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Some(Correlation::Found {
+                target: Target::Service(svc, change),
+                via: format!("the selector of service {namespace}/{} ({via})", svc.name),
+            });
+        }
+    }
+    for vs in index.virtual_services_in(namespace).filter(|v| v.tracked) {
+        let Some(change) =
+            index.last_traffic_change(TrafficKind::VirtualService, namespace, &vs.name)
+        else {
+            continue;
+        };
+        let names_it = |v: &str| {
+            v == vs.name
+                || vs.weights.iter().any(|w| {
+                    let host = w.key.split('/').next().unwrap_or("");
+                    host == v || host.split('.').next() == Some(v)
+                })
+        };
+        if let Some((label, value)) = named(labels, &rules.virtual_service)
+            .into_iter()
+            .find(|(_, v)| names_it(v))
+        {
+            return Some(Correlation::Found {
+                target: Target::VirtualService(vs, change),
+                via: at(label, value),
+            });
+        }
+    }
+    None
+}
+
+/// The values of whichever of `names` the alert carries.
+fn named<'l>(labels: &'l LabelSet, names: &'l [String]) -> Vec<(&'l str, &'l str)> {
+    names
+        .iter()
+        .filter_map(|n| labels.get(n).map(|v| (n.as_str(), v.as_str())))
+        .collect()
+}
+
+fn deployment_or_its_rollout<'a>(index: &'a WorkloadIndex, d: &'a DeploymentState) -> Target<'a> {
+    match index.rollout_referencing(&d.namespace, &d.name) {
+        Some(r) => Target::Rollout(r),
+        None => Target::Deployment(d),
+    }
+}
+
 fn replica_set_owner<'a>(
     index: &'a WorkloadIndex,
     namespace: &str,
     rs_name: &str,
     via: String,
 ) -> Correlation<'a> {
-    let Some(rs) = index.replica_set(namespace, rs_name) else {
+    let Some(rs): Option<&ReplicaSetState> = index.replica_set(namespace, rs_name) else {
         return Correlation::NoWorkload(format!("no ReplicaSet {namespace}/{rs_name} ({via})"));
     };
+    if let Some(r) = index.rollout_owner_of(rs) {
+        return Correlation::Found {
+            target: Target::Rollout(r),
+            via,
+        };
+    }
     match index.owner_of(rs) {
-        Some(deployment) => Correlation::Found { deployment, via },
+        Some(d) => Correlation::Found {
+            target: deployment_or_its_rollout(index, d),
+            via,
+        },
         None => Correlation::NoWorkload(format!(
-            "ReplicaSet {namespace}/{rs_name} is not controlled by a known Deployment ({via})"
+            "ReplicaSet {namespace}/{rs_name} is not controlled by a known Deployment or Rollout ({via})"
         )),
     }
 }
@@ -172,7 +323,7 @@ mod tests {
 
     fn found(c: Correlation<'_>) -> String {
         match c {
-            Correlation::Found { deployment, .. } => deployment.name.clone(),
+            Correlation::Found { target, .. } => target_name(&target),
             other => panic!("expected a match, got {other:?}"),
         }
     }
@@ -208,6 +359,7 @@ mod tests {
             vec![("namespace", "prod"), ("deployment", "web")],
             vec![("namespace", "default"), ("pod", "nodash")],
             vec![("namespace", "default"), ("instance", "10.0.0.1:80")],
+            vec![("namespace", "default"), ("rollout", "web")],
         ] {
             let c = correlate(&labels(&pairs), &index, &rules);
             assert!(

@@ -11,9 +11,17 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertStatus};
-use super::correlate::{Correlation, CorrelationLabels, correlate};
-use super::undo::{RevisionRef, UndoPlan, plan_undo};
+use super::correlate::{Correlation, CorrelationLabels, Target, correlate};
+use super::undo::RevisionRef;
 use super::workload::WorkloadIndex;
+
+mod commands;
+mod traffic;
+mod workloads;
+
+pub use commands::{
+    AbortRollout, Command, Intent, ResetWeights, SwitchSelector, UndoDeployment, UndoRollout,
+};
 
 /// Every outcome rollbackd can record, with its stable code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,10 +45,14 @@ pub enum Outcome {
     Superseded,
     /// The alert was resolved before a decision was made.
     NotFiring,
+    /// An Argo Rollout's update in progress was aborted; traffic is back on the stable pods.
+    Aborted,
+    /// An Argo Rollout's status describes an older generation; nothing is decided on it.
+    StatusNotObserved,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -55,6 +67,8 @@ impl Outcome {
         Outcome::OwnRollback,
         Outcome::Superseded,
         Outcome::NotFiring,
+        Outcome::Aborted,
+        Outcome::StatusNotObserved,
     ];
 
     pub fn code(self) -> &'static str {
@@ -73,6 +87,8 @@ impl Outcome {
             Outcome::OwnRollback => "own-rollback",
             Outcome::Superseded => "superseded",
             Outcome::NotFiring => "not-firing",
+            Outcome::Aborted => "aborted",
+            Outcome::StatusNotObserved => "status-not-observed",
         }
     }
 
@@ -134,25 +150,6 @@ pub struct RolloutRef {
     pub since: Timestamp,
 }
 
-/// What the executor is asked to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    UndoDeployment(UndoDeployment),
-}
-
-/// `kubectl rollout undo` of one Deployment, away from the blamed ReplicaSet.
-#[derive(Clone, Debug, PartialEq)]
-pub struct UndoDeployment {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    /// The ReplicaSet blamed; if it is no longer current at action time, nothing is done.
-    pub blamed: RevisionRef,
-    /// The target as planned from the index; the executor re-plans from fresh reads.
-    pub planned_target: RevisionRef,
-    pub dry_run: bool,
-}
-
 /// An earlier action on a workload, as the store remembers it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PastAction {
@@ -201,8 +198,8 @@ pub fn decide(
             ),
         );
     }
-    let (deployment, via) = match correlate(&alert.labels, index, &policy.labels) {
-        Correlation::Found { deployment, via } => (deployment, via),
+    let (target, via) = match correlate(&alert.labels, index, &policy.labels) {
+        Correlation::Found { target, via } => (target, via),
         Correlation::NoWorkload(why) => {
             return Decision::skip(Outcome::NoWorkload, format!("no workload to blame: {why}"));
         }
@@ -210,128 +207,122 @@ pub fn decide(
             return Decision::skip(
                 Outcome::Ambiguous,
                 format!(
-                    "{via} matches {} Deployments ({}); rollbackd will not guess",
+                    "{via} matches {} workloads ({}); rollbackd will not guess",
                     names.len(),
                     names.join(", ")
                 ),
             );
         }
     };
-    let workload = WorkloadRef {
-        kind: "Deployment".into(),
-        namespace: deployment.namespace.clone(),
-        name: deployment.name.clone(),
-        uid: deployment.uid.clone(),
+    let ctx = Context {
+        alert,
+        index,
+        policy,
+        past,
+        via: &via,
     };
-    let mut decision = Decision::skip(Outcome::NoRecentRollout, String::new());
-    decision.workload = Some(workload.clone());
-    let Some(current) = index.current_rollout(deployment) else {
-        decision.reason = format!(
-            "{workload} (matched by {via}) has no ReplicaSet with its current template yet, so there is no rollout to blame"
-        );
-        return decision;
-    };
-    let rs = current.replica_set;
-    let blamed = RevisionRef::of(rs);
-    let rollout_text = describe(&blamed);
-    decision.rollout = Some(RolloutRef {
-        revision: blamed.clone(),
-        since: current.since,
-    });
-
-    if let Some(own) = past
-        .iter()
-        .find(|p| p.target_uid.as_deref() == Some(rs.uid.as_str()))
-    {
-        decision.outcome = Outcome::OwnRollback;
-        decision.reason = format!(
-            "{workload} runs {rollout_text}, which rollbackd itself rolled back to at {} (incident {}); rollbackd never undoes its own rollback",
-            own.at, own.incident_id
-        );
-        return decision;
+    match target {
+        Target::Deployment(d) => workloads::decide_deployment(&ctx, d),
+        Target::Rollout(r) => workloads::decide_rollout(&ctx, r),
+        Target::Service(svc, change) => traffic::decide_service(&ctx, svc, change),
+        Target::VirtualService(vs, change) => traffic::decide_virtual_service(&ctx, vs, change),
     }
-    if let Some(earlier) = past.iter().find(|p| p.blamed_uid == rs.uid) {
-        decision.outcome = Outcome::AlreadyRolledBack;
-        decision.reason = format!(
-            "{rollout_text} of {workload} was already rolled back for an earlier alert at {} (incident {}); one cause gets one rollback",
-            earlier.at, earlier.incident_id
-        );
-        return decision;
-    }
-
-    let lead = alert.starts_at.duration_since(current.since);
-    let grace = signed(policy.grace);
-    let window = signed(policy.correlation_window);
-    if lead < -grace {
-        decision.outcome = Outcome::PreExisting;
-        decision.reason = format!(
-            "{} started at {}, {} before {rollout_text} of {workload} became current at {}; an alert older than the rollout is not caused by it",
-            alert.name(),
-            alert.starts_at,
-            human(-lead),
-            current.since
-        );
-        return decision;
-    }
-    if lead > window {
-        decision.reason = format!(
-            "{rollout_text} of {workload} became current at {}, {} before {} started, outside the correlation window of {}",
-            current.since,
-            human(lead),
-            alert.name(),
-            human(window)
-        );
-        return decision;
-    }
-
-    let blame = format!(
-        "{} started {} after {rollout_text} of {workload} became current (window {}, matched by {via})",
-        alert.name(),
-        human(lead.max(SignedDuration::ZERO)),
-        human(window)
-    );
-    match plan_undo(deployment, index.owned_replica_sets(deployment), None) {
-        UndoPlan::Paused => {
-            decision.outcome = Outcome::Paused;
-            decision.reason = format!(
-                "{blame}, but {workload} is paused and kubectl refuses to roll back a paused deployment"
-            );
-        }
-        UndoPlan::NoHistory | UndoPlan::RevisionNotFound { .. } => {
-            decision.outcome = Outcome::NoHistory;
-            decision.reason =
-                format!("{blame}, but {workload} has no earlier revision to roll back to");
-        }
-        UndoPlan::AlreadyAtTarget { target } => {
-            decision.outcome = Outcome::AlreadyAtTarget;
-            decision.reason = format!(
-                "{blame}, but its template already matches {}: nothing to roll back",
-                describe(&target)
-            );
-        }
-        UndoPlan::Patch { target, .. } => {
-            let dry_run = policy.mode == Mode::DryRun;
-            decision.outcome = if dry_run {
-                Outcome::WouldRollBack
-            } else {
-                Outcome::RolledBack
-            };
-            decision.reason = format!("{blame}: roll back to {}", describe(&target));
-            decision.command = Some(Command::UndoDeployment(UndoDeployment {
-                namespace: workload.namespace.clone(),
-                name: workload.name.clone(),
-                uid: workload.uid.clone(),
-                blamed,
-                planned_target: target,
-                dry_run,
-            }));
-        }
-    }
-    decision
 }
 
-/// "revision 3 (web-5d8f, nginx:3.0)"
+/// What every per-kind decision needs.
+struct Context<'a> {
+    alert: &'a Alert,
+    index: &'a WorkloadIndex,
+    policy: &'a Policy,
+    past: &'a [PastAction],
+    via: &'a str,
+}
+
+impl Context<'_> {
+    fn dry_run(&self) -> bool {
+        self.policy.mode == Mode::DryRun
+    }
+
+    fn acting(&self) -> Outcome {
+        if self.dry_run() {
+            Outcome::WouldRollBack
+        } else {
+            Outcome::RolledBack
+        }
+    }
+
+    /// The checks every revert passes: not our own revert, not already reverted, the alert
+    /// not older than the change, the change recent enough. `Ok` carries the blame sentence.
+    fn blame(
+        &self,
+        workload: &WorkloadRef,
+        change: &str,
+        since: Timestamp,
+        current_key: &str,
+    ) -> Result<String, (Outcome, String)> {
+        let alert = self.alert;
+        if let Some(own) = self
+            .past
+            .iter()
+            .find(|p| p.target_uid.as_deref() == Some(current_key))
+        {
+            return Err((
+                Outcome::OwnRollback,
+                format!(
+                    "{workload} runs {change}, which rollbackd itself reverted to at {} (incident {}); rollbackd never undoes its own rollback",
+                    own.at, own.incident_id
+                ),
+            ));
+        }
+        if let Some(earlier) = self.past.iter().find(|p| p.blamed_uid == current_key) {
+            return Err((
+                Outcome::AlreadyRolledBack,
+                format!(
+                    "{change} of {workload} was already reverted for an earlier alert at {} (incident {}); one cause gets one rollback",
+                    earlier.at, earlier.incident_id
+                ),
+            ));
+        }
+        let lead = alert.starts_at.duration_since(since);
+        let grace = signed(self.policy.grace);
+        let window = signed(self.policy.correlation_window);
+        if lead < -grace {
+            return Err((
+                Outcome::PreExisting,
+                format!(
+                    "{} started at {}, {} before {change} of {workload} at {since}; an alert older than the change is not caused by it",
+                    alert.name(),
+                    alert.starts_at,
+                    human(-lead)
+                ),
+            ));
+        }
+        if lead > window {
+            return Err((
+                Outcome::NoRecentRollout,
+                format!(
+                    "{change} of {workload} happened at {since}, {} before {} started, outside the correlation window of {}",
+                    human(lead),
+                    alert.name(),
+                    human(window)
+                ),
+            ));
+        }
+        Ok(format!(
+            "{} started {} after {change} of {workload} (window {}, matched by {})",
+            alert.name(),
+            human(lead.max(SignedDuration::ZERO)),
+            human(window),
+            self.via
+        ))
+    }
+}
+
+/// "revision 3 (web-5d8f, nginx:3.0)"; a traffic state is described by its name alone.
 pub fn describe(r: &RevisionRef) -> String {
+    if r.revision == 0 && r.image.is_none() && r.uid.contains(':') {
+        return r.name.clone();
+    }
     match &r.image {
         Some(image) => format!("revision {} ({}, {image})", r.revision, r.name),
         None => format!("revision {} ({})", r.revision, r.name),

@@ -7,5 +7,7 @@
 pub mod alert;
 pub mod correlate;
 pub mod engine;
+pub mod rollout;
+pub mod traffic;
 pub mod undo;
 pub mod workload;

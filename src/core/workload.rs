@@ -17,6 +17,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::alert::LabelSet;
+use super::rollout::RolloutState;
+use super::traffic::{ServiceState, TrafficChange, TrafficKind, VirtualServiceState};
 
 /// The label the Deployment controller adds to pod templates and ReplicaSet selectors.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -43,10 +45,15 @@ pub struct ReplicaSetState {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    /// UID of the controller ownerReference when that controller is a Deployment.
+    /// UID of the controller ownerReference (a Deployment or an Argo Rollout).
     pub owner_uid: Option<String>,
-    /// `deployment.kubernetes.io/revision`; missing counts as 0, unparsable as `None`.
+    /// Kind of that controller: `Deployment` or `Rollout`.
+    pub owner_kind: Option<String>,
+    /// The revision annotation of its controller kind (`deployment.kubernetes.io/revision` or
+    /// `rollout.argoproj.io/revision`); missing counts as 0, unparsable as `None`.
     pub revision: Option<i64>,
+    /// The pod-template-hash label (`pod-template-hash` or `rollouts-pod-template-hash`).
+    pub pod_hash: Option<String>,
     pub template: Value,
     pub annotations: LabelSet,
     pub created_at: Timestamp,
@@ -108,14 +115,20 @@ pub struct CurrentRollout<'a> {
     pub since: Timestamp,
 }
 
-/// Deployments and ReplicaSets by namespace and name, plus observed rollout transitions.
+/// Deployments, Argo Rollouts, their ReplicaSets and the traffic objects rollbackd tracks, by
+/// namespace and name, plus observed rollout transitions.
 #[derive(Debug, Default)]
 pub struct WorkloadIndex {
     deployments: BTreeMap<ObjectKey, DeploymentState>,
     replica_sets: BTreeMap<ObjectKey, ReplicaSetState>,
-    /// Last known current ReplicaSet UID per Deployment UID.
+    pub(super) rollouts: BTreeMap<ObjectKey, RolloutState>,
+    pub(super) services: BTreeMap<ObjectKey, ServiceState>,
+    pub(super) virtual_services: BTreeMap<ObjectKey, VirtualServiceState>,
+    /// The last traffic change of each tracked Service or VirtualService.
+    pub(super) traffic_changes: BTreeMap<(TrafficKind, ObjectKey), TrafficChange>,
+    /// Last known current ReplicaSet UID per Deployment or Rollout UID.
     current: HashMap<String, String>,
-    /// When the index saw a Deployment's current ReplicaSet change: (ReplicaSet UID, time).
+    /// When the index saw a workload's current ReplicaSet change: (ReplicaSet UID, time).
     transitions: HashMap<String, (String, Timestamp)>,
 }
 
@@ -149,12 +162,7 @@ impl WorkloadIndex {
             all.into_iter()
                 .map(|d| ((d.namespace.clone(), d.name.clone()), d)),
         );
-        let live: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
-        self.current.retain(|uid, _| live.contains(uid));
-        self.transitions.retain(|uid, _| live.contains(uid));
-        for uid in live {
-            self.note_current(&uid, now);
-        }
+        self.forget_gone_and_note(now);
     }
 
     pub fn apply_replica_set(&mut self, rs: ReplicaSetState, now: Timestamp) {
@@ -184,10 +192,16 @@ impl WorkloadIndex {
             all.into_iter()
                 .map(|rs| ((rs.namespace.clone(), rs.name.clone()), rs)),
         );
-        let uids: Vec<String> = self.deployments.values().map(|d| d.uid.clone()).collect();
-        for uid in uids {
+        for uid in self.workload_uids() {
             self.note_current(&uid, now);
         }
+    }
+
+    fn workload_uids(&self) -> Vec<String> {
+        let deployments = self.deployments.values().map(|d| d.uid.clone());
+        deployments
+            .chain(self.rollouts.values().map(|r| r.uid.clone()))
+            .collect()
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<&DeploymentState> {
@@ -222,46 +236,67 @@ impl WorkloadIndex {
         &self,
         deployment: &DeploymentState,
     ) -> impl Iterator<Item = &ReplicaSetState> + '_ {
-        let (namespace, uid) = (deployment.namespace.clone(), deployment.uid.clone());
-        self.replica_sets.values().filter(move |rs| {
-            rs.namespace == namespace && rs.owner_uid.as_deref() == Some(uid.as_str())
-        })
+        self.replica_sets_owned_by(&deployment.namespace, &deployment.uid)
     }
 
     /// The owned ReplicaSet whose template equals the Deployment's, and since when it is current.
     pub fn current_rollout(&self, deployment: &DeploymentState) -> Option<CurrentRollout<'_>> {
         let rs = current_replica_set(deployment, self.owned_replica_sets(deployment))?;
-        let observed = self
-            .transitions
-            .get(&deployment.uid)
-            .filter(|(rs_uid, _)| *rs_uid == rs.uid)
-            .map(|(_, at)| *at);
-        let since = observed.map_or(rs.created_at, |at| at.max(rs.created_at));
         Some(CurrentRollout {
             replica_set: rs,
-            since,
+            since: self.since(&deployment.uid, rs),
         })
     }
 
-    fn note_current(&mut self, deployment_uid: &str, now: Timestamp) {
-        let Some(deployment) = self.deployments.values().find(|d| d.uid == deployment_uid) else {
-            return;
+    /// After a relist: drops transitions of workloads that are gone, notes current ones.
+    pub(super) fn forget_gone_and_note(&mut self, now: Timestamp) {
+        let live = self.workload_uids();
+        self.current.retain(|uid, _| live.contains(uid));
+        self.transitions.retain(|uid, _| live.contains(uid));
+        for uid in live {
+            self.note_current(&uid, now);
+        }
+    }
+
+    /// When the ReplicaSet `rs` became current for workload `owner_uid`, as well as known.
+    pub(super) fn since(&self, owner_uid: &str, rs: &ReplicaSetState) -> Timestamp {
+        let observed = self
+            .transitions
+            .get(owner_uid)
+            .filter(|(rs_uid, _)| *rs_uid == rs.uid)
+            .map(|(_, at)| *at);
+        observed.map_or(rs.created_at, |at| at.max(rs.created_at))
+    }
+
+    pub(super) fn note_current(&mut self, owner_uid: &str, now: Timestamp) {
+        let current = if let Some(d) = self.deployments.values().find(|d| d.uid == owner_uid) {
+            current_replica_set(d, self.owned_replica_sets(d)).map(|rs| rs.uid.clone())
+        } else if let Some(r) = self.rollouts.values().find(|r| r.uid == owner_uid) {
+            self.rollout_current_rs(r).map(|rs| rs.uid.clone())
+        } else {
+            None
         };
-        let Some(rs) = current_replica_set(deployment, self.owned_replica_sets(deployment)) else {
-            // Mid-rollout the new ReplicaSet may not exist yet: keep the last known one.
-            return;
-        };
-        let rs_uid = rs.uid.clone();
-        match self
-            .current
-            .insert(deployment_uid.to_string(), rs_uid.clone())
-        {
+        // Mid-rollout the new ReplicaSet may not exist yet: keep the last known one.
+        let Some(rs_uid) = current else { return };
+        match self.current.insert(owner_uid.to_string(), rs_uid.clone()) {
             Some(previous) if previous != rs_uid => {
                 self.transitions
-                    .insert(deployment_uid.to_string(), (rs_uid, now));
+                    .insert(owner_uid.to_string(), (rs_uid, now));
             }
             _ => {}
         }
+    }
+
+    /// ReplicaSets controlled by the workload with this namespace and UID.
+    pub fn replica_sets_owned_by(
+        &self,
+        namespace: &str,
+        owner_uid: &str,
+    ) -> impl Iterator<Item = &ReplicaSetState> + '_ {
+        let (namespace, uid) = (namespace.to_string(), owner_uid.to_string());
+        self.replica_sets.values().filter(move |rs| {
+            rs.namespace == namespace && rs.owner_uid.as_deref() == Some(uid.as_str())
+        })
     }
 }
 
@@ -320,7 +355,9 @@ pub(crate) mod tests {
             name: format!("{deploy}-{hash}"),
             uid: format!("uid-{deploy}-{hash}"),
             owner_uid: Some(format!("uid-{deploy}")),
+            owner_kind: Some("Deployment".into()),
             revision: Some(revision),
+            pod_hash: Some(hash.into()),
             template,
             annotations: [(REVISION_ANNOTATION.to_string(), revision.to_string())].into(),
             created_at: created,

@@ -14,7 +14,9 @@ use std::path::Path;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 
-pub use objects::{deployment_state, replica_set_state};
+pub use objects::{
+    deployment_state, replica_set_state, rollout_state, service_state, virtual_service_state,
+};
 pub use selector::selector_string;
 
 /// `apps/v1` Deployments.
@@ -30,6 +32,27 @@ pub fn replica_sets() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
         "replicasets",
+    )
+}
+
+/// Argo Rollouts' `argoproj.io/v1alpha1` Rollouts.
+pub fn rollouts() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    )
+}
+
+/// Core `v1` Services.
+pub fn services() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services")
+}
+
+/// Istio VirtualServices at `version` (`v1beta1` or `v1`).
+pub fn virtual_services(version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", version, "VirtualService"),
+        "virtualservices",
     )
 }
 

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::core::alert::{Alert, AlertSource, AlertStatus, LabelSet};
-use crate::core::engine::{Command, Decision, Outcome, WorkloadRef};
+use crate::core::engine::{Command, Decision, Outcome, WorkloadRef, describe};
 use crate::core::undo::RevisionRef;
 use crate::store::{ActionResult, ActionStatus};
 
@@ -68,42 +68,53 @@ pub struct AlertInfo {
     pub alertmanager_url: Option<String>,
 }
 
-/// A ReplicaSet revision as a message shows it.
+/// What was blamed or gone back to, as a message shows it: a ReplicaSet revision, or a
+/// traffic state (a Service selector, VirtualService weights).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RevisionInfo {
-    pub revision: i64,
-    pub replica_set: String,
+    /// The revision number; `None` for a traffic state.
+    pub revision: Option<i64>,
+    /// The ReplicaSet, or the traffic state itself ("selector {…}").
+    pub name: String,
     pub image: Option<String>,
+    /// "revision 3 (web-5d8f, nginx:3.0)", or the traffic state.
+    pub text: String,
 }
 
 impl RevisionInfo {
     fn of(r: &RevisionRef) -> RevisionInfo {
+        // The engine records a traffic change as a revision 0 without an image whose key is
+        // a state key (`describe` shows it by name alone); it has no revision number.
+        let traffic = r.revision == 0 && r.image.is_none() && r.uid.contains(':');
         RevisionInfo {
-            revision: r.revision,
-            replica_set: r.name.clone(),
+            revision: (!traffic).then_some(r.revision),
+            name: r.name.clone(),
             image: r.image.clone(),
+            text: describe(r),
+        }
+    }
+
+    fn named(name: String) -> RevisionInfo {
+        RevisionInfo {
+            revision: None,
+            text: name.clone(),
+            name,
+            image: None,
         }
     }
 }
 
 impl std::fmt::Display for RevisionInfo {
-    /// "revision 3 (web-5d8f, nginx:3.0)"
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.image {
-            Some(image) => write!(
-                f,
-                "revision {} ({}, {image})",
-                self.revision, self.replica_set
-            ),
-            None => write!(f, "revision {} ({})", self.revision, self.replica_set),
-        }
+        f.write_str(&self.text)
     }
 }
 
 /// An action and how it ended.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ActionInfo {
-    /// `undo` (`kubectl rollout undo`).
+    /// The action's kind as the store records it: `undo-deployment`, `abort-rollout`,
+    /// `undo-rollout`, `switch-selector`, `reset-weights`.
     pub kind: String,
     pub dry_run: bool,
     /// `succeeded`, `skipped` or `failed`.
@@ -124,19 +135,18 @@ impl Notification {
             Some(r) => (r.outcome, r.message.clone()),
             None => (decision.outcome, decision.reason.clone()),
         };
-        let undo = decision
-            .command
-            .as_ref()
-            .map(|Command::UndoDeployment(u)| u);
-        let to = match (result.and_then(|r| r.target.as_ref()), undo) {
+        let to = match (result.and_then(|r| r.target.as_ref()), &decision.command) {
             (Some(target), _) => Some(RevisionInfo::of(target)),
-            (None, Some(u)) => Some(RevisionInfo::of(&u.planned_target)),
-            _ => None,
+            (None, Some(Command::UndoDeployment(c))) => Some(RevisionInfo::of(&c.planned_target)),
+            (None, Some(Command::UndoRollout(c))) => Some(RevisionInfo::of(&c.planned_target)),
+            (None, Some(Command::AbortRollout(c))) => Some(RevisionInfo::of(&c.stable)),
+            (None, Some(other)) => Some(RevisionInfo::named(other.intent().target_name)),
+            (None, None) => None,
         };
-        let action = match (result, undo) {
-            (Some(r), Some(u)) => Some(ActionInfo {
-                kind: "undo".into(),
-                dry_run: u.dry_run,
+        let action = match (result, &decision.command) {
+            (Some(r), Some(command)) => Some(ActionInfo {
+                kind: command.intent().kind.to_string(),
+                dry_run: command.dry_run(),
                 status: match r.status {
                     ActionStatus::Succeeded => "succeeded",
                     ActionStatus::Skipped => "skipped",
@@ -217,14 +227,16 @@ impl Notification {
                 uid: String::new(),
             }),
             from: Some(RevisionInfo {
-                revision: 3,
-                replica_set: "example-7c9d".into(),
+                revision: Some(3),
+                name: "example-7c9d".into(),
                 image: Some("registry.example/example:2.0".into()),
+                text: "revision 3 (example-7c9d, registry.example/example:2.0)".into(),
             }),
             to: Some(RevisionInfo {
-                revision: 2,
-                replica_set: "example-5f4b".into(),
+                revision: Some(2),
+                name: "example-5f4b".into(),
                 image: Some("registry.example/example:1.9".into()),
+                text: "revision 2 (example-5f4b, registry.example/example:1.9)".into(),
             }),
             action: None,
             link: public_url.map(|base| format!("{}/", base.trim_end_matches('/'))),
@@ -235,6 +247,7 @@ impl Notification {
     pub fn verdict(&self) -> String {
         let verdict = match self.outcome {
             Outcome::RolledBack => "ROLLED BACK".to_string(),
+            Outcome::Aborted => "ABORTED".to_string(),
             Outcome::WouldRollBack => "WOULD ROLL BACK (dry-run)".to_string(),
             Outcome::Failed => "ROLLBACK FAILED".to_string(),
             other => format!("NOT ROLLED BACK ({other})"),
@@ -264,11 +277,12 @@ impl Notification {
         names.join(", ")
     }
 
-    /// "rev 3 → 2", "rev 3", or nothing.
+    /// "rev 3 → 2", "rev 3", or nothing (traffic states have no revision number).
     pub fn revisions_short(&self) -> Option<String> {
-        match (&self.from, &self.to) {
-            (Some(f), Some(t)) => Some(format!("rev {} → {}", f.revision, t.revision)),
-            (Some(f), None) => Some(format!("rev {}", f.revision)),
+        let number = |r: &Option<RevisionInfo>| r.as_ref().and_then(|r| r.revision);
+        match (number(&self.from), number(&self.to)) {
+            (Some(f), Some(t)) => Some(format!("rev {f} → {t}")),
+            (Some(f), None) if self.to.is_none() => Some(format!("rev {f}")),
             _ => None,
         }
     }
@@ -300,6 +314,13 @@ impl Notification {
         };
         match self.outcome {
             Outcome::RolledBack => format!("Rolled back {workload}{span}."),
+            Outcome::Aborted => format!(
+                "Aborted the update of {workload}{}: traffic is back on the stable pods.",
+                self.from
+                    .as_ref()
+                    .map(|f| format!(" to {f}"))
+                    .unwrap_or_default()
+            ),
             Outcome::WouldRollBack => {
                 format!("Dry-run: would have rolled back {workload}{span}. Nothing was changed.")
             }
@@ -312,7 +333,9 @@ impl Notification {
     /// result would only repeat the summary); otherwise the outcome's own sentence.
     pub fn why(&self) -> &str {
         match (self.outcome, &self.decision_reason) {
-            (Outcome::RolledBack | Outcome::WouldRollBack, Some(decided)) => decided,
+            (Outcome::RolledBack | Outcome::Aborted | Outcome::WouldRollBack, Some(decided)) => {
+                decided
+            }
             _ => &self.reason,
         }
     }
@@ -320,12 +343,12 @@ impl Notification {
     /// For an action that did not go through: why it was attempted.
     pub fn acted_because(&self) -> Option<&str> {
         match self.outcome {
-            Outcome::RolledBack | Outcome::WouldRollBack => None,
+            Outcome::RolledBack | Outcome::Aborted | Outcome::WouldRollBack => None,
             _ => self.decision_reason.as_deref(),
         }
     }
 
-    /// "undo: succeeded", "undo (dry-run): succeeded", or "none".
+    /// "undo-deployment: succeeded", "undo-deployment (dry-run): succeeded", or "none".
     pub fn action_text(&self) -> String {
         match &self.action {
             Some(a) if a.dry_run => format!("{} (dry-run): {}", a.kind, a.status),
@@ -338,6 +361,7 @@ impl Notification {
     pub fn to_label(&self) -> &'static str {
         match self.outcome {
             Outcome::RolledBack => "Rolled back to",
+            Outcome::Aborted => "Back on",
             Outcome::WouldRollBack => "Would roll back to",
             _ => "Target",
         }

@@ -35,6 +35,7 @@ pub fn is_notable(outcome: Outcome) -> bool {
     matches!(
         outcome,
         Outcome::RolledBack
+            | Outcome::Aborted
             | Outcome::WouldRollBack
             | Outcome::Failed
             | Outcome::NoHistory

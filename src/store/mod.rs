@@ -10,6 +10,7 @@
 mod health;
 mod outbox;
 mod read;
+mod traffic;
 mod write;
 
 use std::str::FromStr;
@@ -81,6 +82,14 @@ impl Store {
     /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads and then writes fails at once with "database is locked" in WAL
+    /// mode when another connection committed in between; waiting for the lock instead lets
+    /// the busy timeout do its job.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Whether the store answers; used by `/readyz`.

@@ -224,7 +224,7 @@ impl Store {
         message: &str,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         append(
             &mut tx,
             row.incident_id,
@@ -249,7 +249,7 @@ impl Store {
         message: &str,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         let query = match end {
             AttemptEnd::Delivered {
@@ -375,7 +375,7 @@ mod tests {
         let now = Timestamp::now();
         let first = alert(0);
         let received = store
-            .record_alerts(&[first.clone()], now)
+            .record_alerts(std::slice::from_ref(&first), now)
             .await
             .expect("alert");
         let decision = Decision {

@@ -226,3 +226,35 @@ async fn a_second_live_action_for_the_same_cause_is_refused() {
         "the refused decision left no trace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_never_see_a_locked_database() {
+    // The webhook records alerts while the worker records decisions: a read-then-write
+    // transaction in WAL mode must not fail with SQLITE_BUSY when another commits first.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for i in 0..25 {
+                let mut alert = mk_alert(AlertStatus::Firing);
+                alert.labels.insert("i".into(), format!("{worker}-{i}"));
+                alert.fingerprint = Fingerprint::of(&alert.labels);
+                let id = store
+                    .record_alerts(std::slice::from_ref(&alert), t(101))
+                    .await?[0]
+                    .alert_id;
+                let mut decision = mk_decision();
+                decision.command = None;
+                decision.outcome = Outcome::NoRecentRollout;
+                store.record_decision(id, &alert, &decision, t(102)).await?;
+            }
+            Ok::<_, StoreError>(())
+        });
+    }
+    for result in tasks.join_all().await {
+        result.expect("no writer may fail");
+    }
+    assert_eq!(store.alert_count().await.expect("count"), 100);
+}

@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::outbox::{NewMessage, enqueue};
 use super::{Result, Store, json_text, ts_text};
 use crate::core::alert::{Alert, AlertKey, AlertStatus};
-use crate::core::engine::{Command, Decision, Outcome, PastAction, describe};
+use crate::core::engine::{Decision, Outcome, PastAction, describe};
 use crate::core::undo::RevisionRef;
 
 /// What happened to one alert of a delivery.
@@ -64,17 +64,13 @@ pub struct ActionResult {
 pub const ACTING: &str = "acting";
 
 /// Outcomes that a later, lesser decision must not hide on the incident.
-const SIGNIFICANT: &str = "('rolled-back', 'would-roll-back', 'failed', 'acting')";
+const SIGNIFICANT: &str = "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting')";
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
     /// resolved alert closes its firing twin and, with it, the incident once all are resolved.
     pub async fn record_alerts(&self, alerts: &[Alert], now: Timestamp) -> Result<Vec<Received>> {
-        // IMMEDIATE: this transaction reads before it writes. A deferred one fails at once with
-        // SQLITE_BUSY (no busy wait) when another connection committed a write in between,
-        // e.g. the worker's decision or the outbox's delivery record, and the webhook would
-        // answer 503 under the lightest concurrency.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         let mut out = Vec::with_capacity(alerts.len());
         for alert in alerts {
@@ -259,7 +255,7 @@ impl Store {
         now: Timestamp,
         notify: impl FnOnce(i64) -> Vec<NewMessage>,
     ) -> Result<Option<Recorded>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         // Until the executor reports, an incident with an action under way says so.
         let shown = if decision.command.is_some() {
@@ -384,42 +380,37 @@ impl Store {
         .await?;
 
         let mut action_id = None;
-        if let Some(Command::UndoDeployment(undo)) = &decision.command {
+        if let Some(command) = &decision.command {
+            let intent = command.intent();
             let id: i64 = sqlx::query(
                 "INSERT INTO actions (incident_id, alert_id, kind, namespace, workload_name,
                     workload_uid, blamed_uid, blamed_name, target_uid, target_name, dry_run,
                     intended_at, status)
-                 VALUES ($1, $2, 'undo-deployment', $3, $4, $5, $6, $7, $8, $9, $10, $11, 'intended')
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'intended')
                  RETURNING id",
             )
             .bind(incident_id)
             .bind(alert_id)
-            .bind(&undo.namespace)
-            .bind(&undo.name)
-            .bind(&undo.uid)
-            .bind(&undo.blamed.uid)
-            .bind(&undo.blamed.name)
-            .bind(&undo.planned_target.uid)
-            .bind(&undo.planned_target.name)
-            .bind(undo.dry_run)
+            .bind(intent.kind)
+            .bind(&intent.namespace)
+            .bind(&intent.name)
+            .bind(&intent.workload_uid)
+            .bind(&intent.blamed_key)
+            .bind(&intent.blamed_name)
+            .bind(&intent.target_key)
+            .bind(&intent.target_name)
+            .bind(intent.dry_run)
             .bind(&now_text)
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
-            let verb = if undo.dry_run { "dry-run undo" } else { "undo" };
             append(
                 &mut tx,
                 incident_id,
                 now,
                 "action",
                 None,
-                &format!(
-                    "intent: {verb} of deployment {}/{} from {} to {}",
-                    undo.namespace,
-                    undo.name,
-                    describe(&undo.blamed),
-                    describe(&undo.planned_target)
-                ),
+                &format!("intent: {}", intent.text),
                 &json!({"action_id": id}),
             )
             .await?;
@@ -456,7 +447,7 @@ impl Store {
         messages: &[NewMessage],
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         sqlx::query(
             "UPDATE actions SET status = $1, finished_at = $2, target_uid = COALESCE($3, target_uid),

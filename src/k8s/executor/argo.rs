@@ -1,0 +1,238 @@
+//! Argo Rollouts: abort an update in progress, undo a promoted Rollout.
+//!
+//! Abort is what `kubectl argo rollouts abort` sends: a merge patch `{"status":{"abort":true}}`
+//! on the status subresource, or on the main resource when the API has no status subresource
+//! (404). It is only sent while the update the alert blamed is still in progress: an abort with
+//! nothing in progress is harmful (argo-rollouts#1292). Undo is what
+//! `kubectl argo rollouts undo` sends: a JSON patch of `/spec/template` of the Rollout, or of
+//! the Deployment its `workloadRef` names.
+
+use kube::api::{Api, DynamicObject, ListParams, Patch};
+use serde_json::json;
+use tracing::info;
+
+use super::{Attempt, Executor, failed, patch_params, skipped, succeeded, timed, write_answer};
+use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
+use crate::core::rollout::{RolloutState, RolloutUndoPlan, abort_patch, plan_rollout_undo};
+use crate::core::workload::ReplicaSetState;
+use crate::k8s::{
+    deployment_state, deployments, replica_set_state, replica_sets, rollout_state, rollouts,
+};
+use crate::store::ActionResult;
+
+impl Executor {
+    async fn read_rollout(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<RolloutState, ActionResult> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &rollouts());
+        let what = format!("rollout {namespace}/{name}");
+        let obj = timed(api.get(name))
+            .await
+            .map_err(|e| failed(format!("reading {what} failed: {e}")))?;
+        let rollout = rollout_state(&obj)
+            .ok_or_else(|| failed(format!("{what} as read lacks metadata or spec")))?;
+        if rollout.uid != uid {
+            return Err(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} was deleted and recreated since the alert was correlated; not acting on a new object"
+                ),
+            ));
+        }
+        if !rollout.status_trusted() {
+            return Err(skipped(
+                Outcome::StatusNotObserved,
+                format!("{what}'s status does not describe its current generation; not acting"),
+            ));
+        }
+        Ok(rollout)
+    }
+
+    pub(super) async fn abort_rollout_once(&self, c: &AbortRollout) -> Attempt {
+        let what = format!("rollout {}/{}", c.namespace, c.name);
+        let rollout = match self.read_rollout(&c.namespace, &c.name, &c.uid).await {
+            Ok(r) => r,
+            Err(result) => return Attempt::Done(result),
+        };
+        let blamed_hash = self.pod_hash_of(&c.namespace, &c.blamed.name).await;
+        if !rollout.mid_update() || rollout.current_pod_hash != blamed_hash {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} is no longer updating to {}; an abort with nothing in progress would do harm, so none was sent",
+                    describe(&c.blamed)
+                ),
+            ));
+        }
+        if rollout.aborted {
+            return Attempt::Done(skipped(
+                Outcome::AlreadyRolledBack,
+                format!("{what} is already aborted"),
+            ));
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &c.namespace, &rollouts());
+        let params = patch_params(c.dry_run);
+        let patch = abort_patch();
+        let mut written = timed(api.patch_status(&c.name, &params, &Patch::Merge(&patch)))
+            .await
+            .map(drop);
+        let mut on = "rollouts/status";
+        if written.as_ref().is_err_and(|e| e.is_not_found()) {
+            written = timed(api.patch(&c.name, &params, &Patch::Merge(&patch)))
+                .await
+                .map(drop);
+            on = "rollouts";
+        }
+        let (from, to) = (describe(&c.blamed), describe(&c.stable));
+        write_answer(
+            written,
+            &what,
+            || {
+                info!(rollout = %c.name, namespace = %c.namespace, dry_run = c.dry_run, "abort of {what}");
+                ActionResult {
+                    target: Some(c.stable.clone()),
+                    ..succeeded(
+                        c.dry_run,
+                        Outcome::Aborted,
+                        format!(
+                            "aborted the update of {what} to {from}; traffic is back on stable {to}"
+                        ),
+                        format!("the abort of {what}'s update to {from}"),
+                        json!({"patch": patch, "subresource": on}),
+                    )
+                }
+            },
+            &patch,
+        )
+    }
+
+    async fn pod_hash_of(&self, namespace: &str, rs_name: &str) -> Option<String> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &replica_sets());
+        let rs = timed(api.get(rs_name)).await.ok()?;
+        replica_set_state(&rs)?.pod_hash
+    }
+
+    pub(super) async fn undo_rollout_once(&self, c: &UndoRollout) -> Attempt {
+        let what = format!("rollout {}/{}", c.namespace, c.name);
+        let rollout = match self.read_rollout(&c.namespace, &c.name, &c.uid).await {
+            Ok(r) => r,
+            Err(result) => return Attempt::Done(result),
+        };
+        if rollout.mid_update() {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} is updating again since the alert was correlated; not undoing under it"
+                ),
+            ));
+        }
+        let rs_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
+        let listed = match timed(rs_api.list(&ListParams::default())).await {
+            Ok(list) => list,
+            Err(e) => {
+                return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}")));
+            }
+        };
+        let owned: Vec<ReplicaSetState> = listed
+            .items
+            .iter()
+            .filter_map(replica_set_state)
+            .filter(|rs| rs.owner_uid.as_deref() == Some(rollout.uid.as_str()))
+            .collect();
+        let current = owned
+            .iter()
+            .find(|rs| rs.pod_hash == rollout.current_pod_hash);
+        if current.map(|rs| rs.uid.as_str()) != Some(c.blamed.uid.as_str()) {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} no longer runs {}; not undoing someone else's change",
+                    describe(&c.blamed)
+                ),
+            ));
+        }
+        // With workloadRef the template lives in (and is patched on) the Deployment.
+        let d_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &c.namespace, &deployments());
+        let (live, resource_version) = match &c.workload_ref {
+            Some(name) => match timed(d_api.get(name))
+                .await
+                .ok()
+                .as_ref()
+                .and_then(deployment_state)
+            {
+                Some(d) => (d.template, d.resource_version),
+                None => {
+                    return Attempt::Done(failed(format!(
+                        "reading the workloadRef deployment {name} of {what} failed"
+                    )));
+                }
+            },
+            None => (rollout.template.clone(), rollout.resource_version.clone()),
+        };
+        let (target, patch) = match plan_rollout_undo(&live, &resource_version, &owned) {
+            RolloutUndoPlan::Patch { target, patch } => (target, patch),
+            RolloutUndoPlan::AlreadyAtTarget { target } => {
+                return Attempt::Done(skipped(
+                    Outcome::AlreadyAtTarget,
+                    format!(
+                        "skipped rollback: {what} already matches {}",
+                        describe(&target)
+                    ),
+                ));
+            }
+            RolloutUndoPlan::NoHistory => {
+                return Attempt::Done(skipped(
+                    Outcome::NoHistory,
+                    format!("no rollout history found for {what}"),
+                ));
+            }
+        };
+        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
+            }
+        };
+        let params = patch_params(c.dry_run);
+        let written = match &c.workload_ref {
+            Some(name) => timed(d_api.patch(name, &params, &Patch::Json::<()>(json_patch)))
+                .await
+                .map(drop),
+            None => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), &c.namespace, &rollouts());
+                timed(api.patch(&c.name, &params, &Patch::Json::<()>(json_patch)))
+                    .await
+                    .map(drop)
+            }
+        };
+        let (from, to) = (describe(&c.blamed), describe(&target));
+        let patched = match &c.workload_ref {
+            Some(d) => format!("deployment {}/{d}", c.namespace),
+            None => what.clone(),
+        };
+        write_answer(
+            written,
+            &patched,
+            || ActionResult {
+                target: Some(target.clone()),
+                ..succeeded(
+                    c.dry_run,
+                    Outcome::RolledBack,
+                    format!("rolled back {what} from {from} to {to} (patched {patched})"),
+                    format!("the undo of {what} from {from} to {to}"),
+                    json!({"patch": patch, "patched": patched}),
+                )
+            },
+            &patch,
+        )
+    }
+}

@@ -1,0 +1,139 @@
+//! Undo of a Deployment, as `kubectl rollout undo` does it.
+//!
+//! The Deployment and its ReplicaSets are read again (as kubectl does), the rollout the alert
+//! blamed must still be the current one, the plan comes from the same pure function the engine
+//! used, and one JSON patch guarded by a resourceVersion `test` is sent.
+
+use kube::api::{Api, DynamicObject, ListParams, Patch};
+use serde_json::json;
+use tracing::info;
+
+use super::{Attempt, Executor, failed, patch_params, skipped, succeeded, timed, write_answer};
+use crate::core::engine::{Outcome, UndoDeployment, describe};
+use crate::core::undo::{RevisionRef, UndoPlan, plan_undo};
+use crate::core::workload::{ReplicaSetState, current_replica_set};
+use crate::k8s::{deployment_state, deployments, replica_set_state, replica_sets, selector_string};
+use crate::store::ActionResult;
+
+impl Executor {
+    pub(super) async fn undo_deployment_once(&self, undo: &UndoDeployment) -> Attempt {
+        let what = format!("deployment {}/{}", undo.namespace, undo.name);
+        let d_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &undo.namespace, &deployments());
+        let rs_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &undo.namespace, &replica_sets());
+
+        let obj = match timed(d_api.get(&undo.name)).await {
+            Ok(obj) => obj,
+            Err(e) => return Attempt::Done(failed(format!("reading {what} failed: {e}"))),
+        };
+        let Some(deployment) = deployment_state(&obj) else {
+            return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
+        };
+        if deployment.uid != undo.uid {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} was deleted and recreated since the alert was correlated; not acting on a new object"
+                ),
+            ));
+        }
+        let selector = obj
+            .data
+            .pointer("/spec/selector")
+            .and_then(selector_string)
+            .unwrap_or_default();
+        if selector.is_empty() {
+            return Attempt::Done(failed(format!("{what} has no usable spec.selector")));
+        }
+        let listed = match timed(rs_api.list(&ListParams::default().labels(&selector))).await {
+            Ok(list) => list,
+            Err(e) => {
+                return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}")));
+            }
+        };
+        let owned: Vec<ReplicaSetState> = listed
+            .items
+            .iter()
+            .filter_map(replica_set_state)
+            .filter(|rs| rs.owner_uid.as_deref() == Some(deployment.uid.as_str()))
+            .collect();
+        match current_replica_set(&deployment, owned.iter()) {
+            Some(current) if current.uid == undo.blamed.uid => {}
+            Some(current) => {
+                return Attempt::Done(skipped(
+                    Outcome::Superseded,
+                    format!(
+                        "{what} moved on to {} since the alert blamed {}; rolling back now would revert someone else's change",
+                        describe(&RevisionRef::of(current)),
+                        describe(&undo.blamed)
+                    ),
+                ));
+            }
+            None => {
+                return Attempt::Done(skipped(
+                    Outcome::Superseded,
+                    format!(
+                        "{what} is mid-rollout to a template no ReplicaSet has yet; not acting"
+                    ),
+                ));
+            }
+        }
+        let (target, patch) = match plan_undo(&deployment, &owned, None) {
+            UndoPlan::Patch { target, patch } => (target, patch),
+            UndoPlan::AlreadyAtTarget { target } => {
+                return Attempt::Done(ActionResult {
+                    target: Some(target.clone()),
+                    ..skipped(
+                        Outcome::AlreadyAtTarget,
+                        format!(
+                            "skipped rollback: {what} already matches {}",
+                            describe(&target)
+                        ),
+                    )
+                });
+            }
+            UndoPlan::Paused => {
+                return Attempt::Done(skipped(
+                    Outcome::Paused,
+                    format!("{what} is paused; kubectl refuses to roll back a paused deployment"),
+                ));
+            }
+            UndoPlan::NoHistory | UndoPlan::RevisionNotFound { .. } => {
+                return Attempt::Done(skipped(
+                    Outcome::NoHistory,
+                    format!("no rollout history found for {what}"),
+                ));
+            }
+        };
+        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
+            }
+        };
+        let params = patch_params(undo.dry_run);
+        let written = timed(d_api.patch(&undo.name, &params, &Patch::Json::<()>(json_patch)))
+            .await
+            .map(drop);
+        let (from, to) = (describe(&undo.blamed), describe(&target));
+        write_answer(
+            written,
+            &what,
+            || {
+                info!(deployment = %undo.name, namespace = %undo.namespace, dry_run = undo.dry_run, "undo of {what} from {from} to {to}");
+                ActionResult {
+                    target: Some(target.clone()),
+                    ..succeeded(
+                        undo.dry_run,
+                        Outcome::RolledBack,
+                        format!("rolled back {what} from {from} to {to}"),
+                        format!("the undo of {what} from {from} to {to}"),
+                        json!({"patch": patch, "resource_version": deployment.resource_version}),
+                    )
+                }
+            },
+            &patch,
+        )
+    }
+}
