@@ -605,6 +605,129 @@ mod tests {
     }
 
     #[test]
+    fn a_traffic_switch_and_an_abort_read_as_what_they_are() {
+        use crate::core::engine::{AbortRollout, RolloutRef, SwitchSelector};
+        use serde_json::json;
+
+        let labels: LabelSet = [("alertname", "High5xx"), ("namespace", "shop")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let alert = Alert {
+            source: AlertSource::Alertmanager,
+            status: AlertStatus::Firing,
+            fingerprint: crate::core::alert::Fingerprint::of(&labels),
+            labels,
+            annotations: LabelSet::new(),
+            starts_at: Timestamp::UNIX_EPOCH,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: None,
+        };
+        let blamed = RevisionRef {
+            name: "selector {\"slot\":\"green\"}".into(),
+            uid: "service:uid-web:{\"slot\":\"green\"}".into(),
+            revision: 0,
+            image: None,
+        };
+        let mut decision = Decision {
+            outcome: Outcome::RolledBack,
+            reason: "High5xx started 1m after the switch".into(),
+            workload: Some(WorkloadRef {
+                kind: "Service".into(),
+                namespace: "shop".into(),
+                name: "web".into(),
+                uid: "uid-web".into(),
+            }),
+            rollout: Some(RolloutRef {
+                revision: blamed.clone(),
+                since: Timestamp::UNIX_EPOCH,
+            }),
+            command: Some(Command::SwitchSelector(SwitchSelector {
+                namespace: "shop".into(),
+                name: "web".into(),
+                uid: "uid-web".into(),
+                blamed: json!({"slot": "green"}),
+                back_to: json!({"slot": "blue"}),
+                blamed_key: blamed.uid.clone(),
+                target_key: "service:uid-web:{\"slot\":\"blue\"}".into(),
+                dry_run: false,
+            })),
+        };
+        let result = ActionResult {
+            status: ActionStatus::Succeeded,
+            outcome: Outcome::RolledBack,
+            message: "switched".into(),
+            target: None,
+            data: serde_json::Value::Null,
+        };
+        let n = Notification::about(
+            3,
+            &alert,
+            &decision,
+            Some(&result),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(n.subject(), "[rollbackd] ROLLED BACK shop/web: High5xx");
+        assert_eq!(
+            n.summary(),
+            "Rolled back service shop/web from selector {\"slot\":\"green\"} to selector {\"slot\":\"blue\"}."
+        );
+        assert_eq!(n.action_text(), "switch-selector: succeeded");
+        assert_eq!(n.why(), "High5xx started 1m after the switch");
+
+        let rs = |name: &str, revision| RevisionRef {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            revision,
+            image: Some(format!("app:{revision}")),
+        };
+        decision.workload = Some(WorkloadRef {
+            kind: "Rollout".into(),
+            namespace: "shop".into(),
+            name: "api".into(),
+            uid: "uid-api".into(),
+        });
+        decision.rollout = Some(RolloutRef {
+            revision: rs("api-2", 2),
+            since: Timestamp::UNIX_EPOCH,
+        });
+        decision.command = Some(Command::AbortRollout(AbortRollout {
+            namespace: "shop".into(),
+            name: "api".into(),
+            uid: "uid-api".into(),
+            blamed: rs("api-2", 2),
+            stable: rs("api-1", 1),
+            dry_run: false,
+        }));
+        let result = ActionResult {
+            outcome: Outcome::Aborted,
+            ..result
+        };
+        let n = Notification::about(
+            4,
+            &alert,
+            &decision,
+            Some(&result),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(
+            n.subject(),
+            "[rollbackd] ABORTED shop/api: High5xx (rev 2 → 1)"
+        );
+        assert!(
+            n.summary()
+                .starts_with("Aborted the update of rollout shop/api to revision 2")
+        );
+        assert!(
+            n.plain_text()
+                .contains("Back on: revision 1 (api-1, app:1)")
+        );
+    }
+
+    #[test]
     fn html_escapes_everything_from_peers() {
         let mut n = mk();
         n.alerts[0]
