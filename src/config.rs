@@ -16,6 +16,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod notify;
+
+pub use notify::{
+    EmailConfig, EmailRoute, EmailSettings, Matchers, NotifyConfig, SlackConfig, SlackMode,
+    SlackRoute, SlackSettings, SmtpTls,
+};
+
 use crate::core::correlate::CorrelationLabels;
 use crate::core::engine::{Mode, Policy};
 
@@ -77,6 +84,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Accepts any scalar (the environment may turn a numeric secret into a number) and never
+/// quotes the value in an error.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (value not shown: it is a secret)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "must be a string (value not shown: it is a secret)",
+                ))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub server: ServerConfig,
@@ -89,6 +128,12 @@ pub struct Config {
     pub webhook_token: Option<Secret>,
     /// Credentials for Prometheus, read from `prometheus.*_file`.
     pub prometheus_auth: PrometheusAuth,
+    /// `[notify]`: retry policy for notifications.
+    pub notify: NotifyConfig,
+    /// `[notify.slack]`, validated, its secret read; `None` when not configured.
+    pub slack: Option<SlackSettings>,
+    /// `[notify.email]`, validated, its password read; `None` when not configured.
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -294,6 +339,7 @@ impl Config {
         let prometheus = raw
             .get("prometheus")
             .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
+        let (notify, slack, email) = notify::parse(&raw, &mut problems);
         let mut config = Config {
             server,
             kubernetes,
@@ -303,9 +349,21 @@ impl Config {
             prometheus,
             webhook_token: None,
             prometheus_auth: PrometheusAuth::None,
+            notify,
+            slack: None,
+            email: None,
         };
         config.resolve_relative_to(path.parent().unwrap_or(Path::new(".")));
         config.validate(&mut problems);
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        notify::validate_notify(&config.notify, &mut problem);
+        config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
+        config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -482,12 +540,68 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "basic_auth_password_file",
         ],
     ),
+    (
+        "notify",
+        &[
+            "retry_deadline",
+            "retry_initial",
+            "retry_max",
+            "attempt_timeout",
+            "slack",
+            "email",
+        ],
+    ),
+    (
+        "notify.slack",
+        &[
+            "webhook_url_file",
+            "webhook_url",
+            "bot_token_file",
+            "bot_token",
+            "channel",
+            "api_url",
+            "routes",
+        ],
+    ),
+    (
+        "notify.email",
+        &[
+            "smtp_url",
+            "password_file",
+            "password",
+            "from",
+            "to",
+            "routes",
+        ],
+    ),
+];
+
+/// Secrets that may come from the environment, taken verbatim: the `config` crate would parse
+/// `007` as the number 7.
+const VERBATIM_ENV: &[(&str, &[&str])] = &[
+    ("ROLLBACKD__SERVER__TOKEN", &["server", "token"]),
+    (
+        "ROLLBACKD__NOTIFY__SLACK__WEBHOOK_URL",
+        &["notify", "slack", "webhook_url"],
+    ),
+    (
+        "ROLLBACKD__NOTIFY__SLACK__BOT_TOKEN",
+        &["notify", "slack", "bot_token"],
+    ),
+    (
+        "ROLLBACKD__NOTIFY__EMAIL__PASSWORD",
+        &["notify", "email", "password"],
+    ),
 ];
 
 fn read_raw(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Value, String> {
     let env: config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("ROLLBACKD__"))
+        .collect();
+    let verbatim: Vec<(&[&str], String)> = VERBATIM_ENV
+        .iter()
+        .filter_map(|(name, path)| env.get(*name).map(|v| (*path, v.clone())))
         .collect();
     let built = config::Config::builder()
         .add_source(
@@ -503,11 +617,41 @@ fn read_raw(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
                 .list_separator(",")
                 .with_list_parse_key("kubernetes.namespaces")
                 .with_list_parse_key("prometheus.rules")
+                .with_list_parse_key("notify.email.to")
                 .source(Some(env)),
         )
         .build()
         .map_err(|e| e.to_string())?;
-    built.try_deserialize::<Value>().map_err(|e| e.to_string())
+    let mut raw = built
+        .try_deserialize::<Value>()
+        .map_err(|e| e.to_string())?;
+    for (path, value) in verbatim {
+        set_path(&mut raw, path, Value::String(value));
+    }
+    Ok(raw)
+}
+
+/// Sets `raw[a][b]…` to `value`, creating tables on the way (and replacing non-tables).
+fn set_path(raw: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = raw;
+    for key in parents {
+        if !at.is_object() {
+            *at = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = at else { return };
+        at = map
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+    if !at.is_object() {
+        *at = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(map) = at {
+        map.insert(last.to_string(), value);
+    }
 }
 
 fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
@@ -516,7 +660,7 @@ fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
         return problems;
     };
     for (name, value) in top {
-        let Some((_, keys)) = SCHEMA.iter().find(|(s, _)| s == name) else {
+        let Some((_, keys)) = SCHEMA.iter().find(|(s, _)| s == name && !s.contains('.')) else {
             problems.push(ConfigProblem {
                 key: name.clone(),
                 message: format!(
@@ -524,29 +668,40 @@ fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
                     SCHEMA
                         .iter()
                         .map(|(s, _)| *s)
+                        .filter(|s| !s.contains('.'))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             });
             continue;
         };
-        let Some(table) = value.as_object() else {
-            problems.push(ConfigProblem {
-                key: name.clone(),
-                message: "must be a table".into(),
-            });
-            continue;
-        };
-        for key in table.keys() {
-            if !keys.contains(&key.as_str()) {
-                problems.push(ConfigProblem {
-                    key: format!("{name}.{key}"),
-                    message: format!("unknown key (known in [{name}]: {})", keys.join(", ")),
-                });
-            }
-        }
+        unknown_in(name, keys, value, &mut problems);
     }
     problems
+}
+
+/// Unknown keys of one section, and of its sub-sections (`notify.slack`).
+fn unknown_in(name: &str, keys: &[&str], value: &Value, problems: &mut Vec<ConfigProblem>) {
+    let Some(table) = value.as_object() else {
+        problems.push(ConfigProblem {
+            key: name.to_string(),
+            message: "must be a table".into(),
+        });
+        return;
+    };
+    for (key, value) in table {
+        if !keys.contains(&key.as_str()) {
+            problems.push(ConfigProblem {
+                key: format!("{name}.{key}"),
+                message: format!("unknown key (known in [{name}]: {})", keys.join(", ")),
+            });
+            continue;
+        }
+        let sub = format!("{name}.{key}");
+        if let Some((_, sub_keys)) = SCHEMA.iter().find(|(s, _)| *s == sub) {
+            unknown_in(&sub, sub_keys, value, problems);
+        }
+    }
 }
 
 /// Deserializes one section; each key is first tried alone so that a bad value is reported
@@ -556,7 +711,17 @@ fn section<T: DeserializeOwned + Default>(
     name: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> T {
-    let Some(table) = raw.get(name).and_then(Value::as_object) else {
+    section_at(raw.get(name), name, problems)
+}
+
+/// As [`section`], for the table `value` named `name` (dotted for a sub-section). Keys that
+/// are sub-sections of their own are left to their own call.
+fn section_at<T: DeserializeOwned + Default>(
+    value: Option<&Value>,
+    name: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> T {
+    let Some(table) = value.and_then(Value::as_object) else {
         return T::default();
     };
     let known: &[&str] = SCHEMA
@@ -567,6 +732,10 @@ fn section<T: DeserializeOwned + Default>(
     for (key, value) in table {
         if !known.contains(&key.as_str()) {
             continue; // already reported by unknown_keys
+        }
+        let sub = format!("{name}.{key}");
+        if SCHEMA.iter().any(|(s, _)| *s == sub) {
+            continue;
         }
         let alone = Value::Object([(key.clone(), value.clone())].into_iter().collect());
         match serde_json::from_value::<T>(alone) {

@@ -18,7 +18,7 @@ use crate::http::{AppState, router};
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{SharedIndex, kinds_served, watches};
 use crate::metrics::Metrics;
-use crate::notify::{LogNotifier, Notifier};
+use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
 use crate::poller::{Poller, PollerSettings, PromAuth};
 use crate::store::Store;
@@ -64,7 +64,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         changes_tx,
     );
     let metrics = Metrics::new();
-    let notifiers: Vec<Box<dyn Notifier>> = vec![Box::new(LogNotifier)];
+    let channels = crate::notify::channels(&config)
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+        .context("setting up notification channels")?;
+    for channel in &channels {
+        info!(channel = channel.name(), destinations = ?channel.all_destinations(), "notifying");
+    }
     let change_store = store.clone();
     let persist_changes = async move {
         while let Some(change) = changes_rx.recv().await {
@@ -74,14 +79,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let pipeline = Pipeline::new(
-        store,
+        store.clone(),
         index,
         readiness.clone(),
         config.policy(),
         Executor::new(client),
-        notifiers,
+        channels,
         metrics.clone(),
         config.server.public_url.clone(),
+    )
+    .with_retry_deadline(config.notify.retry_deadline);
+    let delivery = DeliveryWorker::new(
+        store,
+        pipeline.notifiers.clone(),
+        DeliverySettings::from(&config.notify),
+        pipeline.outbox_wake(),
     );
     let state = AppState {
         pipeline: pipeline.clone(),
@@ -103,7 +115,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).into_future();
-        let worker = tokio::spawn(pipeline.clone().run());
+        // Aborted when the daemon stops, so that a restarted daemon in the same process does
+        // not share the store with a leftover worker.
+        let mut worker = AbortOnDrop(tokio::spawn(pipeline.clone().run()));
         let polling = async move {
             match poller {
                 Some(poller) => {
@@ -118,7 +132,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             _ = polling => bail!("the PromQL poller stopped"),
             r = server => r.context("HTTP server stopped")?,
             _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),
-            r = worker => bail!("the decision worker stopped: {r:?}"),
+            r = &mut worker.0 => bail!("the decision worker stopped: {r:?}"),
+            _ = delivery.run() => bail!("the notification delivery worker stopped"),
             _ = stopped => info!("shutting down"),
         }
         Ok(())
@@ -129,6 +144,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn build_poller(

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rollbackd::cli::{Cli, Command, LogFormat};
+use rollbackd::cli::{Cli, Command, LogFormat, NotifyCommand};
 use rollbackd::config::Config;
 
 /// `default` is the filter when `ROLLBACKD_LOG` is unset.
@@ -56,6 +56,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rollbackd::cli::incidents(config.as_deref(), &command).await?
             );
         }
+        Command::Notify {
+            command: NotifyCommand::Test { config },
+        } => match rollbackd::cli::notify_test(&config).await {
+            Ok((report, all_ok)) => {
+                print!("{report}");
+                if !all_ok {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Err(problems) => {
+                eprint!("{problems}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
         Command::Sandbox {
             listen,
             kubeconfig,

@@ -1,10 +1,14 @@
-//! The pipeline: recorded alerts → engine → executor → store → notifier.
+//! The pipeline: recorded alerts → engine → executor → store (→ notification outbox).
 //!
 //! Intake ([`Pipeline::submit`]) durably records alerts and wakes the worker; nothing is
 //! decided on the request path. One worker decides alerts strictly one after another, so two
 //! alerts about the same rollout can never race into two rollbacks. It waits until every watch
 //! has listed once — deciding from a half-filled index would be acting on missing data — and
 //! resumes from the store after a restart, since undecided alerts stay marked as such.
+//!
+//! Notifications are never sent from here: a notable decision or result queues its messages in
+//! the transaction that records it, and the delivery worker (`notify::outbox`) sends them. A
+//! slow or dead channel therefore changes nothing on the rollback path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +18,13 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
-use crate::core::engine::{Decision, Policy, decide, describe};
+use crate::core::engine::{Decision, Policy, decide};
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
 use crate::poller::PollerEvent;
+use crate::store::NewMessage;
 use crate::store::{ActionResult, Received, Store, StoreError};
 
 /// How often the worker looks for undecided alerts even without being woken.
@@ -35,7 +40,10 @@ pub struct Pipeline {
     pub notifiers: Arc<Vec<Box<dyn Notifier>>>,
     pub metrics: Metrics,
     pub public_url: Option<String>,
+    /// How long a queued notification is retried (`notify.retry_deadline`).
+    pub retry_deadline: Duration,
     wake: Arc<Notify>,
+    outbox_wake: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -59,8 +67,21 @@ impl Pipeline {
             notifiers: Arc::new(notifiers),
             metrics,
             public_url,
+            retry_deadline: crate::config::NotifyConfig::default().retry_deadline,
             wake: Arc::new(Notify::new()),
+            outbox_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Sets how long queued notifications are retried.
+    pub fn with_retry_deadline(mut self, deadline: Duration) -> Pipeline {
+        self.retry_deadline = deadline;
+        self
+    }
+
+    /// Notified whenever notifications were queued: the delivery worker waits on it.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox_wake.clone()
     }
 
     /// Records alerts durably, then wakes the worker. An error means nothing may be assumed
@@ -154,9 +175,21 @@ impl Pipeline {
             };
             decide(alert, &index, &self.policy, &past)
         };
+        // A decision that acts is reported with its result; one that does not, now.
+        let notable_skip = decision.command.is_none() && is_notable(decision.outcome);
+        let now = Timestamp::now();
+        let mut queued = 0;
         let Some(recorded) = self
             .store
-            .record_decision(alert_id, alert, &decision, Timestamp::now())
+            .record_decision_and_notify(alert_id, alert, &decision, now, |incident_id| {
+                if !notable_skip {
+                    return Vec::new();
+                }
+                let n = self.notification(incident_id, alert, &decision, None, now);
+                let messages = self.messages(&n, format!("decision:{alert_id}"), now);
+                queued = messages.len();
+                messages
+            })
             .await?
         else {
             return Ok(());
@@ -164,10 +197,8 @@ impl Pipeline {
         self.metrics.decision(decision.outcome);
         info!(alert = %alert.name(), incident = recorded.incident_id, outcome = decision.outcome.code(),
             "decision: {}", decision.reason);
+        self.queued(recorded.incident_id, queued);
         let (Some(command), Some(action_id)) = (&decision.command, recorded.action_id) else {
-            if is_notable(decision.outcome) {
-                self.notify(recorded.incident_id, alert, &decision, None);
-            }
             return Ok(());
         };
         let result = self.executor.execute(command).await;
@@ -175,11 +206,10 @@ impl Pipeline {
         if result.outcome != decision.outcome {
             self.metrics.decision(result.outcome);
         }
-        self.store
-            .record_result(action_id, &recorded, alert_id, &result, Timestamp::now())
-            .await?;
-        if is_notable(result.outcome) {
-            self.notify(recorded.incident_id, alert, &decision, Some(&result));
+        let now = Timestamp::now();
+        let messages = if is_notable(result.outcome) {
+            let n = self.notification(recorded.incident_id, alert, &decision, Some(&result), now);
+            self.messages(&n, format!("result:{action_id}"), now)
         } else {
             warn!(
                 incident = recorded.incident_id,
@@ -187,48 +217,70 @@ impl Pipeline {
                 "{}",
                 result.message
             );
-        }
+            Vec::new()
+        };
+        self.store
+            .record_result_and_notify(action_id, &recorded, alert_id, &result, &messages, now)
+            .await?;
+        self.queued(recorded.incident_id, messages.len());
         Ok(())
     }
 
-    /// Notifies in the background: a slow or failing channel never delays a rollback.
-    fn notify(
+    fn notification(
         &self,
         incident_id: i64,
         alert: &Alert,
         decision: &Decision,
         result: Option<&ActionResult>,
-    ) {
-        let (outcome, reason) = match result {
-            Some(r) => (r.outcome, r.message.clone()),
-            None => (decision.outcome, decision.reason.clone()),
-        };
-        let to = match (&decision.command, result.and_then(|r| r.target.as_ref())) {
-            (_, Some(target)) => Some(describe(target)),
-            (Some(command), None) => Some(command.intent().target_name),
-            _ => None,
-        };
-        let n = Notification {
+        now: Timestamp,
+    ) -> Notification {
+        Notification::about(
             incident_id,
-            outcome,
-            reason,
-            alerts: vec![alert.name().to_string()],
-            workload: decision.workload.as_ref().map(ToString::to_string),
-            from: decision.rollout.as_ref().map(|r| describe(&r.revision)),
-            to,
-            link: self
-                .public_url
-                .as_ref()
-                .map(|base| format!("{}/incidents/{incident_id}", base.trim_end_matches('/'))),
-        };
-        let notifiers = self.notifiers.clone();
-        tokio::spawn(async move {
-            for notifier in notifiers.iter() {
-                if let Err(e) = notifier.notify(&n).await {
-                    warn!(channel = notifier.name(), error = %e, "notification failed");
-                }
-            }
-        });
+            alert,
+            decision,
+            result,
+            self.public_url.as_deref(),
+            now,
+        )
+    }
+
+    /// One outbox message per channel destination of `n`.
+    fn messages(&self, n: &Notification, event: String, now: Timestamp) -> Vec<NewMessage> {
+        if self.notifiers.is_empty() {
+            info!(
+                incident = n.incident_id,
+                "notify: {} (no channel configured)",
+                n.subject()
+            );
+            return Vec::new();
+        }
+        let payload = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
+        let deadline = now
+            + jiff::SignedDuration::try_from(self.retry_deadline)
+                .unwrap_or(jiff::SignedDuration::from_hours(1));
+        self.notifiers
+            .iter()
+            .flat_map(|channel| {
+                channel
+                    .destinations(n)
+                    .into_iter()
+                    .map(|destination| NewMessage {
+                        channel: channel.name().to_string(),
+                        destination,
+                        event: event.clone(),
+                        payload: payload.clone(),
+                        deadline,
+                    })
+            })
+            .collect()
+    }
+
+    /// Wakes the delivery worker once messages are committed.
+    fn queued(&self, incident_id: i64, count: usize) {
+        if count > 0 {
+            debug!(incident = incident_id, count, "notifications queued");
+            self.outbox_wake.notify_one();
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! The command line: `serve`, `check`, `incidents`, `sandbox` and `demo`.
+//! The command line: `serve`, `check`, `incidents`, `notify`, `sandbox` and `demo`.
 
 mod check;
 mod incidents;
+mod notify;
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use check::check;
 pub use incidents::{incidents, render_text};
+pub use notify::{describe_notify, notify_test};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Notification channels.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Run the simulated Kubernetes API server alone.
     Sandbox {
         /// Address to listen on, e.g. 127.0.0.1:6443 (port 0 picks a free one).
@@ -64,6 +71,16 @@ pub enum Command {
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message through every configured channel and destination; exit 1 if any
+    /// failed.
+    Test {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,10 +3,12 @@
 //! Data model (see `migrations/`): an *alert* row per distinct (fingerprint, startsAt); an
 //! *incident* per (workload, rollout) gathering every alert that hit it; a *timeline* of
 //! entries per incident that is never updated or deleted (enforced by triggers); an *action*
-//! row written as an intent before the Kubernetes API is called and completed after. SQLite is
+//! row written as an intent before the Kubernetes API is called and completed after; an
+//! *outbox* row per notification, queued in the transaction that records what it reports. SQLite is
 //! the embedded default; the SQL sticks to what PostgreSQL also accepts.
 
 mod health;
+mod outbox;
 mod read;
 mod traffic;
 mod write;
@@ -20,6 +22,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use health::InconclusivePeriod;
+pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry,
 };

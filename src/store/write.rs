@@ -1,12 +1,13 @@
 //! Writes: recording alerts on receipt, decisions with their intent, and action results.
 //!
 //! Each method is one transaction, so an incident never shows a decision without the timeline
-//! entries that explain it.
+//! entries that explain it, and a notification about it is queued exactly when it is recorded.
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::outbox::{NewMessage, enqueue};
 use super::{Result, Store, json_text, ts_text};
 use crate::core::alert::{Alert, AlertKey, AlertStatus};
 use crate::core::engine::{Decision, Outcome, PastAction, describe};
@@ -239,6 +240,21 @@ impl Store {
         decision: &Decision,
         now: Timestamp,
     ) -> Result<Option<Recorded>> {
+        self.record_decision_and_notify(alert_id, alert, decision, now, |_| Vec::new())
+            .await
+    }
+
+    /// As [`Store::record_decision`], and queues the messages `notify` builds for the
+    /// incident (given its id) in the same transaction: they exist if and only if the decision
+    /// does.
+    pub async fn record_decision_and_notify(
+        &self,
+        alert_id: i64,
+        alert: &Alert,
+        decision: &Decision,
+        now: Timestamp,
+        notify: impl FnOnce(i64) -> Vec<NewMessage>,
+    ) -> Result<Option<Recorded>> {
         let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         // Until the executor reports, an incident with an action under way says so.
@@ -400,6 +416,7 @@ impl Store {
             .await?;
             action_id = Some(id);
         }
+        enqueue(&mut tx, incident_id, &notify(incident_id), now).await?;
         tx.commit().await?;
         Ok(Some(Recorded {
             incident_id,
@@ -414,6 +431,20 @@ impl Store {
         recorded: &Recorded,
         alert_id: i64,
         result: &ActionResult,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.record_result_and_notify(action_id, recorded, alert_id, result, &[], now)
+            .await
+    }
+
+    /// As [`Store::record_result`], and queues `messages` in the same transaction.
+    pub async fn record_result_and_notify(
+        &self,
+        action_id: i64,
+        recorded: &Recorded,
+        alert_id: i64,
+        result: &ActionResult,
+        messages: &[NewMessage],
         now: Timestamp,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
@@ -455,12 +486,13 @@ impl Store {
             &result.data,
         )
         .await?;
+        enqueue(&mut tx, recorded.incident_id, messages, now).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn append(
+pub(super) async fn append(
     tx: &mut sqlx::SqliteConnection,
     incident_id: i64,
     at: Timestamp,
