@@ -149,6 +149,30 @@ async fn alert_to_undo(bench: &Bench, prefix: &str, extra: &str) -> Vec<f64> {
     samples
 }
 
+/// Two loopback listeners that accept connections and never answer: Slack and SMTP "down" in
+/// the worst way (a timeout, not a refusal). The returned tasks hold the sockets.
+async fn black_holes() -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }));
+    }
+    (addrs[0], addrs[1], tasks)
+}
+
 /// Throughput of a redelivered alert: the path Alertmanager's repeats take.
 async fn duplicate_throughput(bench: &Bench) -> f64 {
     let running = bench.daemon("dups", "").await;
@@ -288,10 +312,23 @@ async fn main() {
     );
     let bench = Bench::new().await;
     let quiet = summary(
-        "alert -> undo, log notifier only",
+        "alert -> undo, no notification channels",
         alert_to_undo(&bench, "base", "").await,
     );
-    let _ = quiet;
+    let (slack, smtp, _holders) = black_holes().await;
+    let down = format!(
+        "[notify]\nattempt_timeout = \"60s\"\n[notify.slack]\napi_url = \"http://{slack}/api\"\nchannel = \"#oncall\"\nbot_token = \"xoxb-bench\"\n\
+         [notify.email]\nsmtp_url = \"smtp://{smtp}?tls=none\"\nfrom = \"rollbackd@example.com\"\nto = [\"oncall@example.com\"]\n"
+    );
+    let dead = summary(
+        "alert -> undo, Slack and SMTP never answering",
+        alert_to_undo(&bench, "down", &down).await,
+    );
+    println!(
+        "{:<44} {:.2}",
+        "ratio of p50s (channels down / none)",
+        dead / quiet
+    );
     let rate = duplicate_throughput(&bench).await;
     println!(
         "{:<44} {rate:.0} deliveries/s ({DUPLICATE_POSTS} posts, 8 concurrent)",

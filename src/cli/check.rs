@@ -89,6 +89,7 @@ fn describe(path: &Path, c: &Config) -> String {
     };
     let _ = writeln!(out, "policy:      {mode}");
     let _ = writeln!(out, "store:       {}", c.store.url);
+    out.push_str(&crate::cli::describe_notify(c));
     match &c.prometheus {
         None => {
             let _ = writeln!(out, "prometheus:  not configured (webhook only)");
