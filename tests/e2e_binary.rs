@@ -206,6 +206,22 @@ fn check_reports_every_problem_and_exits_1() {
         !report.contains("very-secret-token"),
         "check must not print secrets"
     );
+
+    // The shipped in-cluster config is valid (its token file is mounted in the cluster).
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rollbackd.toml");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&shipped)
+        .env("ROLLBACKD__SERVER__TOKEN_FILE", &token)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry-run"));
 }
 
 #[test]

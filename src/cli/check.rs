@@ -74,6 +74,10 @@ fn describe(path: &Path, c: &Config) -> String {
     );
     let _ = writeln!(
         out,
+        "             v1 services annotated rollbackd.io/track-selector; argoproj.io rollouts and networking.istio.io virtualservices (annotated rollbackd.io/track-weights) when the cluster serves them"
+    );
+    let _ = writeln!(
+        out,
         "correlation: window {}, grace {}; namespace from {:?}, workload from {:?} / {:?} / {:?} / {:?}",
         humantime::format_duration(c.kubernetes.correlation_window),
         humantime::format_duration(c.correlation.grace),
