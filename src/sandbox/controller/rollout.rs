@@ -1,0 +1,490 @@
+//! The simulated Argo Rollouts controller (argoproj.io/v1alpha1 Rollout), after
+//! argo-rollouts' `rollout/controller.go` (`syncHandler`, `newRolloutContext`) and
+//! `rollout/sync.go`.
+//!
+//! Per Rollout (key = namespace/name) a reconcile:
+//! 1. skips Rollouts being deleted or labelled `argo-rollouts.argoproj.io/controller-instance-id`
+//!    (the real controller without `--instance-id` only takes unlabelled ones);
+//! 2. resolves `spec.workloadRef` (an apps/v1 Deployment: its template, its selector if the
+//!    Rollout has none, and the `rollout.argoproj.io/workload-generation` annotation);
+//! 3. validates (an `InvalidSpec` condition and phase Degraded on failure), defaults
+//!    `spec.replicas` to 1 by an update, as the real controller does;
+//! 4. finds its ReplicaSets and the new one, creating `<rollout>-<hash>` if none matches,
+//!    syncs revisions (`rollout.argoproj.io/revision` on the RS and the Rollout);
+//! 5. updates the Paused / Progressing conditions on pause, resume and retry
+//!    (`checkPausedConditions`), then runs the canary (`rollout_canary.rs`) or blue-green
+//!    (`rollout_bluegreen.rs`) strategy, which ends by publishing the status
+//!    (`rollout_status.rs`).
+//!
+//! It is re-run on changes to the Rollout, its ReplicaSets, the Deployment it references and
+//! the Services it names, and on timers (pods becoming ready after `rollout_delay`, timed
+//! pauses, scale-down deadlines).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::objects::{ensure_map, name_of};
+use super::rollout_rs::{self as rs, Pods, hash_of, revision_of, rollout_owner_uid};
+use super::rollout_spec::{self as spec, INSTANCE_ID, REVISION, WORKLOAD_GENERATION, int, text};
+use super::rollout_status::{self as status, PauseCtx};
+use super::{Controller, Key, Requeue, rollout_bluegreen, rollout_canary};
+use crate::sandbox::resources::ResourceDef;
+use crate::sandbox::store::{Event, Store, meta_str};
+use crate::sandbox::writes::Part;
+
+/// Everything one reconcile of one Rollout works with (the real `rolloutContext`).
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub rodef: ResourceDef,
+    pub rsdef: ResourceDef,
+    /// The Rollout as read, its template and selector resolved from a workloadRef, its
+    /// status the stored one (plus conditions set earlier in this reconcile).
+    pub ro: Value,
+    /// The status as last stored: what the final write is diffed against.
+    pub stored: Value,
+    pub new_rs: Option<Value>,
+    pub stable_rs: Option<Value>,
+    /// All owned ReplicaSets, oldest first.
+    pub all: Vec<Value>,
+    /// Those neither new nor stable.
+    pub others: Vec<Value>,
+    pub pause: PauseCtx,
+    /// `status.canary.weights` being computed.
+    pub weights: Option<Value>,
+    pub requeue: Option<Duration>,
+    pods: &'a mut Pods,
+    delay: Duration,
+}
+
+impl Ctx<'_> {
+    pub fn wake_in(&mut self, d: Duration) {
+        let d = d + Duration::from_millis(5);
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    pub fn ns(&self) -> String {
+        meta_str(&self.ro, "namespace").unwrap_or("default").to_string()
+    }
+
+    pub fn service_def(&self) -> Option<ResourceDef> {
+        self.store.registry.find("", "v1", "services").cloned()
+    }
+
+    /// Re-read the owned ReplicaSets (after scaling them), let their simulated pods
+    /// progress, and sort them into new / stable / others again.
+    pub fn refresh(&mut self) -> Result<(), String> {
+        let uid = meta_str(&self.ro, "uid").unwrap_or_default().to_string();
+        let ns = self.ns();
+        let mut all = rs::owned(self.store, &self.rsdef, &ns, &uid);
+        for r in all.iter_mut() {
+            if let Some(left) = self.pods.sync(self.store, &self.rsdef, r, self.delay)? {
+                self.wake_in(left);
+            }
+            if let Ok(fresh) = self.store.get(&self.rsdef, Some(&ns), &name_of(r)) {
+                *r = fresh;
+            }
+        }
+        let new_name = self.new_rs.as_ref().map(name_of);
+        self.new_rs = all.iter().find(|r| Some(name_of(r)) == new_name).cloned();
+        self.classify(all);
+        Ok(())
+    }
+
+    fn classify(&mut self, all: Vec<Value>) {
+        let stable_hash = text(&self.ro, "/status/stableRS").to_string();
+        let new_name = self.new_rs.as_ref().map(name_of);
+        self.stable_rs = if stable_hash.is_empty() {
+            None
+        } else if self
+            .new_rs
+            .as_ref()
+            .is_some_and(|r| hash_of(r) == stable_hash)
+        {
+            self.new_rs.clone()
+        } else {
+            all.iter().find(|r| hash_of(r) == stable_hash).cloned()
+        };
+        let stable_name = self.stable_rs.as_ref().map(name_of);
+        self.others = all
+            .iter()
+            .filter(|r| {
+                let n = Some(name_of(r));
+                n != new_name && n != stable_name
+            })
+            .cloned()
+            .collect();
+        self.all = all;
+    }
+
+    /// The Rollout's conditions as this reconcile sees them.
+    pub fn set_condition(&mut self, c: Value) {
+        let mut conds = status::conditions_of(self.ro.get("status").unwrap_or(&Value::Null));
+        status::set_condition(&mut conds, c);
+        if !self.ro.get("status").is_some_and(Value::is_object) {
+            self.ro["status"] = json!({});
+        }
+        self.ro["status"]["conditions"] = json!(conds);
+    }
+}
+
+pub struct RolloutController {
+    delay: Duration,
+    pods: Pods,
+}
+
+impl RolloutController {
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            pods: Pods::default(),
+        }
+    }
+}
+
+fn rollout_def(store: &Store) -> Option<&ResourceDef> {
+    store.registry.find("argoproj.io", "v1alpha1", "rollouts")
+}
+
+/// Rollouts in `ns` matching `f`, as keys.
+fn rollouts_where(store: &Store, ns: &str, f: impl Fn(&Value) -> bool) -> Vec<Key> {
+    let Some(def) = rollout_def(store) else {
+        return vec![];
+    };
+    let (ros, _) = store.list(def, Some(ns), f);
+    ros.iter().map(|r| (ns.to_string(), name_of(r))).collect()
+}
+
+impl Controller for RolloutController {
+    fn name(&self) -> &'static str {
+        "rollout"
+    }
+
+    fn keys_for(&self, store: &Store, ev: &Event) -> Vec<Key> {
+        let ns = ev.namespace.as_str();
+        let name = name_of(&ev.object);
+        match ev.key.as_str() {
+            "argoproj.io/rollouts" => vec![(ev.namespace.clone(), name)],
+            "apps/replicasets" => {
+                let Some(uid) =
+                    rollout_owner_uid(&ev.object).or_else(|| ev.old.as_ref().and_then(rollout_owner_uid))
+                else {
+                    return vec![];
+                };
+                rollouts_where(store, ns, |r| meta_str(r, "uid") == Some(uid))
+            }
+            "apps/deployments" => rollouts_where(store, ns, |r| {
+                text(r, "/spec/workloadRef/kind") == "Deployment"
+                    && text(r, "/spec/workloadRef/name") == name
+            }),
+            "/services" => rollouts_where(store, ns, |r| {
+                ["activeService", "previewService"]
+                    .iter()
+                    .any(|f| text(r, &format!("/spec/strategy/blueGreen/{f}")) == name)
+                    || ["canaryService", "stableService"]
+                        .iter()
+                        .any(|f| text(r, &format!("/spec/strategy/canary/{f}")) == name)
+            }),
+            _ => vec![],
+        }
+    }
+
+    fn all_keys(&self, store: &Store) -> Vec<Key> {
+        let Some(def) = rollout_def(store) else {
+            return vec![];
+        };
+        let (ros, _) = store.list(def, None, |_| true);
+        ros.iter()
+            .map(|r| {
+                (
+                    meta_str(r, "namespace").unwrap_or_default().to_string(),
+                    name_of(r),
+                )
+            })
+            .collect()
+    }
+
+    fn reconcile(&mut self, store: &Store, key: &Key) -> Requeue {
+        let (Some(rodef), Some(rsdef)) = (
+            rollout_def(store).cloned(),
+            store.registry.find("apps", "v1", "replicasets").cloned(),
+        ) else {
+            return Requeue::Done;
+        };
+        let Ok(ro) = store.get(&rodef, Some(&key.0), &key.1) else {
+            return Requeue::Done;
+        };
+        let labelled = ro
+            .pointer("/metadata/labels")
+            .is_some_and(|l| l.get(INSTANCE_ID).is_some());
+        if ro.pointer("/metadata/deletionTimestamp").is_some() || labelled {
+            return Requeue::Done;
+        }
+        let stored = ro.get("status").cloned().unwrap_or(json!({}));
+        let mut ctx = Ctx {
+            store,
+            rodef,
+            rsdef,
+            ro,
+            stored,
+            new_rs: None,
+            stable_rs: None,
+            all: vec![],
+            others: vec![],
+            pause: PauseCtx::default(),
+            weights: None,
+            requeue: None,
+            pods: &mut self.pods,
+            delay: self.delay,
+        };
+        match sync(&mut ctx) {
+            Ok(()) => ctx.requeue.map_or(Requeue::Done, Requeue::After),
+            Err(e) => {
+                tracing::debug!(rollout = %key.1, error = %e, "rollout sync retry");
+                Requeue::After(Duration::from_millis(50))
+            }
+        }
+    }
+}
+
+/// `createInvalidRolloutCondition`: an `InvalidSpec` condition (phase Degraded).
+fn invalid(ctx: &mut Ctx, err: &str) -> Result<(), String> {
+    let name = meta_str(&ctx.ro, "name").unwrap_or_default();
+    let msg = format!("The Rollout \"{name}\" is invalid: {err}");
+    let mut conds = status::conditions_of(&ctx.stored);
+    let prev = status::get_condition(&conds, "InvalidSpec").cloned();
+    let observed = text(&ctx.stored, "/observedGeneration") == int(&ctx.ro, "/metadata/generation").to_string();
+    if prev.as_ref().is_some_and(|c| text(c, "/message") == msg) && observed {
+        return Ok(());
+    }
+    status::remove_condition(&mut conds, "InvalidSpec");
+    conds.push(status::new_condition("InvalidSpec", "True", "InvalidSpec", &msg));
+    let mut st = ctx.stored.as_object().cloned().unwrap_or_default();
+    status::put(&mut st, "conditions", json!(conds));
+    st.insert(
+        "observedGeneration".into(),
+        json!(int(&ctx.ro, "/metadata/generation").to_string()),
+    );
+    let (p, m) = status::phase(&ctx.ro, &Value::Object(st.clone()));
+    status::put(&mut st, "phase", json!(p));
+    status::put(&mut st, "message", json!(m));
+    status::write(ctx, st)
+}
+
+/// Write to the Rollout's metadata (annotations), keeping the in-memory copy in step.
+fn annotate(ctx: &mut Ctx, key: &str, value: &str) -> Result<bool, String> {
+    let cur = text(&ctx.ro, &format!("/metadata/annotations/{}", key.replace('/', "~1")));
+    if cur == value {
+        return Ok(false);
+    }
+    let (ns, name) = (ctx.ns(), name_of(&ctx.ro));
+    ctx.store
+        .modify(&ctx.rodef, Some(&ns), &name, Part::Main, false, |cur| {
+            let mut n = cur.clone();
+            ensure_map(&mut n, "annotations").insert(key.into(), json!(value));
+            Ok(n)
+        })
+        .map_err(|e| e.to_string())?;
+    ensure_map(&mut ctx.ro, "annotations").insert(key.into(), json!(value));
+    Ok(true)
+}
+
+/// Resolve `spec.workloadRef` into `spec.template` / `spec.selector` (in memory only).
+fn resolve_workload(ctx: &mut Ctx) -> Result<Result<(), String>, String> {
+    let Some(wr) = ctx.ro.pointer("/spec/workloadRef").cloned() else {
+        return Ok(Ok(()));
+    };
+    let (api, kind, name) = (text(&wr, "/apiVersion"), text(&wr, "/kind"), text(&wr, "/name"));
+    let group = api.split_once('/').map(|(g, _)| g).unwrap_or_default();
+    if kind != "Deployment" || group != "apps" {
+        return Ok(Err(format!("workload of type {group}/{kind} is not supported")));
+    }
+    let template_set = ctx
+        .ro
+        .pointer("/spec/template")
+        .is_some_and(|t| t.as_object().is_some_and(|m| !m.is_empty()));
+    if template_set {
+        return Ok(Err(
+            "spec.template: Internal error: template must be empty for workload reference rollout"
+                .into(),
+        ));
+    }
+    let Some(ddef) = ctx.store.registry.find("apps", "v1", "deployments").cloned() else {
+        return Ok(Err(format!("deployments.apps \"{name}\" not found")));
+    };
+    let Ok(dep) = ctx.store.get(&ddef, Some(&ctx.ns()), name) else {
+        return Ok(Err(format!("deployments.apps \"{name}\" not found")));
+    };
+    let generation = int(&dep, "/metadata/generation").to_string();
+    annotate(ctx, WORKLOAD_GENERATION, &generation)?;
+    ctx.ro["spec"]["template"] = dep.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    if !ctx.ro.pointer("/spec/selector").is_some_and(Value::is_object) {
+        ctx.ro["spec"]["selector"] = dep.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+    }
+    Ok(Ok(()))
+}
+
+fn sync(ctx: &mut Ctx) -> Result<(), String> {
+    if let Err(e) = resolve_workload(ctx)? {
+        return invalid(ctx, &e);
+    }
+    let template = ctx.ro.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let selector = ctx.ro.pointer("/spec/selector").cloned();
+    if let Err(e) = spec::validate(&ctx.ro, &template, selector.as_ref()) {
+        return invalid(ctx, &e);
+    }
+    if let Err(e) = referenced_services(ctx) {
+        return invalid(ctx, &e);
+    }
+    if ctx.ro.pointer("/spec/replicas").and_then(Value::as_i64).is_none() {
+        let (ns, name) = (ctx.ns(), name_of(&ctx.ro));
+        ctx.store
+            .modify(&ctx.rodef, Some(&ns), &name, Part::Main, false, |cur| {
+                let mut n = cur.clone();
+                n["spec"]["replicas"] = json!(1);
+                Ok(n)
+            })
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    // A valid spec clears an earlier InvalidSpec condition.
+    if let Some(c) = ctx.ro.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+        c.retain(|c| text(c, "/type") != "InvalidSpec");
+    }
+    let selector = selector.unwrap_or(json!({}));
+    let uid = meta_str(&ctx.ro, "uid").unwrap_or_default().to_string();
+    let all = rs::owned(ctx.store, &ctx.rsdef, &ctx.ns(), &uid);
+    let collisions = ctx.ro.pointer("/status/collisionCount").and_then(Value::as_i64);
+    let hash = spec::pod_template_hash(&template, collisions);
+    ctx.new_rs = rs::find_new(&all, &template, &hash).map(|i| all[i].clone());
+    ctx.classify(all);
+    if ctx.new_rs.is_none() && !create_new_rs(ctx, &template, &selector, &hash, collisions)? {
+        return Ok(());
+    }
+    ctx.refresh()?;
+    if spec::flag(&ctx.ro, "/status/abort")
+        && text(&ctx.ro, "/status/stableRS") == text(&ctx.ro, "/status/currentPodHash")
+    {
+        // "Removing abort condition from fully promoted rollout".
+        ctx.pause.remove_abort = true;
+    }
+    ctx.weights = ctx.ro.pointer("/status/canary/weights").cloned();
+    if status::check_paused(ctx)? {
+        return Ok(());
+    }
+    sync_revision(ctx)?;
+    if spec::is_blue_green(&ctx.ro) {
+        rollout_bluegreen::sync(ctx)
+    } else {
+        rollout_canary::sync(ctx)
+    }
+}
+
+/// `getReferencedServices`: a missing Service is a validation error.
+fn referenced_services(ctx: &Ctx) -> Result<(), String> {
+    let Some(svcdef) = ctx.service_def() else {
+        return Ok(());
+    };
+    let refs = [
+        ("blueGreen", "activeService"),
+        ("blueGreen", "previewService"),
+        ("canary", "stableService"),
+        ("canary", "canaryService"),
+    ];
+    for (s, f) in refs {
+        let name = text(&ctx.ro, &format!("/spec/strategy/{s}/{f}"));
+        if !name.is_empty() && ctx.store.get(&svcdef, Some(&ctx.ns()), name).is_err() {
+            return Err(format!(
+                "spec.strategy.{s}.{f}: Invalid value: \"{name}\": services \"{name}\" not found"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `createDesiredReplicaSet`. Returns false if the reconcile should stop (a hash
+/// collision was recorded and will be retried).
+fn create_new_rs(
+    ctx: &mut Ctx,
+    template: &Value,
+    selector: &Value,
+    hash: &str,
+    collisions: Option<i64>,
+) -> Result<bool, String> {
+    let revision = ctx.all.iter().map(revision_of).max().unwrap_or(0) + 1;
+    let body = rs::desired(&ctx.ro, template, selector, hash, revision);
+    let name = name_of(&body);
+    let ns = ctx.ns();
+    match ctx.store.create(&ctx.rsdef, Some(&ns), body, false) {
+        Ok(created) => {
+            set_rollout_revision(ctx, revision)?;
+            let msg = format!("Created ReplicaSet {name} (revision {revision})");
+            rs::event(ctx.store, &ctx.ro, "Normal", "NewReplicaSetCreated", &msg);
+            let msg = format!("Created new replica set \"{name}\"");
+            ctx.set_condition(status::new_condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetCreated",
+                &msg,
+            ));
+            ctx.new_rs = Some(created);
+            Ok(true)
+        }
+        Err(e) if e.reason == "AlreadyExists" => {
+            let existing = ctx.store.get(&ctx.rsdef, Some(&ns), &name).ok();
+            let ours = existing.as_ref().is_some_and(|r| {
+                rollout_owner_uid(r) == meta_str(&ctx.ro, "uid")
+                    && r.pointer("/spec/template")
+                        .is_some_and(|t| spec::template_equal(t, template))
+            });
+            if ours {
+                ctx.new_rs = existing;
+                return Ok(true);
+            }
+            let mut st = ctx.stored.as_object().cloned().unwrap_or_default();
+            st.insert("collisionCount".into(), json!(collisions.unwrap_or(0) + 1));
+            status::write(ctx, st)?;
+            Ok(false)
+        }
+        Err(e) => {
+            let msg = format!("Failed to create new replica set \"{name}\": {}", e.message);
+            rs::event(ctx.store, &ctx.ro, "Warning", "ReplicaSetCreateError", &msg);
+            let cond = status::new_condition("Progressing", "False", "ReplicaSetCreateError", &msg);
+            status::patch_conditions(ctx, vec![cond])?;
+            Err(msg)
+        }
+    }
+}
+
+fn set_rollout_revision(ctx: &mut Ctx, revision: i64) -> Result<(), String> {
+    if annotate(ctx, REVISION, &revision.to_string())? {
+        let msg = format!("Rollout updated to revision {revision}");
+        rs::event(ctx.store, &ctx.ro, "Normal", "RolloutUpdated", &msg);
+    }
+    Ok(())
+}
+
+/// `syncReplicaSetRevision`: the new ReplicaSet's revision becomes max(others) + 1 (a
+/// rollback bumps a reused one), and the Rollout carries it.
+fn sync_revision(ctx: &mut Ctx) -> Result<(), String> {
+    let Some(new) = ctx.new_rs.clone() else {
+        return Ok(());
+    };
+    let new_name = name_of(&new);
+    let max_old = ctx
+        .all
+        .iter()
+        .filter(|r| name_of(r) != new_name)
+        .map(revision_of)
+        .max()
+        .unwrap_or(0);
+    let synced = rs::sync_revision(ctx.store, &ctx.rsdef, &ctx.ro, &new, max_old + 1)?;
+    set_rollout_revision(ctx, revision_of(&synced))?;
+    let conds = status::conditions_of(ctx.ro.get("status").unwrap_or(&Value::Null));
+    if status::get_condition(&conds, "Progressing").is_none() {
+        let msg = format!("Found new replica set \"{new_name}\"");
+        ctx.set_condition(status::new_condition("Progressing", "True", "FoundNewReplicaSet", &msg));
+    }
+    ctx.new_rs = Some(synced);
+    ctx.refresh()
+}
