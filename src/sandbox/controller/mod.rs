@@ -60,7 +60,11 @@ pub fn spawn_all(
             stop.clone(),
         )));
     }
-    if store.registry.find("argoproj.io", "v1alpha1", "rollouts").is_some() {
+    if store
+        .registry
+        .find("argoproj.io", "v1alpha1", "rollouts")
+        .is_some()
+    {
         handles.push(tokio::spawn(run(
             store.clone(),
             rollout::RolloutController::new(rollout_delay),

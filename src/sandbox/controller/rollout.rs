@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::objects::{ensure_map, name_of};
+use super::objects::{ensure_map, name_of, obj_at};
 use super::rollout_rs::{self as rs, Pods, hash_of, revision_of, rollout_owner_uid};
 use super::rollout_spec::{self as spec, INSTANCE_ID, REVISION, WORKLOAD_GENERATION, int, text};
 use super::rollout_status::{self as status, PauseCtx};
@@ -58,13 +58,17 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Ask to be reconciled again after `d` (capped at an hour; a slightly late wake-up
+    /// avoids waking just before a second-granular deadline).
     pub fn wake_in(&mut self, d: Duration) {
-        let d = d + Duration::from_millis(5);
+        let d = d.min(Duration::from_secs(3600)) + Duration::from_millis(5);
         self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
     }
 
     pub fn ns(&self) -> String {
-        meta_str(&self.ro, "namespace").unwrap_or("default").to_string()
+        meta_str(&self.ro, "namespace")
+            .unwrap_or("default")
+            .to_string()
     }
 
     pub fn service_def(&self) -> Option<ResourceDef> {
@@ -166,8 +170,8 @@ impl Controller for RolloutController {
         match ev.key.as_str() {
             "argoproj.io/rollouts" => vec![(ev.namespace.clone(), name)],
             "apps/replicasets" => {
-                let Some(uid) =
-                    rollout_owner_uid(&ev.object).or_else(|| ev.old.as_ref().and_then(rollout_owner_uid))
+                let Some(uid) = rollout_owner_uid(&ev.object)
+                    .or_else(|| ev.old.as_ref().and_then(rollout_owner_uid))
                 else {
                     return vec![];
                 };
@@ -253,12 +257,18 @@ fn invalid(ctx: &mut Ctx, err: &str) -> Result<(), String> {
     let msg = format!("The Rollout \"{name}\" is invalid: {err}");
     let mut conds = status::conditions_of(&ctx.stored);
     let prev = status::get_condition(&conds, "InvalidSpec").cloned();
-    let observed = text(&ctx.stored, "/observedGeneration") == int(&ctx.ro, "/metadata/generation").to_string();
+    let observed = text(&ctx.stored, "/observedGeneration")
+        == int(&ctx.ro, "/metadata/generation").to_string();
     if prev.as_ref().is_some_and(|c| text(c, "/message") == msg) && observed {
         return Ok(());
     }
     status::remove_condition(&mut conds, "InvalidSpec");
-    conds.push(status::new_condition("InvalidSpec", "True", "InvalidSpec", &msg));
+    conds.push(status::new_condition(
+        "InvalidSpec",
+        "True",
+        "InvalidSpec",
+        &msg,
+    ));
     let mut st = ctx.stored.as_object().cloned().unwrap_or_default();
     status::put(&mut st, "conditions", json!(conds));
     st.insert(
@@ -273,7 +283,10 @@ fn invalid(ctx: &mut Ctx, err: &str) -> Result<(), String> {
 
 /// Write to the Rollout's metadata (annotations), keeping the in-memory copy in step.
 fn annotate(ctx: &mut Ctx, key: &str, value: &str) -> Result<bool, String> {
-    let cur = text(&ctx.ro, &format!("/metadata/annotations/{}", key.replace('/', "~1")));
+    let cur = text(
+        &ctx.ro,
+        &format!("/metadata/annotations/{}", key.replace('/', "~1")),
+    );
     if cur == value {
         return Ok(false);
     }
@@ -294,10 +307,16 @@ fn resolve_workload(ctx: &mut Ctx) -> Result<Result<(), String>, String> {
     let Some(wr) = ctx.ro.pointer("/spec/workloadRef").cloned() else {
         return Ok(Ok(()));
     };
-    let (api, kind, name) = (text(&wr, "/apiVersion"), text(&wr, "/kind"), text(&wr, "/name"));
+    let (api, kind, name) = (
+        text(&wr, "/apiVersion"),
+        text(&wr, "/kind"),
+        text(&wr, "/name"),
+    );
     let group = api.split_once('/').map(|(g, _)| g).unwrap_or_default();
     if kind != "Deployment" || group != "apps" {
-        return Ok(Err(format!("workload of type {group}/{kind} is not supported")));
+        return Ok(Err(format!(
+            "workload of type {group}/{kind} is not supported"
+        )));
     }
     let template_set = ctx
         .ro
@@ -309,7 +328,12 @@ fn resolve_workload(ctx: &mut Ctx) -> Result<Result<(), String>, String> {
                 .into(),
         ));
     }
-    let Some(ddef) = ctx.store.registry.find("apps", "v1", "deployments").cloned() else {
+    let Some(ddef) = ctx
+        .store
+        .registry
+        .find("apps", "v1", "deployments")
+        .cloned()
+    else {
         return Ok(Err(format!("deployments.apps \"{name}\" not found")));
     };
     let Ok(dep) = ctx.store.get(&ddef, Some(&ctx.ns()), name) else {
@@ -318,17 +342,31 @@ fn resolve_workload(ctx: &mut Ctx) -> Result<Result<(), String>, String> {
     let generation = int(&dep, "/metadata/generation").to_string();
     annotate(ctx, WORKLOAD_GENERATION, &generation)?;
     ctx.ro["spec"]["template"] = dep.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    if !ctx.ro.pointer("/spec/selector").is_some_and(Value::is_object) {
-        ctx.ro["spec"]["selector"] = dep.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+    if !ctx
+        .ro
+        .pointer("/spec/selector")
+        .is_some_and(Value::is_object)
+    {
+        ctx.ro["spec"]["selector"] = dep
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or(Value::Null);
     }
     Ok(Ok(()))
 }
 
 fn sync(ctx: &mut Ctx) -> Result<(), String> {
+    if !ctx.ro.get("spec").is_some_and(Value::is_object) {
+        return invalid(ctx, "spec: Required value");
+    }
     if let Err(e) = resolve_workload(ctx)? {
         return invalid(ctx, &e);
     }
-    let template = ctx.ro.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = ctx
+        .ro
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let selector = ctx.ro.pointer("/spec/selector").cloned();
     if let Err(e) = spec::validate(&ctx.ro, &template, selector.as_ref()) {
         return invalid(ctx, &e);
@@ -336,25 +374,37 @@ fn sync(ctx: &mut Ctx) -> Result<(), String> {
     if let Err(e) = referenced_services(ctx) {
         return invalid(ctx, &e);
     }
-    if ctx.ro.pointer("/spec/replicas").and_then(Value::as_i64).is_none() {
+    if ctx
+        .ro
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .is_none()
+    {
         let (ns, name) = (ctx.ns(), name_of(&ctx.ro));
         ctx.store
             .modify(&ctx.rodef, Some(&ns), &name, Part::Main, false, |cur| {
                 let mut n = cur.clone();
-                n["spec"]["replicas"] = json!(1);
+                obj_at(&mut n, "spec").insert("replicas".into(), json!(1));
                 Ok(n)
             })
             .map_err(|e| e.to_string())?;
         return Ok(());
     }
     // A valid spec clears an earlier InvalidSpec condition.
-    if let Some(c) = ctx.ro.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+    if let Some(c) = ctx
+        .ro
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
         c.retain(|c| text(c, "/type") != "InvalidSpec");
     }
     let selector = selector.unwrap_or(json!({}));
     let uid = meta_str(&ctx.ro, "uid").unwrap_or_default().to_string();
     let all = rs::owned(ctx.store, &ctx.rsdef, &ctx.ns(), &uid);
-    let collisions = ctx.ro.pointer("/status/collisionCount").and_then(Value::as_i64);
+    let collisions = ctx
+        .ro
+        .pointer("/status/collisionCount")
+        .and_then(Value::as_i64);
     let hash = spec::pod_template_hash(&template, collisions);
     ctx.new_rs = rs::find_new(&all, &template, &hash).map(|i| all[i].clone());
     ctx.classify(all);
@@ -483,7 +533,12 @@ fn sync_revision(ctx: &mut Ctx) -> Result<(), String> {
     let conds = status::conditions_of(ctx.ro.get("status").unwrap_or(&Value::Null));
     if status::get_condition(&conds, "Progressing").is_none() {
         let msg = format!("Found new replica set \"{new_name}\"");
-        ctx.set_condition(status::new_condition("Progressing", "True", "FoundNewReplicaSet", &msg));
+        ctx.set_condition(status::new_condition(
+            "Progressing",
+            "True",
+            "FoundNewReplicaSet",
+            &msg,
+        ));
     }
     ctx.new_rs = Some(synced);
     ctx.refresh()

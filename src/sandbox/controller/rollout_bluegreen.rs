@@ -10,7 +10,9 @@
 use serde_json::{Value, json};
 
 use super::rollout::Ctx;
-use super::rollout_canary::{self as canary, delay_helper, fast_rollback, referenced, reconcile_new};
+use super::rollout_canary::{
+    self as canary, delay_helper, fast_rollback, reconcile_new, referenced,
+};
 use super::rollout_rs::{self as rs, deadline_remaining, hash_of, revision_of};
 use super::rollout_spec::{flag, int, replicas, text};
 use super::rollout_status::{self as status, BLUE_GREEN_PAUSE};
@@ -24,9 +26,9 @@ fn bg<'a>(ctx: &'a Ctx, field: &str) -> &'a str {
 /// `ReadyForPause`: the new ReplicaSet has all its replicas, available.
 fn ready(ctx: &Ctx) -> bool {
     let n = replicas(&ctx.ro);
-    ctx.new_rs.as_ref().is_some_and(|r| {
-        int(r, "/spec/replicas") == n && int(r, "/status/availableReplicas") == n
-    })
+    ctx.new_rs
+        .as_ref()
+        .is_some_and(|r| int(r, "/spec/replicas") == n && int(r, "/status/availableReplicas") == n)
 }
 
 fn pause_cond(ctx: &Ctx) -> Option<Value> {
@@ -62,7 +64,10 @@ fn completed_pause(ctx: &mut Ctx) -> bool {
         else {
             return false;
         };
-        let left = start.as_millisecond() + secs * 1000 - jiff::Timestamp::now().as_millisecond();
+        let end = start
+            .as_millisecond()
+            .saturating_add(secs.clamp(0, i64::from(i32::MAX)) * 1000);
+        let left = end - jiff::Timestamp::now().as_millisecond();
         if left >= 0 {
             ctx.wake_in(std::time::Duration::from_millis(left as u64 + 1));
         }
@@ -82,7 +87,8 @@ fn reconcile_pause(ctx: &mut Ctx, active: &str) {
     if flag(&ctx.ro, "/status/abort") || !ready(ctx) || flag(&ctx.ro, "/spec/paused") {
         return;
     }
-    let needs_pause = !auto_promotion(ctx) || int(&ctx.ro, "/spec/strategy/blueGreen/autoPromotionSeconds") > 0;
+    let needs_pause =
+        !auto_promotion(ctx) || int(&ctx.ro, "/spec/strategy/blueGreen/autoPromotionSeconds") > 0;
     if fast_tracked(ctx, active) || !needs_pause {
         ctx.pause.remove.push(BLUE_GREEN_PAUSE);
         return;
@@ -103,13 +109,23 @@ fn reconcile_active(ctx: &mut Ctx, active: &str) -> Result<(), String> {
         return Ok(());
     }
     let desired_ann = ctx.new_rs.as_ref().map(|r| {
-        text(r, &format!("/metadata/annotations/{}", super::rollout_spec::DESIRED_REPLICAS.replace('/', "~1")))
-            .to_string()
+        text(
+            r,
+            &format!(
+                "/metadata/annotations/{}",
+                super::rollout_spec::DESIRED_REPLICAS.replace('/', "~1")
+            ),
+        )
+        .to_string()
     });
     if desired_ann != Some(replicas(&ctx.ro).to_string()) {
         return Ok(());
     }
-    let new = ctx.new_rs.as_ref().map(|r| hash_of(r).to_string()).unwrap_or_default();
+    let new = ctx
+        .new_rs
+        .as_ref()
+        .map(|r| hash_of(r).to_string())
+        .unwrap_or_default();
     let mut hash = active.to_string();
     if fast_tracked(ctx, active) || completed_pause(ctx) {
         hash = new;
@@ -148,7 +164,11 @@ fn scale_down_others(ctx: &mut Ctx) -> Result<(), String> {
 /// `syncRolloutStatusBlueGreen`.
 fn sync_status(ctx: &mut Ctx, changed: bool) -> Result<(), String> {
     let mut st = status::base(ctx);
-    status::put(&mut st, "stableRS", json!(text(&ctx.ro, "/status/stableRS")));
+    status::put(
+        &mut st,
+        "stableRS",
+        json!(text(&ctx.ro, "/status/stableRS")),
+    );
     if changed {
         ctx.pause.clear = true;
         ctx.pause.remove_abort = true;
@@ -181,7 +201,10 @@ fn sync_status(ctx: &mut Ctx, changed: bool) -> Result<(), String> {
     if let Some(reason) = reason {
         canary::promote(ctx, &mut st, reason);
     }
-    let active_rs = ctx.all.iter().find(|r| !active.is_empty() && hash_of(r) == active);
+    let active_rs = ctx
+        .all
+        .iter()
+        .find(|r| !active.is_empty() && hash_of(r) == active);
     let sum = |p: &str| ctx.all.iter().map(|r| int(r, p)).sum::<i64>();
     let (hpa, sel, avail, ready_n) = match active_rs {
         Some(r) => (
@@ -206,7 +229,11 @@ fn sync_status(ctx: &mut Ctx, changed: bool) -> Result<(), String> {
 
 /// `rolloutBlueGreen`.
 pub fn sync(ctx: &mut Ctx) -> Result<(), String> {
-    let new_hash = ctx.new_rs.as_ref().map(|r| hash_of(r).to_string()).unwrap_or_default();
+    let new_hash = ctx
+        .new_rs
+        .as_ref()
+        .map(|r| hash_of(r).to_string())
+        .unwrap_or_default();
     if !flag(&ctx.ro, "/spec/paused") {
         let preview = bg(ctx, "previewService").to_string();
         if !preview.is_empty() && !new_hash.is_empty() {
@@ -225,7 +252,14 @@ pub fn sync(ctx: &mut Ctx) -> Result<(), String> {
     }
     ctx.refresh()?;
     if let Some(stable) = ctx.stable_rs.clone() {
-        rs::scale(ctx.store, &ctx.rsdef, &ctx.ro, &stable, replicas(&ctx.ro), false)?;
+        rs::scale(
+            ctx.store,
+            &ctx.rsdef,
+            &ctx.ro,
+            &stable,
+            replicas(&ctx.ro),
+            false,
+        )?;
     }
     reconcile_new(ctx)?;
     ctx.refresh()?;

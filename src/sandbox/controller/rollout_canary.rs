@@ -67,12 +67,22 @@ fn approximate(n: i64, weight: i64, max_w: i64, surge: i64) -> (i64, i64) {
 
 fn for_scale_down(r: Rs, ignore_availability: bool) -> i64 {
     let Some(r) = r else { return 0 };
-    let (s, a) = (int(r, "/spec/replicas"), int(r, "/status/availableReplicas"));
+    let (s, a) = (
+        int(r, "/spec/replicas"),
+        int(r, "/status/availableReplicas"),
+    );
     if s < a || ignore_availability { s } else { a }
 }
 
 /// `adjustReplicaWithinLimits`.
-fn adjust(drain: Rs, adj: Rs, mut drain_n: i64, mut adj_n: i64, max_n: i64, min_avail: i64) -> (i64, i64) {
+fn adjust(
+    drain: Rs,
+    adj: Rs,
+    mut drain_n: i64,
+    mut adj_n: i64,
+    max_n: i64,
+    min_avail: i64,
+) -> (i64, i64) {
     let mut over = (adj_n + drain_n - max_n).max(0);
     let mut total = 0;
     if drain.is_some() {
@@ -134,7 +144,11 @@ fn basic_counts(ro: &Value, new: Rs, stable: Rs, others: &[Value]) -> (i64, i64)
     }
     let down = down - min_avail;
     let drain_to = |r: Rs, want: i64, cur: i64| {
-        if spec_n(r) > want && r.is_some() { want.max(spec_n(r) - down) } else { cur }
+        if spec_n(r) > want && r.is_some() {
+            want.max(spec_n(r) - down)
+        } else {
+            cur
+        }
     };
     if !increasing {
         new_n = drain_to(new, want_new, new_n);
@@ -175,7 +189,12 @@ fn counts(ctx: &Ctx) -> (i64, i64) {
     } else if traffic_routed(&ctx.ro) {
         routed_counts(&ctx.ro)
     } else {
-        basic_counts(&ctx.ro, ctx.new_rs.as_ref(), ctx.stable_rs.as_ref(), &ctx.others)
+        basic_counts(
+            &ctx.ro,
+            ctx.new_rs.as_ref(),
+            ctx.stable_rs.as_ref(),
+            &ctx.others,
+        )
     }
 }
 
@@ -218,7 +237,11 @@ pub fn rollback_within_window(ctx: &Ctx) -> bool {
     if created(new) >= created(stable) {
         return false;
     }
-    let Some(window) = ctx.ro.pointer("/spec/rollbackWindow/revisions").and_then(Value::as_i64) else {
+    let Some(window) = ctx
+        .ro
+        .pointer("/spec/rollbackWindow/revisions")
+        .and_then(Value::as_i64)
+    else {
         return false;
     };
     let between = ctx
@@ -255,7 +278,14 @@ fn should_promote(ctx: &Ctx) -> Option<String> {
         return Some("Full promotion requested".into());
     }
     if fast_rollback(ctx) {
-        return Some(if rollback_within_window(ctx) { "Rollback within window" } else { "Fast rollback" }.into());
+        return Some(
+            if rollback_within_window(ctx) {
+                "Rollback within window"
+            } else {
+                "Fast rollback"
+            }
+            .into(),
+        );
     }
     let (_, idx) = current_step(&ctx.ro);
     let count = step_count(&ctx.ro);
@@ -298,7 +328,14 @@ fn step_string(s: &Value) -> String {
             None => "pause".into(),
         };
     }
-    for k in ["experiment", "analysis", "setCanaryScale", "plugin", "setHeaderRoute", "setMirrorRoute"] {
+    for k in [
+        "experiment",
+        "analysis",
+        "setCanaryScale",
+        "plugin",
+        "setHeaderRoute",
+        "setMirrorRoute",
+    ] {
         if s.get(k).is_some() {
             return k.into();
         }
@@ -327,7 +364,7 @@ fn step_done(ctx: &mut Ctx) -> bool {
         }
         if let (Some(secs), Some(c)) = (pause_seconds(&step), cond) {
             let start = text(&c, "/startTime").parse::<jiff::Timestamp>().ok();
-            let end = start.map(|t| t.as_millisecond() + secs * 1000);
+            let end = start.map(|t| t.as_millisecond().saturating_add(secs.saturating_mul(1000)));
             let now = jiff::Timestamp::now().as_millisecond();
             match end {
                 Some(end) if now > end => return true,
@@ -347,12 +384,24 @@ fn step_done(ctx: &mut Ctx) -> bool {
 fn sync_status(ctx: &mut Ctx) -> Result<(), String> {
     let mut st = status::base(ctx);
     let sum = |p: &str| ctx.all.iter().map(|r| int(r, p)).sum::<i64>();
-    status::put(&mut st, "availableReplicas", json!(sum("/status/availableReplicas")));
+    status::put(
+        &mut st,
+        "availableReplicas",
+        json!(sum("/status/availableReplicas")),
+    );
     status::put(&mut st, "HPAReplicas", json!(sum("/status/replicas")));
-    let sel = ctx.ro.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+    let sel = ctx
+        .ro
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or(json!({}));
     let sel = crate::sandbox::selectors::format_selector_object(&sel);
     status::put(&mut st, "selector", json!(sel));
-    status::put(&mut st, "stableRS", json!(text(&ctx.ro, "/status/stableRS")));
+    status::put(
+        &mut st,
+        "stableRS",
+        json!(text(&ctx.ro, "/status/stableRS")),
+    );
     status::put(&mut st, "currentStepHash", json!(step_hash(&ctx.ro)));
     if let Some(w) = &ctx.weights {
         st.insert("canary".into(), json!({"weights": w}));
@@ -368,7 +417,13 @@ fn sync_status(ctx: &mut Ctx) -> Result<(), String> {
         if let Some(new) = ctx.new_rs.clone().filter(|_| count > 0) {
             let active = int(&new, "/spec/replicas") > 0;
             if text(&ctx.ro, "/status/stableRS") == hash_of(&new) {
-                rs::event(ctx.store, &ctx.ro, "Normal", "SkipSteps", "Rollback to stable ReplicaSets");
+                rs::event(
+                    ctx.store,
+                    &ctx.ro,
+                    "Normal",
+                    "SkipSteps",
+                    "Rollback to stable ReplicaSets",
+                );
                 reset = Some(count);
             } else if rollback_within_window(ctx) && active {
                 let msg = "Rollback to active ReplicaSets within RollbackWindow";
@@ -394,8 +449,12 @@ fn sync_status(ctx: &mut Ctx) -> Result<(), String> {
     }
     if ctx.pause.is_aborted(&ctx.ro) {
         if count > 0 {
-            let promoted = text(&Value::Object(st.clone()), "/stableRS") == text(&Value::Object(st.clone()), "/currentPodHash");
-            st.insert("currentStepIndex".into(), json!(if promoted { count } else { 0 }));
+            let promoted = text(&Value::Object(st.clone()), "/stableRS")
+                == text(&Value::Object(st.clone()), "/currentPodHash");
+            st.insert(
+                "currentStepIndex".into(),
+                json!(if promoted { count } else { 0 }),
+            );
         }
         return status::persist(ctx, st);
     }
@@ -403,7 +462,11 @@ fn sync_status(ctx: &mut Ctx) -> Result<(), String> {
         && let (Some(step), Some(i)) = (&step, idx)
     {
         idx = Some(i + 1);
-        let msg = format!("Rollout step {}/{count} completed ({})", i + 1, step_string(step));
+        let msg = format!(
+            "Rollout step {}/{count} completed ({})",
+            i + 1,
+            step_string(step)
+        );
         rs::event(ctx.store, &ctx.ro, "Normal", "RolloutStepCompleted", &msg);
         ctx.pause.remove.push(CANARY_PAUSE);
     }
@@ -432,7 +495,14 @@ pub fn reconcile_new(ctx: &mut Ctx) -> Result<bool, String> {
         match deadline_remaining(&new) {
             Some(left) if !left.is_zero() => {
                 ctx.wake_in(left);
-                rs::scale(ctx.store, &ctx.rsdef, &ctx.ro, &new, int(&new, "/spec/replicas"), true)?;
+                rs::scale(
+                    ctx.store,
+                    &ctx.rsdef,
+                    &ctx.ro,
+                    &new,
+                    int(&new, "/spec/replicas"),
+                    true,
+                )?;
                 return Ok(false);
             }
             Some(_) => want = 0,
@@ -472,7 +542,12 @@ pub fn referenced(ctx: &Ctx, r: &Value) -> bool {
 
 /// `scaleDownOldReplicaSetsForCanary`: returns whether it scaled.
 fn scale_down_others(ctx: &mut Ctx) -> Result<bool, String> {
-    let others: Vec<Value> = ctx.others.iter().filter(|r| int(r, "/spec/replicas") > 0).cloned().collect();
+    let others: Vec<Value> = ctx
+        .others
+        .iter()
+        .filter(|r| int(r, "/spec/replicas") > 0)
+        .cloned()
+        .collect();
     if others.is_empty() {
         return Ok(false);
     }
@@ -494,7 +569,11 @@ fn scale_down_others(ctx: &mut Ctx) -> Result<bool, String> {
     sorted.sort_by_key(|r| std::cmp::Reverse(revision_of(r)));
     let routed = traffic_routed(&ctx.ro);
     let promoted = text(&ctx.ro, "/status/stableRS") == text(&ctx.ro, "/status/currentPodHash");
-    let limit = ctx.ro.pointer("/spec/strategy/canary/scaleDownDelayRevisionLimit").and_then(Value::as_i64).unwrap_or(i64::MAX);
+    let limit = ctx
+        .ro
+        .pointer("/spec/strategy/canary/scaleDownDelayRevisionLimit")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::MAX);
     let mut annotated = 0;
     for r in &sorted {
         if routed && referenced(ctx, r) {
@@ -523,7 +602,12 @@ fn scale_down_others(ctx: &mut Ctx) -> Result<bool, String> {
 }
 
 /// `scaleDownDelayHelper`: the replicas an old ReplicaSet keeps during `scaleDownDelaySeconds`.
-pub fn delay_helper(ctx: &mut Ctx, r: &Value, annotated: &mut i64, limit: i64) -> Result<i64, String> {
+pub fn delay_helper(
+    ctx: &mut Ctx,
+    r: &Value,
+    annotated: &mut i64,
+    limit: i64,
+) -> Result<i64, String> {
     let s = int(r, "/spec/replicas");
     match deadline_remaining(r) {
         None if s > 0 && *annotated < limit => {
@@ -631,11 +715,22 @@ fn traffic(ctx: &mut Ctx) {
     if stable_avail < stable_need {
         return;
     }
-    let canary = ctx.new_rs.as_ref().map(|r| hash_of(r).to_string()).unwrap_or_default();
-    let stable = ctx.stable_rs.as_ref().map(|r| hash_of(r).to_string()).unwrap_or_default();
+    let canary = ctx
+        .new_rs
+        .as_ref()
+        .map(|r| hash_of(r).to_string())
+        .unwrap_or_default();
+    let stable = ctx
+        .stable_rs
+        .as_ref()
+        .map(|r| hash_of(r).to_string())
+        .unwrap_or_default();
     let mut c = json!({"weight": weight});
     let mut s = json!({"weight": max - weight});
-    for (o, svc, h) in [(&mut c, "canaryService", canary), (&mut s, "stableService", stable)] {
+    for (o, svc, h) in [
+        (&mut c, "canaryService", canary),
+        (&mut s, "stableService", stable),
+    ] {
         let name = text(ro, &format!("/spec/strategy/canary/{svc}"));
         if !name.is_empty() {
             o["serviceName"] = json!(name);
@@ -653,7 +748,13 @@ fn traffic(ctx: &mut Ctx) {
             Some(f) if f != weight => format!("from {f} to {weight}"),
             Some(_) => String::new(),
         };
-        rs::event(ctx.store, &ctx.ro, "Normal", "TrafficWeightUpdated", &format!("Traffic weight updated {detail}"));
+        rs::event(
+            ctx.store,
+            &ctx.ro,
+            "Normal",
+            "TrafficWeightUpdated",
+            &format!("Traffic weight updated {detail}"),
+        );
         ctx.weights = Some(new);
     }
 }

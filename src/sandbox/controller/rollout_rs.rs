@@ -81,7 +81,10 @@ pub fn find_new(rss: &[Value], template: &Value, hash: &str) -> Option<usize> {
 
 fn copy_annotations(ro: &Value, ann: &mut Map<String, Value>) -> bool {
     let mut changed = false;
-    if let Some(a) = ro.pointer("/metadata/annotations").and_then(Value::as_object) {
+    if let Some(a) = ro
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
         for (k, v) in a {
             if !SKIP_ANNOTATIONS.contains(&k.as_str()) && ann.get(k) != Some(v) {
                 ann.insert(k.clone(), v.clone());
@@ -113,7 +116,10 @@ pub fn desired(ro: &Value, template: &Value, selector: &Value, hash: &str, revis
     ann.insert(REVISION.into(), json!(revision.to_string()));
     ann.insert(DESIRED_REPLICAS.into(), json!(replicas(ro).to_string()));
     let mut spec = json!({"replicas": 0, "selector": sel, "template": t});
-    if let Some(m) = ro.pointer("/spec/minReadySeconds").filter(|m| m.as_i64() != Some(0)) {
+    if let Some(m) = ro
+        .pointer("/spec/minReadySeconds")
+        .filter(|m| m.as_i64() != Some(0))
+    {
         spec["minReadySeconds"] = m.clone();
     }
     let ns = meta_str(ro, "namespace").unwrap_or("default");
@@ -155,7 +161,10 @@ pub fn sync_revision(
             let mut n = cur.clone();
             let ann = ensure_map(&mut n, "annotations");
             let mut changed = copy_annotations(ro, ann);
-            let old = ann.get(REVISION).and_then(Value::as_str).map(str::to_string);
+            let old = ann
+                .get(REVISION)
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let old_n: i64 = old.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
             if old_n < new_rev {
                 ann.insert(REVISION.into(), json!(new_rev.to_string()));
@@ -236,7 +245,9 @@ pub fn set_deadline(
 ) -> Result<(), String> {
     let ns = meta_str(rs, "namespace").unwrap_or("default");
     let at = after.map(|d| {
-        let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(d.as_secs() as i64);
+        let secs = jiff::SignedDuration::from_secs(d.as_secs().min(i32::MAX as u64) as i64);
+        let now = jiff::Timestamp::now();
+        let ts = now.checked_add(secs).unwrap_or(now);
         ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
     });
     store
@@ -378,5 +389,4 @@ impl Pods {
             .map_err(|e| e.to_string())?;
         Ok(left)
     }
-
 }

@@ -43,14 +43,17 @@ pub fn flag(v: &Value, p: &str) -> bool {
     v.pointer(p).and_then(Value::as_bool) == Some(true)
 }
 
+/// `spec.replicas` (default 1), within int32 like the real field.
 pub fn replicas(ro: &Value) -> i64 {
     ro.pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1)
+        .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
 }
 
 pub fn is_canary(ro: &Value) -> bool {
-    ro.pointer("/spec/strategy/canary").is_some_and(Value::is_object)
+    ro.pointer("/spec/strategy/canary")
+        .is_some_and(Value::is_object)
 }
 
 pub fn is_blue_green(ro: &Value) -> bool {
@@ -89,6 +92,7 @@ pub fn max_weight(ro: &Value) -> i64 {
     ro.pointer("/spec/strategy/canary/trafficRouting/maxTrafficWeight")
         .and_then(Value::as_i64)
         .unwrap_or(100)
+        .clamp(1, i64::from(i32::MAX))
 }
 
 /// `GetCurrentSetWeight`: 0 when aborted, the max past the last step, else the last
@@ -110,8 +114,7 @@ pub fn current_set_weight(ro: &Value) -> i64 {
 
 /// `UseSetCanaryScale`: the `setCanaryScale` in force (traffic-routed canaries only).
 fn set_canary_scale(ro: &Value) -> Option<&Value> {
-    if !traffic_routed(ro) || (flag(ro, "/status/abort") && abort_scale_down_delay(ro).is_some())
-    {
+    if !traffic_routed(ro) || (flag(ro, "/status/abort") && abort_scale_down_delay(ro).is_some()) {
         return None;
     }
     let (_, Some(idx)) = current_step(ro) else {
@@ -150,7 +153,10 @@ pub fn canary_replicas_or_weight(ro: &Value) -> (Option<i64>, i64) {
 /// still read as a percentage).
 fn int_or_percent(v: Option<&Value>, default: &str, total: i64, round_up: bool) -> i64 {
     match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .unwrap_or(0)
+            .clamp(0, total.max(0).saturating_mul(1000)),
         Some(Value::String(s)) => percent(s, total, round_up),
         _ => percent(default, total, round_up),
     }
@@ -158,10 +164,11 @@ fn int_or_percent(v: Option<&Value>, default: &str, total: i64, round_up: bool) 
 
 fn percent(s: &str, total: i64, round_up: bool) -> i64 {
     let p: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
+    let scaled = p.clamp(0, 100_000).saturating_mul(total);
     if round_up {
-        (p * total + 99) / 100
+        scaled.saturating_add(99) / 100
     } else {
-        p * total / 100
+        scaled / 100
     }
 }
 
@@ -200,7 +207,7 @@ pub fn abort_scale_down_delay(ro: &Value) -> Option<Duration> {
     }
     match strategy_field(ro, "abortScaleDownDelaySeconds") {
         Some(0) => None,
-        Some(n) => Some(Duration::from_secs(n.max(0) as u64)),
+        Some(n) => Some(Duration::from_secs(n.clamp(0, i64::from(i32::MAX)) as u64)),
         None => Some(Duration::from_secs(30)),
     }
 }
@@ -211,18 +218,20 @@ pub fn scale_down_delay(ro: &Value) -> Duration {
     if !is_blue_green(ro) && !traffic_routed(ro) {
         return Duration::ZERO;
     }
-    Duration::from_secs(strategy_field(ro, "scaleDownDelaySeconds").unwrap_or(30).max(0) as u64)
+    let secs = strategy_field(ro, "scaleDownDelaySeconds").unwrap_or(30);
+    Duration::from_secs(secs.clamp(0, i64::from(i32::MAX)) as u64)
 }
 
 /// `RolloutPause.DurationSeconds`: None without a duration; -1 if unparsable.
 pub fn pause_seconds(step: &Value) -> Option<i64> {
     match step.pointer("/pause/duration")? {
-        Value::Number(n) => Some(n.as_i64().unwrap_or(-1)),
+        Value::Number(n) => Some(n.as_i64().unwrap_or(-1).clamp(-1, i64::from(i32::MAX))),
         Value::String(s) => Some(
             s.parse::<i64>()
                 .ok()
-                .or_else(|| go_duration(s).map(|d| d.as_secs() as i64))
-                .unwrap_or(-1),
+                .or_else(|| go_duration(s).map(|d| d.as_secs().min(i32::MAX as u64) as i64))
+                .unwrap_or(-1)
+                .clamp(-1, i64::from(i32::MAX)),
         ),
         _ => Some(-1),
     }
@@ -256,20 +265,30 @@ pub fn go_duration(s: &str) -> Option<Duration> {
         total += n * secs;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
-/// `hash.ComputePodTemplateHash`: FNV-32a of the template, then of the collision count as
-/// 8 little-endian bytes (the sandbox hashes canonical JSON, so names differ from a real
-/// cluster's).
+/// `hash.ComputePodTemplateHash`: FNV-32a of the template as JSON, then of the collision
+/// count as 8 little-endian bytes. The sandbox hashes canonical JSON, so names differ from a
+/// real cluster's; like Go's `json.Marshal` it includes `metadata.creationTimestamp: null`,
+/// which also keeps the hash apart from the Deployment controller's for the same template
+/// (the real controllers hash differently, so a workloadRef Deployment's ReplicaSet and the
+/// Rollout's do not collide).
 pub fn pod_template_hash(template: &Value, collision_count: Option<i64>) -> String {
+    let mut t = template.clone();
+    if let Some(m) = t.as_object_mut() {
+        let md = m.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(md) = md.as_object_mut() {
+            md.entry("creationTimestamp").or_insert(Value::Null);
+        }
+    }
     match collision_count {
         Some(c) => {
             let mut b = [0u8; 8];
             b[..4].copy_from_slice(&(c as u32).to_le_bytes());
-            rev::safe_hash(template, &b)
+            rev::safe_hash(&t, &b)
         }
-        None => rev::safe_hash(template, &[]),
+        None => rev::safe_hash(&t, &[]),
     }
 }
 
@@ -335,11 +354,15 @@ pub fn validate(ro: &Value, template: &Value, selector: Option<&Value>) -> Resul
             "spec.replicas: Invalid value: {n}: must be greater than or equal to 0"
         ));
     }
-    let workload_ref = ro.pointer("/spec/workloadRef").is_some_and(Value::is_object);
+    let workload_ref = ro
+        .pointer("/spec/workloadRef")
+        .is_some_and(Value::is_object);
     let sel = selector.filter(|s| s.is_object());
     match sel {
         None if !workload_ref => {
-            return Err("spec.selector: Required value: Rollout has missing field '.spec.selector'".into());
+            return Err(
+                "spec.selector: Required value: Rollout has missing field '.spec.selector'".into(),
+            );
         }
         Some(s) if selector_from_object(s).is_none_or(|ls| ls.is_empty()) => {
             return Err(format!(
@@ -377,7 +400,9 @@ pub fn validate(ro: &Value, template: &Value, selector: Option<&Value>) -> Resul
     if is_blue_green(ro) {
         let active = text(ro, "/spec/strategy/blueGreen/activeService");
         if active == text(ro, "/spec/strategy/blueGreen/previewService") {
-            return Err(format!("spec.strategy.activeService: Invalid value: \"{active}\": This rollout uses the same service for the active and preview services, but two different services are required."));
+            return Err(format!(
+                "spec.strategy.activeService: Invalid value: \"{active}\": This rollout uses the same service for the active and preview services, but two different services are required."
+            ));
         }
     }
     let max = max_weight(ro);
@@ -398,7 +423,9 @@ pub fn validate(ro: &Value, template: &Value, selector: Option<&Value>) -> Resul
             .map(|m| m.keys().filter(|k| known.contains(&k.as_str())).count())
             .unwrap_or(0);
         if set != 1 {
-            return Err(format!("{path}: Invalid value: {s}: Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause"));
+            return Err(format!(
+                "{path}: Invalid value: {s}: Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause"
+            ));
         }
         if let Some(w) = s.get("setWeight").and_then(Value::as_i64)
             && !(0..=max).contains(&w)
@@ -424,11 +451,23 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(pause_seconds(&json!({"pause": {"duration": "10s"}})), Some(10));
-        assert_eq!(pause_seconds(&json!({"pause": {"duration": "1h30m"}})), Some(5400));
-        assert_eq!(pause_seconds(&json!({"pause": {"duration": "20"}})), Some(20));
+        assert_eq!(
+            pause_seconds(&json!({"pause": {"duration": "10s"}})),
+            Some(10)
+        );
+        assert_eq!(
+            pause_seconds(&json!({"pause": {"duration": "1h30m"}})),
+            Some(5400)
+        );
+        assert_eq!(
+            pause_seconds(&json!({"pause": {"duration": "20"}})),
+            Some(20)
+        );
         assert_eq!(pause_seconds(&json!({"pause": {"duration": 5}})), Some(5));
-        assert_eq!(pause_seconds(&json!({"pause": {"duration": "x"}})), Some(-1));
+        assert_eq!(
+            pause_seconds(&json!({"pause": {"duration": "x"}})),
+            Some(-1)
+        );
         assert_eq!(pause_seconds(&json!({"pause": {}})), None);
     }
 
@@ -479,6 +518,10 @@ mod tests {
         let sel = json!({"matchLabels": {"app": "w"}});
         assert!(validate(&ro, &t, Some(&sel)).is_ok());
         let ro = json!({"spec": {"strategy": {"canary": {"steps": [{"setWeight": 120}]}}}});
-        assert!(validate(&ro, &t, Some(&sel)).unwrap_err().contains("SetWeight needs"));
+        assert!(
+            validate(&ro, &t, Some(&sel))
+                .unwrap_err()
+                .contains("SetWeight needs")
+        );
     }
 }

@@ -74,7 +74,8 @@ pub fn new_condition(ty: &str, status: &str, reason: &str, message: &str) -> Val
 pub fn set_condition(conds: &mut Vec<Value>, mut c: Value) -> bool {
     let ty = text(&c, "/type").to_string();
     if let Some(cur) = get_condition(conds, &ty) {
-        if text(cur, "/status") == text(&c, "/status") && text(cur, "/reason") == text(&c, "/reason")
+        if text(cur, "/status") == text(&c, "/status")
+            && text(cur, "/reason") == text(&c, "/reason")
         {
             return false;
         }
@@ -208,11 +209,19 @@ fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
     let stored_conds = conditions_of(ro.get("status").unwrap_or(&Value::Null));
     let mut became_unhealthy = false;
     if !paused && healthy(ro, &view) {
-        set_condition(&mut conds, new_condition("Healthy", "True", "RolloutHealthy", "Rollout is healthy"));
+        set_condition(
+            &mut conds,
+            new_condition("Healthy", "True", "RolloutHealthy", "Rollout is healthy"),
+        );
     } else if get_condition(&stored_conds, "Healthy").is_some() {
         became_unhealthy = set_condition(
             &mut conds,
-            new_condition("Healthy", "False", "RolloutHealthy", "Rollout is not healthy"),
+            new_condition(
+                "Healthy",
+                "False",
+                "RolloutHealthy",
+                "Rollout is not healthy",
+            ),
         );
     }
     let rs_name = ctx
@@ -222,22 +231,31 @@ fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
         .unwrap_or_default()
         .to_string();
     if aborted {
-        let msg = format!(
-            "Rollout aborted update to revision {}",
-            revision_of(ro)
-        );
-        if set_condition(&mut conds, new_condition("Progressing", "False", "RolloutAborted", &msg)) {
+        let msg = format!("Rollout aborted update to revision {}", revision_of(ro));
+        if set_condition(
+            &mut conds,
+            new_condition("Progressing", "False", "RolloutAborted", &msg),
+        ) {
             event(ctx.store, ro, "Warning", "RolloutAborted", &msg);
         }
     } else if healthy(ro, &view) {
         let msg = format!("ReplicaSet \"{rs_name}\" has successfully progressed.");
-        set_condition(&mut conds, new_condition("Progressing", "True", "NewReplicaSetAvailable", &msg));
+        set_condition(
+            &mut conds,
+            new_condition("Progressing", "True", "NewReplicaSetAvailable", &msg),
+        );
     } else if progressing(ro, &view) || became_unhealthy {
         let promoted = text(&view, "/stableRS") == text(&view, "/currentPodHash");
         let (reason, msg) = if promoted && became_unhealthy {
-            ("ReplicaSetNotAvailable", "Rollout does not have minimum availability".to_string())
+            (
+                "ReplicaSetNotAvailable",
+                "Rollout does not have minimum availability".to_string(),
+            )
         } else {
-            ("ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."))
+            (
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{rs_name}\" is progressing."),
+            )
         };
         let mut c = new_condition("Progressing", "True", reason, &msg);
         if let Some(cur) = get_condition(&stored_conds, "Progressing") {
@@ -258,12 +276,26 @@ fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
                 && int(rs, "/status/availableReplicas") == n
         })
     } else {
-        ctx.all.iter().map(|rs| int(rs, "/status/availableReplicas")).sum::<i64>() >= n
+        ctx.all
+            .iter()
+            .map(|rs| int(rs, "/status/availableReplicas"))
+            .sum::<i64>()
+            >= n
     };
     let c = if available {
-        new_condition("Available", "True", "AvailableReason", "Rollout has minimum availability")
+        new_condition(
+            "Available",
+            "True",
+            "AvailableReason",
+            "Rollout has minimum availability",
+        )
     } else {
-        new_condition("Available", "False", "AvailableReason", "Rollout does not have minimum availability")
+        new_condition(
+            "Available",
+            "False",
+            "AvailableReason",
+            "Rollout does not have minimum availability",
+        )
     };
     set_condition(&mut conds, c);
     let stable = text(&view, "/stableRS");
@@ -358,7 +390,9 @@ pub fn write(ctx: &mut Ctx, st: Map<String, Value>) -> Result<(), String> {
     let Some(patch) = diff(&old, &new) else {
         return Ok(());
     };
-    let ns = meta_str(&ctx.ro, "namespace").unwrap_or("default").to_string();
+    let ns = meta_str(&ctx.ro, "namespace")
+        .unwrap_or("default")
+        .to_string();
     let name = meta_str(&ctx.ro, "name").unwrap_or_default().to_string();
     let written = ctx
         .store
@@ -376,9 +410,21 @@ pub fn write(ctx: &mut Ctx, st: Map<String, Value>) -> Result<(), String> {
     if was_paused != paused {
         if paused {
             let reason = text(&new, "/pauseConditions/0/reason");
-            event(ctx.store, &ctx.ro, "Normal", "RolloutPaused", &format!("Rollout is paused ({reason})"));
+            event(
+                ctx.store,
+                &ctx.ro,
+                "Normal",
+                "RolloutPaused",
+                &format!("Rollout is paused ({reason})"),
+            );
         } else if new.get("abortedAt").is_none() {
-            event(ctx.store, &ctx.ro, "Normal", "RolloutResumed", "Rollout is resumed");
+            event(
+                ctx.store,
+                &ctx.ro,
+                "Normal",
+                "RolloutResumed",
+                "Rollout is resumed",
+            );
         }
     }
     ctx.stored = written.get("status").cloned().unwrap_or(json!({}));
@@ -393,7 +439,13 @@ pub fn persist(ctx: &mut Ctx, mut st: Map<String, Value>) -> Result<(), String> 
         json!(int(ro, "/metadata/generation").to_string()),
     );
     if ro.pointer("/spec/workloadRef").is_some() {
-        let g = text(ro, &format!("/metadata/annotations/{}", WORKLOAD_GENERATION.replace('/', "~1")));
+        let g = text(
+            ro,
+            &format!(
+                "/metadata/annotations/{}",
+                WORKLOAD_GENERATION.replace('/', "~1")
+            ),
+        );
         put(&mut st, "workloadObservedGeneration", json!(g));
     } else {
         st.remove("workloadObservedGeneration");
@@ -442,9 +494,19 @@ pub fn check_paused(ctx: &mut Ctx) -> Result<bool, String> {
     let mut set = Vec::new();
     if paused != prog_paused && !abort_cond && !completed {
         set.push(if paused {
-            new_condition("Progressing", "Unknown", "RolloutPaused", "Rollout is paused")
+            new_condition(
+                "Progressing",
+                "Unknown",
+                "RolloutPaused",
+                "Rollout is paused",
+            )
         } else {
-            new_condition("Progressing", "Unknown", "RolloutResumed", "Rollout is resumed")
+            new_condition(
+                "Progressing",
+                "Unknown",
+                "RolloutResumed",
+                "Rollout is resumed",
+            )
         });
     }
     if !flag(ro, "/status/abort") && abort_cond {
@@ -458,7 +520,12 @@ pub fn check_paused(ctx: &mut Ctx) -> Result<bool, String> {
     let paused_true = get_condition(&conds, "Paused").is_some_and(|c| text(c, "/status") == "True");
     if paused != paused_true && !abort_cond {
         let s = if paused { "True" } else { "False" };
-        set.push(new_condition("Paused", s, "RolloutPaused", "Rollout is paused"));
+        set.push(new_condition(
+            "Paused",
+            s,
+            "RolloutPaused",
+            "Rollout is paused",
+        ));
     }
     if set.is_empty() {
         return Ok(false);
@@ -472,17 +539,37 @@ pub fn base(ctx: &Ctx) -> Map<String, Value> {
     let ro = &ctx.ro;
     let mut st = Map::new();
     let sum = |p: &str| ctx.all.iter().map(|rs| int(rs, p)).sum::<i64>();
-    let hash = ctx.new_rs.as_ref().map(|rs| hash_of(rs).to_string()).unwrap_or_default();
+    let hash = ctx
+        .new_rs
+        .as_ref()
+        .map(|rs| hash_of(rs).to_string())
+        .unwrap_or_default();
     put(&mut st, "currentPodHash", json!(hash));
     put(&mut st, "replicas", json!(sum("/status/replicas")));
-    let updated = ctx.new_rs.as_ref().map(|rs| int(rs, "/status/replicas")).unwrap_or(0);
+    let updated = ctx
+        .new_rs
+        .as_ref()
+        .map(|rs| int(rs, "/status/replicas"))
+        .unwrap_or(0);
     put(&mut st, "updatedReplicas", json!(updated));
-    put(&mut st, "readyReplicas", json!(sum("/status/readyReplicas")));
+    put(
+        &mut st,
+        "readyReplicas",
+        json!(sum("/status/readyReplicas")),
+    );
     if let Some(c) = ro.pointer("/status/collisionCount") {
         st.insert("collisionCount".into(), c.clone());
     }
-    put(&mut st, "conditions", json!(conditions_of(ro.get("status").unwrap_or(&Value::Null))));
-    put(&mut st, "promoteFull", json!(flag(ro, "/status/promoteFull")));
+    put(
+        &mut st,
+        "conditions",
+        json!(conditions_of(ro.get("status").unwrap_or(&Value::Null))),
+    );
+    put(
+        &mut st,
+        "promoteFull",
+        json!(flag(ro, "/status/promoteFull")),
+    );
     st.insert("canary".into(), json!({}));
     st.insert("blueGreen".into(), json!({}));
     st
@@ -509,7 +596,10 @@ mod tests {
         let st = json!({"conditions": [{"type": "Progressing", "status": "False", "reason": "RolloutAborted", "message": "Rollout aborted update to revision 2"}]});
         assert_eq!(
             phase(&ro, &st),
-            ("Degraded", "RolloutAborted: Rollout aborted update to revision 2".to_string())
+            (
+                "Degraded",
+                "RolloutAborted: Rollout aborted update to revision 2".to_string()
+            )
         );
         let st = json!({"pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "x"}]});
         assert_eq!(phase(&ro, &st), ("Paused", "CanaryPauseStep".to_string()));

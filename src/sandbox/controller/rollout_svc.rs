@@ -92,11 +92,16 @@ fn ensure(ctx: &Ctx, svc: &str, rs: Option<&Value>) -> Result<(), String> {
     if selector_of(Some(&current)) == want {
         return Ok(());
     }
-    let (spec_n, avail) = (int(rs, "/spec/replicas"), int(rs, "/status/availableReplicas"));
+    let (spec_n, avail) = (
+        int(rs, "/spec/replicas"),
+        int(rs, "/status/availableReplicas"),
+    );
     let managed = current
         .pointer("/metadata/annotations")
         .is_some_and(|a| a.get(MANAGED_BY).is_some());
-    if !managed && !(spec_n != 0 && avail != 0 && spec_n <= avail) {
+    // Adopting a Service: only once the ReplicaSet is fully available (`IsReplicaSetAvailable`).
+    let fully_available = spec_n != 0 && avail != 0 && spec_n <= avail;
+    if !managed && !fully_available {
         return Ok(());
     }
     if avail == 0 {
