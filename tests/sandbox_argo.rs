@@ -706,7 +706,17 @@ async fn misc_body() {
     api.create(&PostParams::default(), &ok)
         .await
         .expect("created");
-    wait(&api, "ok", "Healthy", |r| phase(r) == "Healthy").await;
+    let ro = wait(&api, "ok", "Healthy", |r| phase(r) == "Healthy").await;
+    let v1 = st(&ro, "currentPodHash")
+        .as_str()
+        .expect("hash")
+        .to_string();
+    // Abort with nothing in progress: current argo-rollouts drops it ("Removing abort
+    // condition from fully promoted rollout"); the stable ReplicaSet keeps its pods.
+    set_abort(&api, "ok", true).await;
+    let ro = wait(&api, "ok", "abort dropped", |r| st(r, "abort").is_null()).await;
+    assert_eq!(phase(&ro), "Healthy");
+    assert_eq!(replicas(&rs_with_hash(&client, "ok", &v1).await), 1);
     env.ok(&[
         "patch",
         "rollout",

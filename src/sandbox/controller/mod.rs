@@ -14,10 +14,14 @@ mod revision;
 mod rollout;
 mod rollout_bluegreen;
 mod rollout_canary;
+mod rollout_conditions;
+mod rollout_prepare;
+mod rollout_replicas;
 mod rollout_rs;
 mod rollout_spec;
 mod rollout_status;
 mod rollout_svc;
+mod rollout_validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

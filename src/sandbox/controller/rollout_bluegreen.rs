@@ -10,9 +10,8 @@
 use serde_json::{Value, json};
 
 use super::rollout::Ctx;
-use super::rollout_canary::{
-    self as canary, delay_helper, fast_rollback, reconcile_new, referenced,
-};
+use super::rollout_canary::{self as canary, fast_rollback};
+use super::rollout_replicas::{delay_abort_scale_down, delay_helper, reconcile_new, referenced};
 use super::rollout_rs::{self as rs, deadline_remaining, hash_of, revision_of};
 use super::rollout_spec::{flag, int, replicas, text};
 use super::rollout_status::{self as status, BLUE_GREEN_PAUSE};
@@ -244,7 +243,7 @@ pub fn sync(ctx: &mut Ctx) -> Result<(), String> {
     if !cur.is_empty() && cur != new_hash {
         return sync_status(ctx, true);
     }
-    let delay = canary::delay_abort_scale_down(ctx);
+    let delay = delay_abort_scale_down(ctx);
     let mut clear: Vec<Value> = ctx.stable_rs.iter().cloned().collect();
     clear.extend(ctx.new_rs.iter().filter(|_| !delay).cloned());
     for r in clear.iter().filter(|r| deadline_remaining(r).is_some()) {
