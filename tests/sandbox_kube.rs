@@ -205,9 +205,11 @@ async fn kube_rs_custom_resources_and_missing_crds_body() {
         "rollouts",
     );
     let ros: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    // Labelled for another controller instance, so the sandbox's Rollout controller (like the
+    // real one without --instance-id) leaves its status to this test.
     let ro: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "web"},
+        "metadata": {"name": "web", "labels": {"argo-rollouts.argoproj.io/controller-instance-id": "elsewhere"}},
         "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}},
         "status": {"phase": "ignored on create"}
     }))

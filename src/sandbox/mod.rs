@@ -3,7 +3,7 @@
 //! [`Sandbox::start`] binds an HTTPS listener on loopback (a CA made at start; kubectl sends
 //! no bearer token over plain http), serves discovery and a generic JSON object store for
 //! the resources declared in `kinds.rs`, and runs simulated controllers (the Deployment
-//! controller) as tasks reacting to store events. Every request needs the bearer token;
+//! controller, the Argo Rollouts controller) as tasks reacting to store events. Every request needs the bearer token;
 //! every API request is recorded; faults can be injected. See `docs/sandbox.md` for what is
 //! and is not simulated.
 //!

@@ -4,12 +4,24 @@
 //! A [`Controller`] maps each store [`Event`] to the keys (namespace, name) it must
 //! reconcile, and reconciles one key at a time, optionally asking to be called again after a
 //! delay. [`run`] is the generic loop: a work set of dirty keys, a timer per key, a full
-//! resync at start and whenever the event feed lags. Adding a controller (e.g. for Argo
-//! Rollouts) means implementing the trait and listing it in [`spawn_all`].
+//! resync at start and whenever the event feed lags. Adding a controller means implementing
+//! the trait and listing it in [`spawn_all`]: the Deployment controller (`deployment.rs`)
+//! and the Argo Rollouts controller (`rollout.rs`) are the two.
 
 mod deployment;
 mod objects;
 mod revision;
+mod rollout;
+mod rollout_bluegreen;
+mod rollout_canary;
+mod rollout_conditions;
+mod rollout_prepare;
+mod rollout_replicas;
+mod rollout_rs;
+mod rollout_spec;
+mod rollout_status;
+mod rollout_svc;
+mod rollout_validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -49,6 +61,17 @@ pub fn spawn_all(
         handles.push(tokio::spawn(run(
             store.clone(),
             deployment::DeploymentController::new(rollout_delay),
+            stop.clone(),
+        )));
+    }
+    if store
+        .registry
+        .find("argoproj.io", "v1alpha1", "rollouts")
+        .is_some()
+    {
+        handles.push(tokio::spawn(run(
+            store.clone(),
+            rollout::RolloutController::new(rollout_delay),
             stop.clone(),
         )));
     }

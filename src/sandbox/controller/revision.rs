@@ -78,6 +78,19 @@ pub fn pod_template_hash(template: &Value, collision_count: Option<u32>) -> Stri
         .collect()
 }
 
+/// FNV-32a of the canonical JSON of `v`, then of `extra`, with the decimal digits mapped
+/// onto [`ALPHANUMS`] (`rand.SafeEncodeString`): the Argo Rollouts controller's pod-template
+/// and step hashes are computed this way.
+pub fn safe_hash(v: &Value, extra: &[u8]) -> String {
+    let mut s = String::new();
+    canonical(v, &mut s);
+    let h = fnv1a32(extra, fnv1a32(s.as_bytes(), 0x811c_9dc5));
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
+        .collect()
+}
+
 fn without_hash(t: &Value) -> Value {
     let mut t = t.clone();
     if let Some(l) = t
