@@ -14,7 +14,7 @@ use rollbackd::sandbox::{Sandbox, SandboxOptions};
 use rollbackd::scenario::lab::{self, PrometheusLab};
 use rollbackd::scenario::{self, SampleApp};
 
-const UNDO_SAMPLES: usize = 30;
+const UNDO_SAMPLES: usize = 50;
 const DUPLICATE_POSTS: usize = 2000;
 const LAB_RUNS: usize = 3;
 
@@ -173,6 +173,24 @@ async fn black_holes() -> (
     (addrs[0], addrs[1], tasks)
 }
 
+/// A stand-in for Slack's `chat.postMessage` that answers `ok` at once.
+async fn answering_slack() -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/api/chat.postMessage",
+        axum::routing::post(|| async {
+            axum::Json(serde_json::json!({"ok": true, "channel": "C0BENCH", "ts": "1.000100"}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// Throughput of a redelivered alert: the path Alertmanager's repeats take.
 async fn duplicate_throughput(bench: &Bench) -> f64 {
     let running = bench.daemon("dups", "").await;
@@ -315,19 +333,38 @@ async fn main() {
         "alert -> undo, no notification channels",
         alert_to_undo(&bench, "base", "").await,
     );
-    let (slack, smtp, _holders) = black_holes().await;
-    let down = format!(
-        "[notify]\nattempt_timeout = \"60s\"\n[notify.slack]\napi_url = \"http://{slack}/api\"\nchannel = \"#oncall\"\nbot_token = \"xoxb-bench\"\n\
-         [notify.email]\nsmtp_url = \"smtp://{smtp}?tls=none\"\nfrom = \"rollbackd@example.com\"\nto = [\"oncall@example.com\"]\n"
+    let (slack_dead, smtp_dead, _holders) = black_holes().await;
+    let slack_up = answering_slack().await;
+    let slack = |addr: std::net::SocketAddr| {
+        format!(
+            "[notify]\nattempt_timeout = \"60s\"\n[notify.slack]\napi_url = \"http://{addr}/api\"\nchannel = \"#oncall\"\nbot_token = \"xoxb-bench\"\n"
+        )
+    };
+    let up = summary(
+        "alert -> undo, Slack answering at once",
+        alert_to_undo(&bench, "up", &slack(slack_up)).await,
     );
-    let dead = summary(
+    let down = summary(
+        "alert -> undo, Slack never answering",
+        alert_to_undo(&bench, "down", &slack(slack_dead)).await,
+    );
+    let both = format!(
+        "{}[notify.email]\nsmtp_url = \"smtp://{smtp_dead}?tls=none\"\nfrom = \"rollbackd@example.com\"\nto = [\"oncall@example.com\"]\n",
+        slack(slack_dead)
+    );
+    let both_down = summary(
         "alert -> undo, Slack and SMTP never answering",
-        alert_to_undo(&bench, "down", &down).await,
+        alert_to_undo(&bench, "bothdown", &both).await,
     );
     println!(
         "{:<44} {:.2}",
-        "ratio of p50s (channels down / none)",
-        dead / quiet
+        "ratio of p50s, Slack down / Slack up",
+        down / up
+    );
+    println!(
+        "{:<44} {:.2}",
+        "ratio of p50s, both down / no channels",
+        both_down / quiet
     );
     let rate = duplicate_throughput(&bench).await;
     println!(
