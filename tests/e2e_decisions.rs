@@ -257,26 +257,11 @@ async fn the_undo_equals_kubectl_rollout_undo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_watch_relists_and_decisions_still_work() {
-    let sandbox = rollbackd::sandbox::Sandbox::start(rollbackd::sandbox::SandboxOptions {
-        rollout_delay: Duration::from_millis(50),
+    let env = sandbox_env_with(rollbackd::sandbox::SandboxOptions {
         watch_history: 5,
         ..Default::default()
     })
-    .await
-    .expect("sandbox");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let client = rollbackd::k8s::client(Some(&kubeconfig))
-        .await
-        .expect("client");
-    let env = Env {
-        api: scenario::deployments_api(client.clone(), "default"),
-        sandbox,
-        dir,
-        kubeconfig,
-        client,
-    };
+    .await;
     env.three_rollouts("web").await;
     let running = env
         .daemon_with_env("", &[("ROLLBACKD__KUBERNETES__WATCH_TIMEOUT", "1s")])

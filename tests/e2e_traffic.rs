@@ -10,7 +10,7 @@ use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use rollbackd::core::traffic::TrafficKind;
-use rollbackd::sandbox::{Sandbox, SandboxOptions};
+use rollbackd::sandbox::SandboxOptions;
 use rollbackd::scenario;
 use serde_json::{Value, json};
 
@@ -260,26 +260,11 @@ async fn an_istio_canary_goes_back_to_all_stable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_argo_and_istio_crds_the_daemon_still_rolls_back_deployments() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        rollout_delay: Duration::from_millis(50),
+    let env = sandbox_env_with(SandboxOptions {
         argo_and_istio: false,
         ..SandboxOptions::default()
     })
-    .await
-    .expect("sandbox");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let client = rollbackd::k8s::client(Some(&kubeconfig))
-        .await
-        .expect("client");
-    let env = Env {
-        api: scenario::deployments_api(client.clone(), "default"),
-        sandbox,
-        dir,
-        kubeconfig,
-        client,
-    };
+    .await;
     env.three_rollouts("web").await;
     let running = env.daemon("").await;
     let web = [

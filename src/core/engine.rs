@@ -171,6 +171,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The blame sentence, or `None` after recording why blaming was refused.
+    fn unless_refused(&mut self, blame: Result<String, (Outcome, String)>) -> Option<String> {
+        match blame {
+            Ok(sentence) => Some(sentence),
+            Err((outcome, reason)) => {
+                self.outcome = outcome;
+                self.reason = reason;
+                None
+            }
+        }
+    }
+
     fn skip(outcome: Outcome, reason: String) -> Decision {
         Decision {
             outcome,

@@ -24,9 +24,14 @@ pub struct Env {
 }
 
 pub async fn sandbox_env() -> Env {
+    sandbox_env_with(SandboxOptions::default()).await
+}
+
+/// As [`sandbox_env`], with other sandbox options (the rollout delay is always short).
+pub async fn sandbox_env_with(options: SandboxOptions) -> Env {
     let sandbox = Sandbox::start(SandboxOptions {
         rollout_delay: Duration::from_millis(50),
-        ..SandboxOptions::default()
+        ..options
     })
     .await
     .expect("sandbox starts");

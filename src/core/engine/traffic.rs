@@ -49,13 +49,9 @@ pub(super) fn decide_service(
         blamed_key.clone(),
         change,
     ));
-    let blame = match ctx.blame(&workload, &what, change.at, &blamed_key) {
-        Ok(sentence) => sentence,
-        Err((outcome, reason)) => {
-            decision.outcome = outcome;
-            decision.reason = reason;
-            return decision;
-        }
+    let Some(blame) = decision.unless_refused(ctx.blame(&workload, &what, change.at, &blamed_key))
+    else {
+        return decision;
     };
     decision.outcome = ctx.acting();
     decision.reason = format!("{blame}: switch the selector back to {}", change.from);
@@ -93,13 +89,9 @@ pub(super) fn decide_virtual_service(
         blamed_key.clone(),
         change,
     ));
-    let blame = match ctx.blame(&workload, &what, change.at, &blamed_key) {
-        Ok(sentence) => sentence,
-        Err((outcome, reason)) => {
-            decision.outcome = outcome;
-            decision.reason = reason;
-            return decision;
-        }
+    let Some(blame) = decision.unless_refused(ctx.blame(&workload, &what, change.at, &blamed_key))
+    else {
+        return decision;
     };
     let Some((stable, canary)) = stable_and_canary(vs, change) else {
         decision.outcome = Outcome::NoHistory;

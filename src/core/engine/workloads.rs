@@ -29,13 +29,13 @@ pub(super) fn decide_deployment(ctx: &Context<'_>, deployment: &DeploymentState)
         revision: blamed.clone(),
         since: current.since,
     });
-    let blame = match ctx.blame(&workload, &describe(&blamed), current.since, &blamed.uid) {
-        Ok(sentence) => sentence,
-        Err((outcome, reason)) => {
-            decision.outcome = outcome;
-            decision.reason = reason;
-            return decision;
-        }
+    let Some(blame) = decision.unless_refused(ctx.blame(
+        &workload,
+        &describe(&blamed),
+        current.since,
+        &blamed.uid,
+    )) else {
+        return decision;
     };
     match plan_undo(deployment, ctx.index.owned_replica_sets(deployment), None) {
         UndoPlan::Paused => {
@@ -102,13 +102,13 @@ pub(super) fn decide_rollout(ctx: &Context<'_>, rollout: &RolloutState) -> Decis
         revision: blamed.clone(),
         since: current.since,
     });
-    let blame = match ctx.blame(&workload, &describe(&blamed), current.since, &blamed.uid) {
-        Ok(sentence) => sentence,
-        Err((outcome, reason)) => {
-            decision.outcome = outcome;
-            decision.reason = reason;
-            return decision;
-        }
+    let Some(blame) = decision.unless_refused(ctx.blame(
+        &workload,
+        &describe(&blamed),
+        current.since,
+        &blamed.uid,
+    )) else {
+        return decision;
     };
     if rollout.mid_update() {
         if rollout.aborted {
