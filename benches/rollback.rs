@@ -272,7 +272,9 @@ async fn lab_runs(alertmanager: bool) -> (Vec<f64>, Vec<f64>) {
                 alertmanager: None,
             })
             .expect("prometheus");
-            prom.wait_ready(Duration::from_secs(30)).await.expect("prometheus ready");
+            prom.wait_ready(Duration::from_secs(30))
+                .await
+                .expect("prometheus ready");
             let extra = format!(
                 "[prometheus]\nurl = {:?}\nrules = [{:?}]\npoll_interval = \"1s\"\n",
                 prom.url,
