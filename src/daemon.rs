@@ -94,7 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pipeline.notifiers.clone(),
         DeliverySettings::from(&config.notify),
         pipeline.outbox_wake(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let state = AppState {
         pipeline: pipeline.clone(),
         metrics: metrics.clone(),

@@ -38,6 +38,12 @@ struct EvaluationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    channel: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -54,6 +60,7 @@ pub struct Metrics {
     pending_alerts: Gauge,
     evaluations: Family<EvaluationLabels, Counter>,
     inconclusive_rules: Gauge,
+    notification_attempts: Family<AttemptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +80,7 @@ impl Metrics {
         let pending_alerts = Gauge::default();
         let evaluations = Family::<EvaluationLabels, Counter>::default();
         let inconclusive_rules = Gauge::default();
+        let notification_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -105,6 +113,11 @@ impl Metrics {
             evaluations.clone(),
         );
         registry.register(
+            "notification_attempts",
+            "Notification delivery attempts, by channel and result (delivered, retry, failed)",
+            notification_attempts.clone(),
+        );
+        registry.register(
             "poller_inconclusive_rules",
             "Polled rules whose last evaluation was inconclusive",
             inconclusive_rules.clone(),
@@ -119,7 +132,18 @@ impl Metrics {
             pending_alerts,
             evaluations,
             inconclusive_rules,
+            notification_attempts,
         }
+    }
+
+    /// One delivery attempt of a notification: `delivered`, `retry` or `failed`.
+    pub fn notification_attempt(&self, channel: &str, result: &str) {
+        self.notification_attempts
+            .get_or_create(&AttemptLabels {
+                channel: channel.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn evaluation(&self, rule: &str, conclusive: bool) {
@@ -234,5 +258,9 @@ mod tests {
             text.contains("rollbackd_poller_inconclusive_rules 1"),
             "{text}"
         );
+        m.notification_attempt("slack", "retry");
+        assert!(m.render().contains(
+            "rollbackd_notification_attempts_total{channel=\"slack\",result=\"retry\"} 1"
+        ));
     }
 }

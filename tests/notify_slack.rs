@@ -331,7 +331,12 @@ async fn three_server_errors_then_one_message_lands_exactly_once() {
         &[("slack", "webhook")],
     )
     .await;
-    let task = tokio::spawn(worker(&store, webhook(&sink)).run());
+    let metrics = rollbackd::metrics::Metrics::new();
+    let task = tokio::spawn(
+        worker(&store, webhook(&sink))
+            .with_metrics(metrics.clone())
+            .run(),
+    );
     let rows = wait_settled(&store, Duration::from_secs(15)).await;
     // Nothing more arrives once delivered.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -339,6 +344,13 @@ async fn three_server_errors_then_one_message_lands_exactly_once() {
 
     let got = sink.received();
     assert_eq!(got.len(), 4, "three failures and one success");
+    let text = metrics.render();
+    for (result, n) in [("retry", 3), ("delivered", 1)] {
+        let line = format!(
+            "rollbackd_notification_attempts_total{{channel=\"slack\",result=\"{result}\"}} {n}"
+        );
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
     assert!(
         got.windows(2).all(|w| w[0].raw == w[1].raw),
         "the same message each time"

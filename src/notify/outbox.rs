@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use super::{Notification, Notifier, Outgoing, Retry, ThreadRef};
 use crate::config::NotifyConfig;
+use crate::metrics::Metrics;
 use crate::pipeline::error_chain;
 use crate::store::{AttemptEnd, OutboxRow, Store, StoreError};
 
@@ -70,6 +71,7 @@ pub struct DeliveryWorker {
     channels: Arc<Vec<Box<dyn Notifier>>>,
     settings: DeliverySettings,
     wake: Arc<Notify>,
+    metrics: Option<Metrics>,
 }
 
 impl DeliveryWorker {
@@ -85,7 +87,14 @@ impl DeliveryWorker {
             channels,
             settings,
             wake,
+            metrics: None,
         }
+    }
+
+    /// Counts every attempt in `rollbackd_notification_attempts_total{channel,result}`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> DeliveryWorker {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs until dropped: a pass, then sleep until the next row falls due or a wake-up.
@@ -273,6 +282,14 @@ impl DeliveryWorker {
                 }
             }
         };
+        if let Some(metrics) = &self.metrics {
+            let result = match &end {
+                AttemptEnd::Delivered { .. } => "delivered",
+                AttemptEnd::Retry { .. } => "retry",
+                AttemptEnd::Failed { .. } => "failed",
+            };
+            metrics.notification_attempt(&row.channel, result);
+        }
         self.store
             .end_attempt(row, attempt, &end, &message, now)
             .await
