@@ -214,3 +214,137 @@ fn outcome_codes_round_trip() {
         assert_eq!(Outcome::from_code(o.code()), Some(o));
     }
 }
+
+mod rollouts {
+    use super::*;
+    use crate::core::rollout::{ROLLOUT_HASH_LABEL, RolloutState};
+    use crate::core::workload::tests::mk_template;
+
+    fn mk_rollout(stable: &str, current: &str) -> RolloutState {
+        RolloutState {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-ro".into(),
+            resource_version: "9".into(),
+            generation: 2,
+            observed_generation: Some("2".into()),
+            phase: Some("Paused".into()),
+            stable_rs: Some(stable.into()),
+            current_pod_hash: Some(current.into()),
+            aborted: false,
+            template: mk_template(&format!("web:{current}"), "web"),
+            workload_ref: None,
+        }
+    }
+
+    fn mk_ro_rs(
+        hash: &str,
+        revision: i64,
+        created: Timestamp,
+    ) -> crate::core::workload::ReplicaSetState {
+        let mut rs = mk_rs("web", hash, &format!("web:{hash}"), revision, created);
+        rs.owner_uid = Some("uid-ro".into());
+        rs.owner_kind = Some("Rollout".into());
+        rs.template["metadata"]["labels"]
+            .as_object_mut()
+            .map(|l| l.remove("pod-template-hash"));
+        rs.template["metadata"]["labels"][ROLLOUT_HASH_LABEL] = hash.into();
+        rs
+    }
+
+    fn mk_index(rollout: RolloutState) -> WorkloadIndex {
+        let mut index = WorkloadIndex::default();
+        index.apply_replica_set(mk_ro_rs("a", 1, ts(0)), ts(0));
+        index.apply_replica_set(mk_ro_rs("b", 2, ts(1000)), ts(1000));
+        index.apply_rollout(rollout, ts(1000));
+        index
+    }
+
+    const RO: &[(&str, &str)] = &[("namespace", "default"), ("rollout", "web")];
+
+    #[test]
+    fn mid_update_is_aborted_back_to_stable() {
+        let index = mk_index(mk_rollout("a", "b"));
+        let d = decide(
+            &mk_alert(RO, ts(1100)),
+            &index,
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::Aborted, "{}", d.reason);
+        let Some(Command::AbortRollout(abort)) = d.command else {
+            panic!("expected an abort");
+        };
+        assert_eq!(abort.blamed.name, "web-b");
+        assert_eq!(abort.stable.name, "web-a");
+    }
+
+    #[test]
+    fn an_aborted_update_is_not_aborted_again() {
+        let mut rollout = mk_rollout("a", "b");
+        rollout.aborted = true;
+        let d = decide(
+            &mk_alert(RO, ts(1100)),
+            &mk_index(rollout),
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::AlreadyRolledBack);
+        assert!(d.command.is_none());
+    }
+
+    #[test]
+    fn a_status_behind_the_spec_is_not_trusted() {
+        let mut rollout = mk_rollout("a", "b");
+        rollout.generation = 3;
+        let d = decide(
+            &mk_alert(RO, ts(1100)),
+            &mk_index(rollout),
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::StatusNotObserved, "{}", d.reason);
+        assert!(d.command.is_none());
+    }
+
+    #[test]
+    fn a_promoted_rollout_is_undone_never_aborted() {
+        let d = decide(
+            &mk_alert(RO, ts(1100)),
+            &mk_index(mk_rollout("b", "b")),
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+        let Some(Command::UndoRollout(undo)) = d.command else {
+            panic!("expected an undo, never an abort");
+        };
+        assert_eq!(undo.planned_target.name, "web-a");
+        assert_eq!(undo.workload_ref, None);
+    }
+
+    #[test]
+    fn a_deployment_label_of_a_workload_ref_leads_to_the_rollout() {
+        let mut rollout = mk_rollout("b", "b");
+        rollout.workload_ref = Some("web-template".into());
+        rollout.template = serde_json::Value::Null;
+        let mut index = mk_index(rollout);
+        let mut template = mk_deployment("web-template", "web:b");
+        template.uid = "uid-template".into();
+        index.apply_deployment(template, ts(1000));
+        let labels = [("namespace", "default"), ("deployment", "web-template")];
+        let d = decide(
+            &mk_alert(&labels, ts(1100)),
+            &index,
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        let Some(Command::UndoRollout(undo)) = d.command else {
+            panic!(
+                "expected the Rollout's undo, got {:?}: {}",
+                d.outcome, d.reason
+            );
+        };
+        assert_eq!(undo.workload_ref.as_deref(), Some("web-template"));
+    }
+}

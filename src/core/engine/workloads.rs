@@ -6,7 +6,26 @@ use super::{
 };
 use crate::core::rollout::{RolloutState, RolloutUndoPlan, plan_rollout_undo};
 use crate::core::undo::{RevisionRef, UndoPlan, plan_undo};
-use crate::core::workload::DeploymentState;
+use crate::core::workload::{CurrentRollout, DeploymentState};
+
+/// Records the current ReplicaSet as the rollout blamed and runs the common blame checks;
+/// `None` when they refused (the decision then says why).
+fn blame_current(
+    ctx: &Context<'_>,
+    decision: &mut Decision,
+    workload: &WorkloadRef,
+    current: &CurrentRollout<'_>,
+) -> Option<(RevisionRef, String)> {
+    let blamed = RevisionRef::of(current.replica_set);
+    decision.rollout = Some(RolloutRef {
+        revision: blamed.clone(),
+        since: current.since,
+    });
+    let blame = ctx.blame(workload, &describe(&blamed), current.since, &blamed.uid);
+    decision
+        .unless_refused(blame)
+        .map(|sentence| (blamed, sentence))
+}
 
 pub(super) fn decide_deployment(ctx: &Context<'_>, deployment: &DeploymentState) -> Decision {
     let workload = WorkloadRef {
@@ -24,17 +43,7 @@ pub(super) fn decide_deployment(ctx: &Context<'_>, deployment: &DeploymentState)
         );
         return decision;
     };
-    let blamed = RevisionRef::of(current.replica_set);
-    decision.rollout = Some(RolloutRef {
-        revision: blamed.clone(),
-        since: current.since,
-    });
-    let Some(blame) = decision.unless_refused(ctx.blame(
-        &workload,
-        &describe(&blamed),
-        current.since,
-        &blamed.uid,
-    )) else {
+    let Some((blamed, blame)) = blame_current(ctx, &mut decision, &workload, &current) else {
         return decision;
     };
     match plan_undo(deployment, ctx.index.owned_replica_sets(deployment), None) {
@@ -97,17 +106,7 @@ pub(super) fn decide_rollout(ctx: &Context<'_>, rollout: &RolloutState) -> Decis
         );
         return decision;
     };
-    let blamed = RevisionRef::of(current.replica_set);
-    decision.rollout = Some(RolloutRef {
-        revision: blamed.clone(),
-        since: current.since,
-    });
-    let Some(blame) = decision.unless_refused(ctx.blame(
-        &workload,
-        &describe(&blamed),
-        current.since,
-        &blamed.uid,
-    )) else {
+    let Some((blamed, blame)) = blame_current(ctx, &mut decision, &workload, &current) else {
         return decision;
     };
     if rollout.mid_update() {
