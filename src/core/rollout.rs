@@ -58,14 +58,21 @@ impl RolloutState {
 impl WorkloadIndex {
     pub fn apply_rollout(&mut self, rollout: RolloutState, now: Timestamp) {
         let uid = rollout.uid.clone();
-        self.rollouts
-            .insert((rollout.namespace.clone(), rollout.name.clone()), rollout);
+        let key = (rollout.namespace.clone(), rollout.name.clone());
+        if let Some(old) = self.rollouts.insert(key.clone(), rollout) {
+            self.rollout_keys.remove(&old.uid);
+        }
+        self.rollout_keys.insert(uid.clone(), key);
         self.note_current(&uid, now);
     }
 
     pub fn delete_rollout(&mut self, namespace: &str, name: &str) {
-        self.rollouts
-            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(old) = self
+            .rollouts
+            .remove(&(namespace.to_string(), name.to_string()))
+        {
+            self.rollout_keys.remove(&old.uid);
+        }
     }
 
     pub fn reset_rollouts(&mut self, scope: Option<&str>, all: Vec<RolloutState>, now: Timestamp) {
@@ -93,8 +100,8 @@ impl WorkloadIndex {
 
     /// The Rollout that controls a ReplicaSet, if any.
     pub fn rollout_owner_of(&self, rs: &ReplicaSetState) -> Option<&RolloutState> {
-        let owner = rs.owner_uid.as_deref()?;
-        self.rollouts_in(&rs.namespace).find(|r| r.uid == owner)
+        let key = self.rollout_keys.get(rs.owner_uid.as_deref()?)?;
+        self.rollouts.get(key)
     }
 
     /// The Rollout whose `workloadRef` names this Deployment.

@@ -11,7 +11,7 @@
 //! the later of that moment and the ReplicaSet's creation. After a restart a reused ReplicaSet
 //! therefore looks old, which errs towards not acting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -130,19 +130,28 @@ pub struct WorkloadIndex {
     current: HashMap<String, String>,
     /// When the index saw a workload's current ReplicaSet change: (ReplicaSet UID, time).
     transitions: HashMap<String, (String, Timestamp)>,
+    /// Lookups by UID, kept in step with the maps above so that a watch event costs the size
+    /// of one workload's history, not of the cluster.
+    pub(super) deployment_keys: HashMap<String, ObjectKey>,
+    pub(super) rollout_keys: HashMap<String, ObjectKey>,
+    rs_by_owner: HashMap<String, BTreeSet<ObjectKey>>,
 }
 
 impl WorkloadIndex {
     pub fn apply_deployment(&mut self, deployment: DeploymentState, now: Timestamp) {
         let key = (deployment.namespace.clone(), deployment.name.clone());
         let uid = deployment.uid.clone();
-        self.deployments.insert(key, deployment);
+        if let Some(old) = self.deployments.insert(key.clone(), deployment) {
+            self.deployment_keys.remove(&old.uid);
+        }
+        self.deployment_keys.insert(uid.clone(), key);
         self.note_current(&uid, now);
     }
 
     pub fn delete_deployment(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_string(), name.to_string());
         if let Some(d) = self.deployments.remove(&key) {
+            self.deployment_keys.remove(&d.uid);
             self.current.remove(&d.uid);
             self.transitions.remove(&d.uid);
         }
@@ -166,17 +175,59 @@ impl WorkloadIndex {
     }
 
     pub fn apply_replica_set(&mut self, rs: ReplicaSetState, now: Timestamp) {
+        let key = (rs.namespace.clone(), rs.name.clone());
         let owner = rs.owner_uid.clone();
-        self.replica_sets
-            .insert((rs.namespace.clone(), rs.name.clone()), rs);
+        if let Some(old) = self.replica_sets.insert(key.clone(), rs) {
+            self.unlink_owner(&old, &key);
+        }
         if let Some(owner) = owner {
+            self.rs_by_owner
+                .entry(owner.clone())
+                .or_default()
+                .insert(key);
             self.note_current(&owner, now);
         }
     }
 
     pub fn delete_replica_set(&mut self, namespace: &str, name: &str) {
-        self.replica_sets
-            .remove(&(namespace.to_string(), name.to_string()));
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = self.replica_sets.remove(&key) {
+            self.unlink_owner(&old, &key);
+        }
+    }
+
+    fn unlink_owner(&mut self, rs: &ReplicaSetState, key: &ObjectKey) {
+        if let Some(owner) = &rs.owner_uid
+            && let Some(keys) = self.rs_by_owner.get_mut(owner)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.rs_by_owner.remove(owner);
+            }
+        }
+    }
+
+    /// Rebuilds the UID lookups after a (re)list replaced a map wholesale.
+    pub(super) fn reindex(&mut self) {
+        self.deployment_keys = self
+            .deployments
+            .iter()
+            .map(|(k, d)| (d.uid.clone(), k.clone()))
+            .collect();
+        self.rollout_keys = self
+            .rollouts
+            .iter()
+            .map(|(k, r)| (r.uid.clone(), k.clone()))
+            .collect();
+        self.rs_by_owner.clear();
+        for (key, rs) in &self.replica_sets {
+            if let Some(owner) = &rs.owner_uid {
+                self.rs_by_owner
+                    .entry(owner.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
     }
 
     /// Replaces the ReplicaSets of one namespace (or all, with `None`).
@@ -192,6 +243,7 @@ impl WorkloadIndex {
             all.into_iter()
                 .map(|rs| ((rs.namespace.clone(), rs.name.clone()), rs)),
         );
+        self.reindex();
         for uid in self.workload_uids() {
             self.note_current(&uid, now);
         }
@@ -227,8 +279,8 @@ impl WorkloadIndex {
 
     /// The Deployment that controls a ReplicaSet, if the index has it.
     pub fn owner_of(&self, rs: &ReplicaSetState) -> Option<&DeploymentState> {
-        let owner = rs.owner_uid.as_deref()?;
-        self.deployments_in(&rs.namespace).find(|d| d.uid == owner)
+        let key = self.deployment_keys.get(rs.owner_uid.as_deref()?)?;
+        self.deployments.get(key)
     }
 
     /// ReplicaSets whose controller is this Deployment (what `kubectl rollout undo` considers).
@@ -250,6 +302,7 @@ impl WorkloadIndex {
 
     /// After a relist: drops transitions of workloads that are gone, notes current ones.
     pub(super) fn forget_gone_and_note(&mut self, now: Timestamp) {
+        self.reindex();
         let live = self.workload_uids();
         self.current.retain(|uid, _| live.contains(uid));
         self.transitions.retain(|uid, _| live.contains(uid));
@@ -269,9 +322,17 @@ impl WorkloadIndex {
     }
 
     pub(super) fn note_current(&mut self, owner_uid: &str, now: Timestamp) {
-        let current = if let Some(d) = self.deployments.values().find(|d| d.uid == owner_uid) {
+        let deployment = self
+            .deployment_keys
+            .get(owner_uid)
+            .and_then(|k| self.deployments.get(k));
+        let rollout = self
+            .rollout_keys
+            .get(owner_uid)
+            .and_then(|k| self.rollouts.get(k));
+        let current = if let Some(d) = deployment {
             current_replica_set(d, self.owned_replica_sets(d)).map(|rs| rs.uid.clone())
-        } else if let Some(r) = self.rollouts.values().find(|r| r.uid == owner_uid) {
+        } else if let Some(r) = rollout {
             self.rollout_current_rs(r).map(|rs| rs.uid.clone())
         } else {
             None
@@ -293,10 +354,13 @@ impl WorkloadIndex {
         namespace: &str,
         owner_uid: &str,
     ) -> impl Iterator<Item = &ReplicaSetState> + '_ {
-        let (namespace, uid) = (namespace.to_string(), owner_uid.to_string());
-        self.replica_sets.values().filter(move |rs| {
-            rs.namespace == namespace && rs.owner_uid.as_deref() == Some(uid.as_str())
-        })
+        let namespace = namespace.to_string();
+        self.rs_by_owner
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.replica_sets.get(key))
+            .filter(move |rs| rs.namespace == namespace)
     }
 }
 
@@ -409,6 +473,26 @@ pub(crate) mod tests {
         index.reset_deployments(Some("default"), vec![], ts(10));
         assert!(index.deployment("default", "web").is_none());
         assert!(index.deployment("shop", "api").is_some());
+    }
+
+    #[test]
+    fn the_owner_lookup_follows_deletes_and_adoptions() {
+        let mut index = WorkloadIndex::default();
+        index.apply_deployment(mk_deployment("web", "nginx:1"), ts(0));
+        index.apply_replica_set(mk_rs("web", "a", "nginx:1", 1, ts(0)), ts(0));
+        index.apply_replica_set(mk_rs("web", "b", "nginx:2", 2, ts(1)), ts(1));
+        let d = index.deployment("default", "web").expect("indexed").clone();
+        assert_eq!(index.owned_replica_sets(&d).count(), 2);
+        index.delete_replica_set("default", "web-a");
+        assert_eq!(index.owned_replica_sets(&d).count(), 1);
+        let mut orphan = mk_rs("web", "b", "nginx:2", 2, ts(1));
+        orphan.owner_uid = None;
+        index.apply_replica_set(orphan, ts(2));
+        assert_eq!(index.owned_replica_sets(&d).count(), 0);
+        // A relist rebuilds the lookups from scratch.
+        index.reset_replica_sets(None, vec![mk_rs("web", "a", "nginx:1", 1, ts(0))], ts(3));
+        assert_eq!(index.owned_replica_sets(&d).count(), 1);
+        assert!(index.current_rollout(&d).is_some());
     }
 
     #[test]
