@@ -191,6 +191,58 @@ async fn answering_slack() -> std::net::SocketAddr {
     addr
 }
 
+/// The watch hot path: a relist of a large cluster into the index, then single events.
+fn index_scale(deployments: usize, per_deployment: usize) {
+    use rollbackd::core::workload::{DeploymentState, ReplicaSetState, WorkloadIndex};
+    use serde_json::json;
+    let at = Timestamp::now();
+    let template = |name: &str, rev: usize| json!({"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": format!("{name}:{rev}")}]}});
+    let all_d: Vec<DeploymentState> = (0..deployments)
+        .map(|i| DeploymentState {
+            namespace: format!("ns{}", i % 50),
+            name: format!("d{i}"),
+            uid: format!("d-uid-{i}"),
+            resource_version: "1".into(),
+            paused: false,
+            template: template(&format!("d{i}"), per_deployment),
+            annotations: Default::default(),
+        })
+        .collect();
+    let all_rs: Vec<ReplicaSetState> = (0..deployments)
+        .flat_map(|i| {
+            (1..=per_deployment).map(move |rev| ReplicaSetState {
+                namespace: format!("ns{}", i % 50),
+                name: format!("d{i}-{rev}"),
+                uid: format!("rs-uid-{i}-{rev}"),
+                owner_uid: Some(format!("d-uid-{i}")),
+                owner_kind: Some("Deployment".into()),
+                revision: Some(rev as i64),
+                pod_hash: Some(format!("h{rev}")),
+                template: template(&format!("d{i}"), rev),
+                annotations: Default::default(),
+                created_at: Timestamp::UNIX_EPOCH,
+            })
+        })
+        .collect();
+    let mut index = WorkloadIndex::default();
+    let started = Instant::now();
+    index.reset_deployments(None, all_d, at);
+    index.reset_replica_sets(None, all_rs.clone(), at);
+    let relist = started.elapsed();
+    let events = 1000;
+    let started = Instant::now();
+    for rs in all_rs.iter().cycle().take(events) {
+        index.apply_replica_set(rs.clone(), at);
+    }
+    let per_event = started.elapsed() / events as u32;
+    println!(
+        "{:<44} relist {:.1}ms, one ReplicaSet event {:.1}us",
+        format!("index: {deployments} Deployments x {per_deployment} ReplicaSets"),
+        relist.as_secs_f64() * 1000.0,
+        per_event.as_secs_f64() * 1e6
+    );
+}
+
 /// Throughput of a redelivered alert: the path Alertmanager's repeats take.
 async fn duplicate_throughput(bench: &Bench) -> f64 {
     let running = bench.daemon("dups", "").await;
@@ -369,6 +421,8 @@ async fn main() {
         "ratio of p50s, both down / no channels",
         both_down / quiet
     );
+    index_scale(500, 10);
+    index_scale(2000, 10);
     let rate = duplicate_throughput(&bench).await;
     println!(
         "{:<44} {rate:.0} deliveries/s ({DUPLICATE_POSTS} posts, 8 concurrent)",
