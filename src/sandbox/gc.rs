@@ -34,19 +34,10 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<(Value, bool), ApiError> {
-        let ns = if def.namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
+        let ns = Store::write_namespace(def, ns);
         let mut st = self.lock();
         let key = (ns.to_string(), name.to_string());
-        let old = st
-            .objects
-            .get(&def.storage_key())
-            .and_then(|m| m.get(&key))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(def, name))?;
+        let old = Store::object_locked(&st, def, &key)?;
         if let Some(u) = opts
             .precondition_uid
             .as_deref()

@@ -114,11 +114,34 @@ impl Store {
 
     pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let st = self.lock();
+        Self::object_locked(
+            &st,
+            def,
+            &(ns.unwrap_or_default().to_string(), name.to_string()),
+        )
+    }
+
+    /// The stored object at `key` (namespace, name), under a lock the caller holds.
+    pub(crate) fn object_locked(
+        st: &State,
+        def: &ResourceDef,
+        key: &(String, String),
+    ) -> Result<Value, ApiError> {
         st.objects
             .get(&def.storage_key())
-            .and_then(|m| m.get(&(ns.unwrap_or_default().to_string(), name.to_string())))
+            .and_then(|m| m.get(key))
             .cloned()
-            .ok_or_else(|| ApiError::not_found(def, name))
+            .ok_or_else(|| ApiError::not_found(def, &key.1))
+    }
+
+    /// The namespace a write to `def` is stored under: the request's (default `default`) for
+    /// namespaced resources, none for cluster-scoped ones.
+    pub(crate) fn write_namespace<'a>(def: &ResourceDef, ns: Option<&'a str>) -> &'a str {
+        if def.namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        }
     }
 
     /// All objects of a resource (in one namespace, or all), sorted by namespace and name,

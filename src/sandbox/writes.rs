@@ -109,11 +109,7 @@ impl Store {
         }
         strip_nulls(&mut obj);
         self.check_type(def, &obj)?;
-        let ns = if def.namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
+        let ns = Store::write_namespace(def, ns);
         if def.namespaced {
             if let Some(n) = meta_str(&obj, "namespace").filter(|n| !n.is_empty() && *n != ns) {
                 return Err(ApiError::bad_request(format!(
@@ -256,19 +252,10 @@ impl Store {
         dry_run: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        let ns = if def.namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
+        let ns = Store::write_namespace(def, ns);
         let mut st = self.lock();
         let key = (ns.to_string(), name.to_string());
-        let old = st
-            .objects
-            .get(&def.storage_key())
-            .and_then(|m| m.get(&key))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(def, name))?;
+        let old = Store::object_locked(&st, def, &key)?;
         let mut new = f(&old)?;
         strip_nulls(&mut new);
         if !new.is_object() {
