@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use super::{IncidentsCommand, ListFormat, ShowFormat};
 use crate::config::Config;
-use crate::store::{IncidentDetail, IncidentSummary, Store};
+use crate::store::{IncidentDetail, IncidentSummary, Store, short_time};
 
 pub async fn incidents(
     config: Option<&Path>,
@@ -98,12 +98,6 @@ fn table(list: &[IncidentSummary]) -> String {
     out
 }
 
-/// "2026-11-22T01:54:22.123456789Z" → "2026-11-22 01:54:22"
-fn short_time(t: &str) -> String {
-    t.get(..19)
-        .map_or_else(|| t.to_string(), |s| s.replace('T', " "))
-}
-
 /// An incident and its timeline as plain text (also printed by the demo).
 pub fn render_text(d: &IncidentDetail) -> String {
     let s = &d.summary;
@@ -111,17 +105,8 @@ pub fn render_text(d: &IncidentDetail) -> String {
     let _ = writeln!(out, "Incident {}: {} ({})", s.id, s.workload(), s.status);
     let _ = writeln!(out, "Outcome:  {}", s.outcome);
     let _ = writeln!(out, "Reason:   {}", s.reason);
-    if let Some(r) = &s.rollout_name {
-        let _ = writeln!(
-            out,
-            "Rollout:  {r} revision {} ({}) current since {}",
-            s.rollout_revision.unwrap_or(0),
-            s.rollout_image.as_deref().unwrap_or("?"),
-            s.rollout_since
-                .as_deref()
-                .map(short_time)
-                .unwrap_or_default()
-        );
+    if let Some(r) = s.rollout_text() {
+        let _ = writeln!(out, "Rollout:  {r}");
     }
     let _ = writeln!(out, "Opened:   {}", short_time(&s.opened_at));
     let _ = writeln!(out, "\nAlerts:");
@@ -173,17 +158,8 @@ fn markdown(d: &IncidentDetail) -> String {
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(out, "- **Outcome:** `{}`", s.outcome);
     let _ = writeln!(out, "- **Why:** {}", s.reason);
-    if let Some(r) = &s.rollout_name {
-        let _ = writeln!(
-            out,
-            "- **Rollout blamed:** `{r}`, revision {} (`{}`), current since {}",
-            s.rollout_revision.unwrap_or(0),
-            s.rollout_image.as_deref().unwrap_or("?"),
-            s.rollout_since
-                .as_deref()
-                .map(short_time)
-                .unwrap_or_default()
-        );
+    if let Some(r) = s.rollout_text() {
+        let _ = writeln!(out, "- **Rollout blamed:** {r}");
     }
     let _ = writeln!(out, "- **Status:** {}\n", s.status);
     let _ = writeln!(out, "## Alerts\n");

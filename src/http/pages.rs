@@ -89,15 +89,8 @@ pub async fn incident(
         escape(&s.status),
         escape(&s.reason)
     );
-    if let Some(rollout) = &s.rollout_name {
-        let _ = write!(
-            body,
-            "<p>Rollout blamed: <code>{}</code> revision {} ({}) current since {}</p>",
-            escape(rollout),
-            s.rollout_revision.unwrap_or(0),
-            escape(s.rollout_image.as_deref().unwrap_or("?")),
-            escape(s.rollout_since.as_deref().unwrap_or("?"))
-        );
+    if let Some(rollout) = s.rollout_text() {
+        let _ = write!(body, "<p>Rollout blamed: {}</p>", escape(&rollout));
     }
     body.push_str("<h2>Alerts</h2><table><tr><th>alert</th><th>status</th><th>started</th><th>deliveries</th><th>outcome</th><th>links</th></tr>");
     for a in &d.alerts {

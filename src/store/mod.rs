@@ -24,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use health::InconclusivePeriod;
 pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
-    ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry,
+    ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
 pub use write::{ACTING, ActionResult, ActionStatus, Received, Recorded};
 

@@ -31,6 +31,24 @@ pub struct IncidentSummary {
 }
 
 impl IncidentSummary {
+    /// The change blamed, for humans: "web-5d8f, revision 3 (nginx:3.0), current since
+    /// 2026-11-22 01:54:22"; a traffic state (revision 0, no image) is shown by its name alone.
+    pub fn rollout_text(&self) -> Option<String> {
+        let name = self.rollout_name.as_ref()?;
+        let since = self
+            .rollout_since
+            .as_deref()
+            .map(short_time)
+            .unwrap_or_else(|| "?".into());
+        Some(match self.rollout_revision.filter(|r| *r > 0) {
+            Some(revision) => format!(
+                "{name}, revision {revision} ({}), current since {since}",
+                self.rollout_image.as_deref().unwrap_or("?")
+            ),
+            None => format!("{name}, since {since}"),
+        })
+    }
+
     /// "deployment default/web", or "(no workload)".
     pub fn workload(&self) -> String {
         match (&self.workload_kind, &self.namespace, &self.workload_name) {
@@ -227,6 +245,12 @@ impl Store {
             .await?
             .try_get("n")?)
     }
+}
+
+/// "2026-11-22T01:54:22.123456789Z" → "2026-11-22 01:54:22"
+pub fn short_time(t: &str) -> String {
+    t.get(..19)
+        .map_or_else(|| t.to_string(), |s| s.replace('T', " "))
 }
 
 fn summary_from_row(r: &SqliteRow) -> Result<IncidentSummary> {

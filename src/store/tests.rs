@@ -160,6 +160,19 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
         ]
     );
     assert_eq!(detail.summary.outcome, "rolled-back");
+    assert_eq!(
+        detail.summary.rollout_text().as_deref(),
+        Some("web-c, revision 3 (nginx:3), current since 2027-01-15 08:00:50")
+    );
+    let mut traffic = detail.summary.clone();
+    traffic.rollout_name = Some("selector {\"version\":\"green\"}".into());
+    traffic.rollout_revision = Some(0);
+    traffic.rollout_image = None;
+    assert_eq!(
+        traffic.rollout_text().as_deref(),
+        Some("selector {\"version\":\"green\"}, since 2027-01-15 08:00:50"),
+        "a traffic change has no revision to show"
+    );
     assert_eq!(detail.summary.status, "resolved");
     assert_eq!(detail.alerts[0].status, "resolved");
     assert_eq!(
