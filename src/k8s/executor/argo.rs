@@ -11,7 +11,10 @@ use kube::api::{Api, DynamicObject, ListParams, Patch};
 use serde_json::json;
 use tracing::info;
 
-use super::{Attempt, Executor, failed, patch_params, skipped, succeeded, timed, write_answer};
+use super::{
+    Attempt, Executor, failed, patch_params, send_json_patch, skipped, succeeded, timed,
+    write_answer,
+};
 use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
 use crate::core::rollout::{RolloutState, RolloutUndoPlan, abort_patch, plan_rollout_undo};
 use crate::core::workload::ReplicaSetState;
@@ -195,23 +198,12 @@ impl Executor {
                 ));
             }
         };
-        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
-            }
-        };
-        let params = patch_params(c.dry_run);
         let written = match &c.workload_ref {
-            Some(name) => timed(d_api.patch(name, &params, &Patch::Json::<()>(json_patch)))
-                .await
-                .map(drop),
+            Some(name) => send_json_patch(&d_api, name, &patch, c.dry_run).await,
             None => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(self.client.clone(), &c.namespace, &rollouts());
-                timed(api.patch(&c.name, &params, &Patch::Json::<()>(json_patch)))
-                    .await
-                    .map(drop)
+                send_json_patch(&api, &c.name, &patch, c.dry_run).await
             }
         };
         let (from, to) = (describe(&c.blamed), describe(&target));

@@ -4,11 +4,11 @@
 //! blamed must still be the current one, the plan comes from the same pure function the engine
 //! used, and one JSON patch guarded by a resourceVersion `test` is sent.
 
-use kube::api::{Api, DynamicObject, ListParams, Patch};
+use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 use tracing::info;
 
-use super::{Attempt, Executor, failed, patch_params, skipped, succeeded, timed, write_answer};
+use super::{Attempt, Executor, failed, send_json_patch, skipped, succeeded, timed, write_answer};
 use crate::core::engine::{Outcome, UndoDeployment, describe};
 use crate::core::undo::{RevisionRef, UndoPlan, plan_undo};
 use crate::core::workload::{ReplicaSetState, current_replica_set};
@@ -106,16 +106,7 @@ impl Executor {
                 ));
             }
         };
-        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
-            }
-        };
-        let params = patch_params(undo.dry_run);
-        let written = timed(d_api.patch(&undo.name, &params, &Patch::Json::<()>(json_patch)))
-            .await
-            .map(drop);
+        let written = send_json_patch(&d_api, &undo.name, &patch, undo.dry_run).await;
         let (from, to) = (describe(&undo.blamed), describe(&target));
         write_answer(
             written,

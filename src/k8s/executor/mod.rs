@@ -12,7 +12,7 @@ mod traffic;
 
 use std::time::Duration;
 
-use kube::api::PatchParams;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tracing::warn;
 
@@ -151,6 +151,20 @@ fn write_answer(
     }
 }
 
+/// Sends a JSON patch built by the core to `name`, as a dry run when asked.
+async fn send_json_patch(
+    api: &Api<DynamicObject>,
+    name: &str,
+    patch: &Value,
+    dry_run: bool,
+) -> Result<(), CallError> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| CallError::BadPatch(e.to_string()))?;
+    timed(api.patch(name, &patch_params(dry_run), &Patch::Json::<()>(patch)))
+        .await
+        .map(drop)
+}
+
 #[derive(Debug, thiserror::Error)]
 enum CallError {
     #[error("the API server answered {} {}: {}", .0.code, .0.reason, .0.message)]
@@ -159,6 +173,8 @@ enum CallError {
     Client(kube::Error),
     #[error("no answer within {}s", CALL_TIMEOUT.as_secs())]
     Timeout,
+    #[error("internal error building the patch: {0}")]
+    BadPatch(String),
 }
 
 impl CallError {

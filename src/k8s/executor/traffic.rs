@@ -2,10 +2,10 @@
 //! back to 100% stable. Both re-read the object, refuse if it no longer shows what the alert
 //! blamed, and send a minimal JSON patch guarded by a resourceVersion `test`.
 
-use kube::api::{Api, DynamicObject, Patch};
+use kube::api::{Api, DynamicObject};
 use serde_json::json;
 
-use super::{Attempt, Executor, failed, patch_params, skipped, succeeded, timed, write_answer};
+use super::{Attempt, Executor, failed, send_json_patch, skipped, succeeded, timed, write_answer};
 use crate::core::engine::{Outcome, ResetWeights, SwitchSelector};
 use crate::core::traffic::{selector_patch, weights_patch};
 use crate::core::undo::RevisionRef;
@@ -39,19 +39,7 @@ impl Executor {
             return superseded(&what, &json!(svc.selector).to_string());
         }
         let patch = selector_patch(&svc.resource_version, &c.back_to);
-        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
-            }
-        };
-        let written = timed(api.patch(
-            &c.name,
-            &patch_params(c.dry_run),
-            &Patch::Json::<()>(json_patch),
-        ))
-        .await
-        .map(drop);
+        let written = send_json_patch(&api, &c.name, &patch, c.dry_run).await;
         write_answer(
             written,
             &what,
@@ -96,19 +84,7 @@ impl Executor {
             return superseded(&what, &json!(vs.weights).to_string());
         }
         let patch = weights_patch(&vs.resource_version, &vs.weights, &c.target);
-        let json_patch: json_patch::Patch = match serde_json::from_value(patch.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Attempt::Done(failed(format!("internal error building the patch: {e}")));
-            }
-        };
-        let written = timed(api.patch(
-            &c.name,
-            &patch_params(c.dry_run),
-            &Patch::Json::<()>(json_patch),
-        ))
-        .await
-        .map(drop);
+        let written = send_json_patch(&api, &c.name, &patch, c.dry_run).await;
         write_answer(
             written,
             &what,
