@@ -173,6 +173,10 @@ pub struct KubernetesConfig {
     /// renewal that finds the version expired relists).
     #[serde(with = "humantime_serde")]
     pub watch_timeout: Duration,
+    /// Each call the executor makes (a read, a patch) is given up after this long; a patch
+    /// whose answer did not come in time is settled by reading the object again.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -182,6 +186,7 @@ impl Default for KubernetesConfig {
             namespaces: Vec::new(),
             correlation_window: Duration::from_secs(30 * 60),
             watch_timeout: Duration::from_secs(290),
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -204,12 +209,25 @@ impl Default for StoreConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub mode: Mode,
+    /// Decisions made for one alert whose revert failed for a transient reason (API
+    /// unreachable, 5xx, 429, timeout), the first included.
+    pub retry_attempts: u32,
+    /// The wait before deciding such an alert again; it doubles each time (at most 2m).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// An alert that waited this long for fresh Kubernetes data is recorded `stale-data` and
+    /// on-call is told; it is still decided once the data is fresh.
+    #[serde(with = "humantime_serde")]
+    pub max_decision_wait: Duration,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             mode: Mode::Enforce,
+            retry_attempts: 5,
+            retry_backoff: Duration::from_secs(5),
+            max_decision_wait: Duration::from_secs(120),
         }
     }
 }
@@ -291,6 +309,23 @@ pub enum PrometheusAuth {
 
 impl Config {
     /// The engine's policy, destructured from the configuration.
+    /// The executor's call timeout and retry bounds.
+    pub fn executor_settings(&self) -> crate::k8s::executor::ExecutorSettings {
+        crate::k8s::executor::ExecutorSettings {
+            call_timeout: self.kubernetes.call_timeout,
+            ..Default::default()
+        }
+    }
+
+    /// When an alert whose revert failed for a transient reason is decided again.
+    pub fn retry_policy(&self) -> crate::core::settle::RetryPolicy {
+        crate::core::settle::RetryPolicy {
+            max_attempts: self.policy.retry_attempts,
+            first_backoff: self.policy.retry_backoff,
+            max_backoff: Duration::from_secs(120).max(self.policy.retry_backoff),
+        }
+    }
+
     pub fn policy(&self) -> Policy {
         let c = &self.correlation;
         Policy {
@@ -450,6 +485,22 @@ impl Config {
                 "must be between 1s and 1h".into(),
             );
         }
+        let call = self.kubernetes.call_timeout;
+        if call < Duration::from_millis(100) || call > Duration::from_secs(300) {
+            problem(
+                "kubernetes.call_timeout",
+                "must be between 100ms and 5m".into(),
+            );
+        }
+        if self.policy.retry_attempts == 0 || self.policy.retry_attempts > 20 {
+            problem("policy.retry_attempts", "must be between 1 and 20".into());
+        }
+        if self.policy.retry_backoff.is_zero() {
+            problem("policy.retry_backoff", "must be longer than 0s".into());
+        }
+        if self.policy.max_decision_wait.is_zero() {
+            problem("policy.max_decision_wait", "must be longer than 0s".into());
+        }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
                 "correlation.grace",
@@ -510,10 +561,19 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "namespaces",
             "correlation_window",
             "watch_timeout",
+            "call_timeout",
         ],
     ),
     ("store", &["url"]),
-    ("policy", &["mode"]),
+    (
+        "policy",
+        &[
+            "mode",
+            "retry_attempts",
+            "retry_backoff",
+            "max_decision_wait",
+        ],
+    ),
     (
         "correlation",
         &[

@@ -83,12 +83,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         index,
         readiness.clone(),
         config.policy(),
-        Executor::new(client),
+        Executor::with_settings(client, config.executor_settings()),
         channels,
         metrics.clone(),
         config.server.public_url.clone(),
     )
-    .with_retry_deadline(config.notify.retry_deadline);
+    .with_retry_deadline(config.notify.retry_deadline)
+    .with_retries(config.retry_policy(), config.policy.max_decision_wait);
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod fault;
 pub mod http;
 pub mod k8s;
 pub mod metrics;

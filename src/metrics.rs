@@ -192,6 +192,7 @@ impl Metrics {
             ActionStatus::Succeeded => "succeeded",
             ActionStatus::Skipped => "skipped",
             ActionStatus::Failed => "failed",
+            ActionStatus::Unknown => "unknown",
         };
         self.actions
             .get_or_create(&ResultLabel {

@@ -1,10 +1,22 @@
 //! The pipeline: recorded alerts → engine → executor → store (→ notification outbox).
 //!
 //! Intake ([`Pipeline::submit`]) durably records alerts and wakes the worker; nothing is
-//! decided on the request path. One worker decides alerts strictly one after another, so two
-//! alerts about the same rollout can never race into two rollbacks. It waits until every watch
-//! has listed once — deciding from a half-filled index would be acting on missing data — and
-//! resumes from the store after a restart, since undecided alerts stay marked as such.
+//! decided on the request path. Intake ranks each alert: *urgent* when it concerns a workload
+//! with a rollout recent enough to blame (or when the index cannot tell yet), quiet otherwise.
+//!
+//! One worker decides alerts one after another, so two alerts about the same rollout can never
+//! race into two rollbacks. Its loop, each time it wakes (or every few seconds):
+//! 1. **Settle** every action left without a known result: intended before a crash, or whose
+//!    answer was lost and could not be re-read. The object is read again; what it shows is
+//!    recorded (with a note of the daemon's start, after a restart) and notified. A cause with
+//!    an unsettled action gets nothing more sent until it is settled.
+//! 2. **Fresh data or no decision.** While any watch is failing or silent, nothing is decided;
+//!    an alert that waited longer than `policy.max_decision_wait` is recorded `stale-data`,
+//!    notified, and decided once the data is fresh.
+//! 3. **Decide the backlog a page at a time**: urgent alerts first, then in arrival order.
+//!    Decisions that act on nothing are recorded in one transaction per page, so a flood about
+//!    quiet workloads costs little and never holds up a rollback. A revert whose failure was
+//!    transient is decided again after a backoff, a bounded number of times.
 //!
 //! Notifications are never sent from here: a notable decision or result queues its messages in
 //! the transaction that records it, and the delivery worker (`notify::outbox`) sends them. A
@@ -13,22 +25,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
-use crate::core::engine::{Decision, Policy, decide};
-use crate::k8s::executor::Executor;
+use crate::core::engine::{Decision, Outcome, PastAction, Policy, decide};
+use crate::core::settle::{RetryPolicy, Settled};
+use crate::core::undo::RevisionRef;
+use crate::k8s::executor::{Executor, Probe};
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
 use crate::poller::PollerEvent;
-use crate::store::NewMessage;
-use crate::store::{ActionResult, Received, Store, StoreError};
+use crate::store::{
+    ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received, Store, StoreError,
+    UnsettledAction,
+};
 
-/// How often the worker looks for undecided alerts even without being woken.
+/// How often the worker looks for work even without being woken.
 const SWEEP: Duration = Duration::from_secs(5);
+/// Alerts read from the backlog at once.
+const PAGE: usize = 256;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -42,6 +61,10 @@ pub struct Pipeline {
     pub public_url: Option<String>,
     /// How long a queued notification is retried (`notify.retry_deadline`).
     pub retry_deadline: Duration,
+    /// When a transient failure is decided again.
+    pub retry: RetryPolicy,
+    /// How long an alert may wait for fresh data before it is recorded `stale-data`.
+    pub max_decision_wait: Duration,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
 }
@@ -58,6 +81,7 @@ impl Pipeline {
         metrics: Metrics,
         public_url: Option<String>,
     ) -> Pipeline {
+        let defaults = crate::config::PolicyConfig::default();
         Pipeline {
             store,
             index,
@@ -68,6 +92,8 @@ impl Pipeline {
             metrics,
             public_url,
             retry_deadline: crate::config::NotifyConfig::default().retry_deadline,
+            retry: RetryPolicy::default(),
+            max_decision_wait: defaults.max_decision_wait,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -79,6 +105,14 @@ impl Pipeline {
         self
     }
 
+    /// Sets when transient failures are decided again and how long an alert waits for fresh
+    /// data before it is recorded `stale-data`.
+    pub fn with_retries(mut self, retry: RetryPolicy, max_decision_wait: Duration) -> Pipeline {
+        self.retry = retry;
+        self.max_decision_wait = max_decision_wait;
+        self
+    }
+
     /// Notified whenever notifications were queued: the delivery worker waits on it.
     pub fn outbox_wake(&self) -> Arc<Notify> {
         self.outbox_wake.clone()
@@ -87,7 +121,11 @@ impl Pipeline {
     /// Records alerts durably, then wakes the worker. An error means nothing may be assumed
     /// recorded: the webhook answers 503 so that Alertmanager retries.
     pub async fn submit(&self, alerts: &[Alert]) -> Result<Vec<Received>, StoreError> {
-        let received = self.store.record_alerts(alerts, Timestamp::now()).await?;
+        let urgent = self.rank(alerts);
+        let received = self
+            .store
+            .record_alerts_ranked(alerts, &urgent, Timestamp::now())
+            .await?;
         for (alert, r) in alerts.iter().zip(&received) {
             self.metrics.alert_received(alert.source, !r.fresh);
             if !r.fresh {
@@ -96,11 +134,30 @@ impl Pipeline {
             if r.resolved_now {
                 info!(alert = %alert.name(), key = %r.key, "alert resolved");
             }
+            if r.reopened {
+                info!(alert = %alert.name(), key = %r.key, "delivered again after a transient failure; deciding it again");
+            }
         }
-        if received.iter().any(|r| r.fresh) {
+        if received.iter().any(|r| r.fresh || r.reopened) {
             self.wake.notify_one();
         }
         Ok(received)
+    }
+
+    /// Which alerts are urgent: those the engine would act on now (ignoring past actions). Only
+    /// an order: every alert is decided. Before the index is fresh, all are urgent.
+    fn rank(&self, alerts: &[Alert]) -> Vec<bool> {
+        if !self.readiness.is_ready() {
+            return vec![true; alerts.len()];
+        }
+        let index = match self.index.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        alerts
+            .iter()
+            .map(|a| decide(a, &index, &self.policy, &[]).command.is_some())
+            .collect()
     }
 
     /// Feeds the poller's events into the pipeline: alerts are submitted like webhook alerts;
@@ -126,22 +183,39 @@ impl Pipeline {
         }
     }
 
-    /// The worker: decides every undecided alert, then sleeps until woken or the next sweep.
+    /// The worker: settles, then decides what is due, then sleeps until woken or the next
+    /// sweep. Never ends.
     pub async fn run(self) {
         let mut announced = false;
+        let mut started = true;
         loop {
-            if self.readiness.is_ready() {
-                if let Err(e) = self.drain().await {
-                    error!(error = %error_chain(&e), "incident store failed; will retry");
+            match self.settle_unsettled(started).await {
+                Ok(()) => started = false,
+                Err(e) => {
+                    error!(error = %error_chain(&e), "incident store failed while settling; will retry")
                 }
-            } else if !announced {
-                info!("waiting for the Kubernetes watches to list before deciding anything");
-                announced = true;
             }
-            let wait = if self.readiness.is_ready() {
+            let ready = self.readiness.is_ready();
+            let work = if ready {
+                announced = false;
+                self.drain().await
+            } else {
+                if !announced {
+                    info!("waiting for fresh Kubernetes data before deciding anything");
+                    announced = true;
+                }
+                self.note_stale().await
+            };
+            if let Err(e) = work {
+                error!(error = %error_chain(&e), "incident store failed; will retry");
+            }
+            if let Ok(n) = self.store.pending_count().await {
+                self.metrics.set_pending(usize::try_from(n).unwrap_or(0));
+            }
+            let wait = if ready {
                 SWEEP
             } else {
-                Duration::from_millis(100)
+                Duration::from_millis(200)
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -150,63 +224,117 @@ impl Pipeline {
         }
     }
 
+    /// Decides every alert that is due, a page at a time, while the data stays fresh.
     async fn drain(&self) -> Result<(), StoreError> {
-        let pending = self.store.undecided_alerts().await?;
-        self.metrics.set_pending(pending.len());
-        let mut failed = 0;
-        for (alert_id, alert) in &pending {
-            // One alert that cannot be recorded must not hold up the others; it stays
-            // undecided and is tried again at the next sweep.
-            if let Err(e) = self.handle(*alert_id, alert).await {
-                error!(alert = %alert.name(), alert_id, error = %error_chain(&e), "could not record a decision; will retry");
-                failed += 1;
+        loop {
+            let page = self.store.undecided_page(PAGE, Timestamp::now()).await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let full = page.len() == PAGE;
+            let mut past = self.store.past_actions().await?;
+            let mut quiet: Vec<(PendingAlert, Decision)> = Vec::new();
+            for pending in page {
+                if !self.readiness.is_ready() {
+                    // Fresh data or no decision: the rest waits for the next round.
+                    self.record_quiet(std::mem::take(&mut quiet)).await?;
+                    return Ok(());
+                }
+                let decision = self.decide(&pending.alert, &past);
+                if decision.command.is_none() {
+                    quiet.push((pending, decision));
+                    continue;
+                }
+                self.record_quiet(std::mem::take(&mut quiet)).await?;
+                if let Err(e) = self.act(&pending, decision).await {
+                    // It stays undecided (or its action unsettled) and is tried again.
+                    error!(alert = %pending.alert.name(), alert_id = pending.alert_id,
+                        error = %error_chain(&e), "could not record a decision; will retry");
+                    return Err(e);
+                }
+                past = self.store.past_actions().await?;
+            }
+            self.record_quiet(quiet).await?;
+            if !full {
+                return Ok(());
             }
         }
-        self.metrics.set_pending(failed);
+    }
+
+    fn decide(&self, alert: &Alert, past: &[PastAction]) -> Decision {
+        let index = match self.index.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        decide(alert, &index, &self.policy, past)
+    }
+
+    /// Records decisions that act on nothing, all in one transaction.
+    async fn record_quiet(&self, quiet: Vec<(PendingAlert, Decision)>) -> Result<(), StoreError> {
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let batch: Vec<(i64, &Alert, &Decision)> = quiet
+            .iter()
+            .map(|(p, d)| (p.alert_id, &p.alert, d))
+            .collect();
+        let mut queued = Vec::new();
+        let recorded = self
+            .store
+            .record_decisions(&batch, now, |i, incident_id| {
+                let (p, d) = &quiet[i];
+                if !is_notable(d.outcome) {
+                    return Vec::new();
+                }
+                let n = self.notification(incident_id, &p.alert, d, None, now);
+                let messages = self.messages(&n, format!("decision:{}", p.alert_id), now);
+                queued.push((incident_id, messages.len()));
+                messages
+            })
+            .await?;
+        for ((p, d), r) in quiet.iter().zip(&recorded) {
+            let Some(r) = r else { continue };
+            if d.outcome != Outcome::StaleData {
+                self.metrics.decision(d.outcome);
+            }
+            info!(alert = %p.alert.name(), incident = r.incident_id, outcome = d.outcome.code(),
+                "decision: {}", d.reason);
+        }
+        for (incident_id, n) in queued {
+            self.queued(incident_id, n);
+        }
         Ok(())
     }
 
-    async fn handle(&self, alert_id: i64, alert: &Alert) -> Result<(), StoreError> {
-        let past = self.store.past_actions().await?;
-        let decision = {
-            let index = match self.index.read() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            decide(alert, &index, &self.policy, &past)
+    /// Records a decision that acts, carries it out, and records what came of it.
+    async fn act(&self, pending: &PendingAlert, decision: Decision) -> Result<(), StoreError> {
+        let alert = &pending.alert;
+        let alert_id = pending.alert_id;
+        let Some(command) = decision.command.clone() else {
+            return Ok(());
         };
-        // A decision that acts is reported with its result; one that does not, now.
-        let notable_skip = decision.command.is_none() && is_notable(decision.outcome);
         let now = Timestamp::now();
-        let mut queued = 0;
         let Some(recorded) = self
             .store
-            .record_decision_and_notify(alert_id, alert, &decision, now, |incident_id| {
-                if !notable_skip {
-                    return Vec::new();
-                }
-                let n = self.notification(incident_id, alert, &decision, None, now);
-                let messages = self.messages(&n, format!("decision:{alert_id}"), now);
-                queued = messages.len();
-                messages
-            })
+            .record_decision_and_notify(alert_id, alert, &decision, now, |_| Vec::new())
             .await?
         else {
             return Ok(());
         };
-        self.metrics.decision(decision.outcome);
         info!(alert = %alert.name(), incident = recorded.incident_id, outcome = decision.outcome.code(),
             "decision: {}", decision.reason);
-        self.queued(recorded.incident_id, queued);
-        let (Some(command), Some(action_id)) = (&decision.command, recorded.action_id) else {
+        let Some(action_id) = recorded.action_id else {
             return Ok(());
         };
-        let result = self.executor.execute(command).await;
+        crate::fault::point(crate::fault::AFTER_INTENT).await;
+        let mut result = self.executor.execute(&command).await;
+        crate::fault::point(crate::fault::BEFORE_RESULT).await;
         self.metrics.action(result.status);
-        if result.outcome != decision.outcome {
-            self.metrics.decision(result.outcome);
-        }
+        self.metrics.decision(result.outcome);
         let now = Timestamp::now();
+        let attempts = u32::try_from(pending.attempts + 1).unwrap_or(u32::MAX);
+        let followup = self.followup(&mut result, attempts, now);
         let messages = if is_notable(result.outcome) {
             let n = self.notification(recorded.incident_id, alert, &decision, Some(&result), now);
             self.messages(&n, format!("result:{action_id}"), now)
@@ -220,9 +348,253 @@ impl Pipeline {
             Vec::new()
         };
         self.store
-            .record_result_and_notify(action_id, &recorded, alert_id, &result, &messages, now)
+            .record_outcome(
+                action_id,
+                recorded.incident_id,
+                alert_id,
+                &result,
+                followup,
+                &messages,
+                now,
+            )
             .await?;
         self.queued(recorded.incident_id, messages.len());
+        Ok(())
+    }
+
+    /// What becomes of the alert after `result`: a transient failure is decided again after a
+    /// backoff while attempts remain, then again if the alert is delivered again. The result's
+    /// sentence says which.
+    fn followup(&self, result: &mut ActionResult, attempts: u32, now: Timestamp) -> Followup {
+        if !(result.status == ActionStatus::Failed && result.transient) {
+            return Followup::Done;
+        }
+        match self.retry.next(attempts, now) {
+            Some(at) => {
+                result.message = format!(
+                    "{}; the failure looks transient, so rollbackd decides again at {at} (attempt {} of {})",
+                    result.message,
+                    attempts + 1,
+                    self.retry.max_attempts
+                );
+                Followup::RetryAt(at)
+            }
+            None => {
+                result.message = format!(
+                    "{}; {attempts} attempts failed, so rollbackd decides again only if the alert is delivered again",
+                    result.message
+                );
+                Followup::RetryOnDelivery
+            }
+        }
+    }
+
+    /// Records `stale-data` (once) for alerts that waited too long for fresh data. They stay
+    /// undecided and are decided once the data is fresh.
+    async fn note_stale(&self) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let wait = SignedDuration::try_from(self.max_decision_wait).unwrap_or(SignedDuration::MAX);
+        let page = self.store.undecided_page(PAGE, now).await?;
+        let past = self.store.past_actions().await?;
+        let why = self
+            .readiness
+            .why_not_ready()
+            .unwrap_or_else(|| "the Kubernetes watches are not fresh".into());
+        let stale: Vec<(PendingAlert, Decision)> = page
+            .into_iter()
+            .filter(|p| p.outcome.as_deref() != Some(Outcome::StaleData.code()))
+            .filter(|p| now.duration_since(p.received_at) > wait)
+            .map(|p| {
+                // Correlated on the stale index only to file it under the right incident.
+                let mut d = self.decide(&p.alert, &past);
+                d.reason = format!(
+                    "not decided yet: {why}; {} waited {}, longer than policy.max_decision_wait ({}); rollbackd decides it once the data is fresh again",
+                    p.alert.name(),
+                    humantime::format_duration(Duration::from_secs(
+                        now.duration_since(p.received_at).as_secs().unsigned_abs()
+                    )),
+                    humantime::format_duration(self.max_decision_wait),
+                );
+                d.outcome = Outcome::StaleData;
+                d.command = None;
+                (p, d)
+            })
+            .collect();
+        if !stale.is_empty() {
+            warn!(
+                alerts = stale.len(),
+                "{why}; alerts waited too long and are recorded stale-data"
+            );
+        }
+        self.record_quiet(stale).await
+    }
+
+    /// Settles every action left without a known result by reading its object again. After a
+    /// start, each such incident first gets a note that the daemon started.
+    async fn settle_unsettled(&self, after_start: bool) -> Result<(), StoreError> {
+        let actions = self.store.unsettled_actions().await?;
+        for action in actions {
+            let now = Timestamp::now();
+            if after_start {
+                self.store
+                    .record_note(
+                        action.incident_id,
+                        "daemon",
+                        &format!(
+                            "rollbackd {} started (pid {}) and found action {} {}: its result was never recorded; settling it by reading {} {}/{} again",
+                            env!("CARGO_PKG_VERSION"),
+                            std::process::id(),
+                            action.action_id,
+                            action.status,
+                            action.kind,
+                            action.namespace,
+                            action.name
+                        ),
+                        &json!({"action_id": action.action_id}),
+                        now,
+                    )
+                    .await?;
+            }
+            self.settle(&action, after_start).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, a: &UnsettledAction, after_start: bool) -> Result<(), StoreError> {
+        let what = format!("{} {}/{}", a.kind, a.namespace, a.name);
+        let probe = Probe {
+            kind: a.kind.clone(),
+            namespace: a.namespace.clone(),
+            name: a.name.clone(),
+            workload_uid: a.workload_uid.clone(),
+            blamed_key: a.blamed_key.clone(),
+            target_key: a.target_key.clone(),
+        };
+        let target = RevisionRef {
+            name: a.target_name.clone(),
+            uid: a.target_key.clone(),
+            revision: 0,
+            image: None,
+        };
+        let now = Timestamp::now();
+        let attempts = u32::try_from(a.attempts).unwrap_or(u32::MAX);
+        let (mut result, followup) = match self.executor.probe(&probe).await {
+            Ok((Settled::Applied, live)) => (
+                ActionResult {
+                    status: ActionStatus::Succeeded,
+                    outcome: if a.kind == "abort-rollout" {
+                        Outcome::Aborted
+                    } else {
+                        Outcome::RolledBack
+                    },
+                    message: format!(
+                        "settled: the {what} was applied ({live}); its result had not been recorded"
+                    ),
+                    target: Some(target),
+                    data: json!({"settled": "applied", "live": live}),
+                    transient: false,
+                },
+                Followup::Done,
+            ),
+            Ok((Settled::NotApplied, live)) => (
+                ActionResult {
+                    status: ActionStatus::Failed,
+                    outcome: Outcome::Failed,
+                    message: format!(
+                        "settled: the {what} was not applied ({live}); nothing was changed"
+                    ),
+                    target: None,
+                    data: json!({"settled": "not-applied", "live": live}),
+                    transient: true,
+                },
+                Followup::Done,
+            ),
+            Ok((Settled::Elsewhere(live), _)) => (
+                ActionResult {
+                    status: ActionStatus::Skipped,
+                    outcome: Outcome::Superseded,
+                    message: format!(
+                        "settled: {what} shows neither the blamed nor the target state but {live}; not acting further"
+                    ),
+                    target: None,
+                    data: json!({"settled": "elsewhere", "live": live}),
+                    transient: false,
+                },
+                Followup::Done,
+            ),
+            Err(e) => {
+                // Unreadable: it stays unsettled and blocks its cause. Say so once.
+                warn!(action = a.action_id, error = %e, "cannot settle {what} yet");
+                if a.status != "intended" || !after_start {
+                    return Ok(());
+                }
+                (
+                    ActionResult {
+                        status: ActionStatus::Unknown,
+                        outcome: Outcome::Unsettled,
+                        message: format!(
+                            "the {what} was left without a result and {what} cannot be read ({e}); whether it applied is not known yet, and nothing more is sent for this cause until it is"
+                        ),
+                        target: None,
+                        data: json!({"settled": "unknown"}),
+                        transient: false,
+                    },
+                    Followup::Done,
+                )
+            }
+        };
+        let followup = if result.transient {
+            // Not applied: the cause is still there. Decide it again now, within its attempts.
+            match self.retry.next(attempts, now) {
+                Some(_) => {
+                    result.message =
+                        format!("{}; rollbackd decides the alert again now", result.message);
+                    Followup::RetryAt(now)
+                }
+                None => self.followup(&mut result, attempts, now),
+            }
+        } else {
+            followup
+        };
+        info!(
+            action = a.action_id,
+            incident = a.incident_id,
+            "{}",
+            result.message
+        );
+        self.metrics.action(result.status);
+        if result.status != ActionStatus::Failed {
+            self.metrics.decision(result.outcome);
+        }
+        let decision = Decision {
+            outcome: result.outcome,
+            reason: result.message.clone(),
+            workload: a.workload.clone(),
+            rollout: a.rollout.clone(),
+            command: None,
+        };
+        // Not applied and decided again at once: the next decision reports; no message now.
+        let messages = if is_notable(result.outcome) && !matches!(followup, Followup::RetryAt(_)) {
+            let n = self.notification(a.incident_id, &a.alert, &decision, Some(&result), now);
+            self.messages(&n, format!("settled:{}", a.action_id), now)
+        } else {
+            Vec::new()
+        };
+        self.store
+            .record_outcome(
+                a.action_id,
+                a.incident_id,
+                a.alert_id,
+                &result,
+                followup,
+                &messages,
+                now,
+            )
+            .await?;
+        self.queued(a.incident_id, messages.len());
+        if matches!(followup, Followup::RetryAt(_)) {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 

@@ -49,10 +49,16 @@ pub enum Outcome {
     Aborted,
     /// An Argo Rollout's status describes an older generation; nothing is decided on it.
     StatusNotObserved,
+    /// The Kubernetes data a decision needs is not fresh (a watch is failing or silent); the
+    /// alert waited too long and is decided once the data is fresh again.
+    StaleData,
+    /// The revert was sent but its answer was lost (timeout, dropped connection, 5xx, crash);
+    /// rollbackd re-reads the object until it knows whether it was applied.
+    Unsettled,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 18] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -69,6 +75,8 @@ impl Outcome {
         Outcome::NotFiring,
         Outcome::Aborted,
         Outcome::StatusNotObserved,
+        Outcome::StaleData,
+        Outcome::Unsettled,
     ];
 
     pub fn code(self) -> &'static str {
@@ -89,6 +97,8 @@ impl Outcome {
             Outcome::NotFiring => "not-firing",
             Outcome::Aborted => "aborted",
             Outcome::StatusNotObserved => "status-not-observed",
+            Outcome::StaleData => "stale-data",
+            Outcome::Unsettled => "unsettled",
         }
     }
 
@@ -156,9 +166,11 @@ pub struct PastAction {
     pub incident_id: i64,
     pub workload_uid: String,
     pub blamed_uid: String,
-    /// Set once the action succeeded and what it moved to is known.
+    /// What the action reverted to, or may have: rollbackd's own state, never blamed.
     pub target_uid: Option<String>,
     pub at: Timestamp,
+    /// Known applied; otherwise intended or unknown (its result not settled yet).
+    pub settled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -283,6 +295,19 @@ impl Context<'_> {
                 format!(
                     "{workload} runs {change}, which rollbackd itself reverted to at {} (incident {}); rollbackd never undoes its own rollback",
                     own.at, own.incident_id
+                ),
+            ));
+        }
+        if let Some(earlier) = self
+            .past
+            .iter()
+            .find(|p| p.blamed_uid == current_key && !p.settled)
+        {
+            return Err((
+                Outcome::AlreadyRolledBack,
+                format!(
+                    "a revert of {change} of {workload} was started at {} (incident {}) and its result is not known yet; nothing more is sent for this cause until it is settled",
+                    earlier.at, earlier.incident_id
                 ),
             ));
         }

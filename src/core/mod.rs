@@ -8,6 +8,7 @@ pub mod alert;
 pub mod correlate;
 pub mod engine;
 pub mod rollout;
+pub mod settle;
 pub mod traffic;
 pub mod undo;
 pub mod workload;

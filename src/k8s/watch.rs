@@ -48,6 +48,12 @@ impl Readiness {
         self.pending.load(Ordering::Acquire) == 0
     }
 
+    /// Why decisions wait, or `None` when the data is fresh.
+    pub fn why_not_ready(&self) -> Option<String> {
+        let pending = self.pending.load(Ordering::Acquire);
+        (pending > 0).then(|| format!("{pending} Kubernetes watches have not listed yet"))
+    }
+
     fn synced_once(&self) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }

@@ -151,6 +151,7 @@ impl Notification {
                     ActionStatus::Succeeded => "succeeded",
                     ActionStatus::Skipped => "skipped",
                     ActionStatus::Failed => "failed",
+                    ActionStatus::Unknown => "unknown",
                 }
                 .into(),
             }),
@@ -660,6 +661,7 @@ mod tests {
             message: "switched".into(),
             target: None,
             data: serde_json::Value::Null,
+            transient: false,
         };
         let n = Notification::about(
             3,

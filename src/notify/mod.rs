@@ -42,6 +42,8 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::AlreadyAtTarget
             | Outcome::Paused
             | Outcome::Superseded
+            | Outcome::StaleData
+            | Outcome::Unsettled
     )
 }
 

@@ -34,7 +34,8 @@ impl RecordedRequest {
 ///
 /// JSON form (for `POST /sandbox/faults`):
 /// `{"verb":"patch","resource":"deployments","count":1,"action":{"status":500}}` or
-/// `{"verb":null,"resource":"rollouts/status","count":2,"action":{"delay":"1s"}}`.
+/// `{"verb":null,"resource":"rollouts/status","count":2,"action":{"delay":"1s"}}` or
+/// `{"verb":"patch","resource":"deployments","count":1,"action":{"hold_answer":"30s"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     /// Kubernetes verb: get list watch create update patch delete deletecollection; None = any.
@@ -54,6 +55,9 @@ pub enum FaultAction {
     Status(u16),
     /// Wait, then serve normally.
     Delay(#[serde(with = "humantime_serde")] Duration),
+    /// Serve normally (a write is applied), then hold the answer back this long: what a
+    /// client sees when an answer is lost on the way back.
+    HoldAnswer(#[serde(with = "humantime_serde")] Duration),
 }
 
 #[derive(Default)]

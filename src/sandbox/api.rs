@@ -130,10 +130,16 @@ pub async fn serve(
     ct: Option<&str>,
     body: Bytes,
 ) -> Response {
-    match serve_inner(sh, method, uri, headers, ct, body).await {
+    let mut hold = None;
+    let response = match serve_inner(sh, method, uri, headers, ct, body, &mut hold).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    // A request served (and applied) whose answer is held back: a lost answer, for clients.
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
     }
+    response
 }
 
 async fn serve_inner(
@@ -143,6 +149,7 @@ async fn serve_inner(
     headers: &HeaderMap,
     ct: Option<&str>,
     body: Bytes,
+    hold: &mut Option<std::time::Duration>,
 ) -> Result<Response, ApiError> {
     let t = parse_target(sh, uri.path())?;
     let q = QueryParams(
@@ -172,6 +179,7 @@ async fn serve_inner(
     match sh.admin.take_fault(verb, &fault_resource) {
         Some(FaultAction::Status(code)) => return Err(ApiError::from_code(code)),
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::HoldAnswer(d)) => *hold = Some(d),
         None => {}
     }
     let accept = headers

@@ -10,6 +10,7 @@
 mod health;
 mod outbox;
 mod read;
+mod settle;
 mod traffic;
 mod write;
 
@@ -26,7 +27,8 @@ pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
-pub use write::{ACTING, ActionResult, ActionStatus, Received, Recorded};
+pub use settle::{PendingAlert, UnsettledAction};
+pub use write::{ACTING, ActionResult, ActionStatus, Followup, Received, Recorded};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

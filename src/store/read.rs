@@ -279,7 +279,7 @@ fn json_column(r: &SqliteRow, name: &str) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
 }
 
-fn alert_from_row(r: &SqliteRow) -> Result<Alert> {
+pub(super) fn alert_from_row(r: &SqliteRow) -> Result<Alert> {
     let labels: LabelSet = serde_json::from_value(json_column(r, "labels")?)
         .map_err(|e| StoreError::Corrupt(format!("labels: {e}")))?;
     let annotations: LabelSet = serde_json::from_value(json_column(r, "annotations")?)

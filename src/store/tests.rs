@@ -120,15 +120,18 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
     let past = store.past_actions().await.expect("past");
     assert_eq!(past.len(), 1);
     assert_eq!(
-        past[0].target_uid, None,
-        "an intent has no target until it succeeds"
+        past[0].target_uid.as_deref(),
+        Some(rev("web-b", 2).uid.as_str()),
+        "an intent's planned target is already rollbackd's own: it may have been applied"
     );
+    assert!(!past[0].settled, "an intent is not settled");
     let result = ActionResult {
         status: ActionStatus::Succeeded,
         outcome: Outcome::RolledBack,
         message: "rolled back".into(),
         target: Some(rev("web-b", 2)),
         data: serde_json::json!({"patch": []}),
+        transient: false,
     };
     store
         .record_result(action, &recorded, id, &result, t(104))

@@ -22,6 +22,8 @@ pub struct Received {
     pub fresh: bool,
     /// A resolved alert that closed an open alert with this delivery.
     pub resolved_now: bool,
+    /// A firing alert whose earlier decision failed for a transient reason: decided again.
+    pub reopened: bool,
 }
 
 /// Where a decision was recorded.
@@ -37,16 +39,31 @@ pub enum ActionStatus {
     Succeeded,
     Skipped,
     Failed,
+    /// The write's answer was lost and the object could not be read again: it may or may
+    /// not have applied. Settled later by re-reading; until then it blocks the cause.
+    Unknown,
 }
 
 impl ActionStatus {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ActionStatus::Succeeded => "succeeded",
             ActionStatus::Skipped => "skipped",
             ActionStatus::Failed => "failed",
+            ActionStatus::Unknown => "unknown",
         }
     }
+}
+
+/// What becomes of an alert after its action's result is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followup {
+    /// Decided for good.
+    Done,
+    /// Decided again at this time (a transient failure, or an action settled as not applied).
+    RetryAt(Timestamp),
+    /// Attempts used up: decided again only if the alert is delivered again.
+    RetryOnDelivery,
 }
 
 /// The executor's report of one action.
@@ -58,26 +75,42 @@ pub struct ActionResult {
     pub target: Option<RevisionRef>,
     /// Details for the timeline: the patch sent, the API's answers.
     pub data: Value,
+    /// Failed for a reason that may pass (5xx, 429, timeout, unreachable): worth deciding again.
+    pub transient: bool,
 }
 
 /// The outcome an incident and its alert show while an action is under way.
 pub const ACTING: &str = "acting";
 
 /// Outcomes that a later, lesser decision must not hide on the incident.
-const SIGNIFICANT: &str = "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting')";
+const SIGNIFICANT: &str =
+    "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting', 'unsettled')";
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
     /// resolved alert closes its firing twin and, with it, the incident once all are resolved.
     pub async fn record_alerts(&self, alerts: &[Alert], now: Timestamp) -> Result<Vec<Received>> {
+        self.record_alerts_ranked(alerts, &[], now).await
+    }
+
+    /// As [`Store::record_alerts`], with each alert's urgency (missing: urgent): the worker
+    /// decides urgent alerts first.
+    pub async fn record_alerts_ranked(
+        &self,
+        alerts: &[Alert],
+        urgent: &[bool],
+        now: Timestamp,
+    ) -> Result<Vec<Received>> {
         let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         let mut out = Vec::with_capacity(alerts.len());
-        for alert in alerts {
+        for (i, alert) in alerts.iter().enumerate() {
+            let priority = i64::from(urgent.get(i).copied().unwrap_or(true));
             let fp = alert.fingerprint.to_string();
             let starts = ts_text(alert.starts_at);
             let existing = sqlx::query(
-                "SELECT id, status, incident_id FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
+                "SELECT id, status, incident_id, retry_on_delivery FROM alerts
+                 WHERE fingerprint = $1 AND starts_at = $2",
             )
             .bind(&fp)
             .bind(&starts)
@@ -99,8 +132,8 @@ impl Store {
                 let id: i64 = sqlx::query(
                     "INSERT INTO alerts (fingerprint, starts_at, source, alertname, status, labels,
                         annotations, generator_url, external_url, ends_at, received_at,
-                        last_received_at, outcome, reason, decided_at, resolved_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
+                        last_received_at, outcome, reason, decided_at, resolved_at, priority)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
                      RETURNING id",
                 )
                 .bind(&fp)
@@ -118,6 +151,7 @@ impl Store {
                 .bind(reason)
                 .bind(decided)
                 .bind(resolved.then_some(now_text.as_str()))
+                .bind(priority)
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("id")?;
@@ -126,6 +160,7 @@ impl Store {
                     key: alert.key(),
                     fresh: true,
                     resolved_now: false,
+                    reopened: false,
                 });
                 continue;
             };
@@ -140,6 +175,18 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let resolved_now = resolved && was_firing;
+            // A transient failure whose retries were used up is decided again now that the
+            // alert is still being delivered as firing.
+            let reopened = !resolved && row.try_get::<i64, _>("retry_on_delivery")? == 1;
+            if reopened {
+                sqlx::query(
+                    "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
+                        priority = 1 WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             if resolved_now {
                 sqlx::query(
                     "UPDATE alerts SET status = 'resolved', ends_at = $1, resolved_at = $2 WHERE id = $3",
@@ -198,33 +245,33 @@ impl Store {
                 key: alert.key(),
                 fresh: false,
                 resolved_now,
+                reopened,
             });
         }
         tx.commit().await?;
         Ok(out)
     }
 
-    /// Actions that count against acting again: intended or succeeded, not dry-run.
+    /// Actions that count against acting again: every one not known to have failed or been
+    /// skipped (intended, unknown, succeeded), not dry-run. The state each one reverted to (or
+    /// may have) counts as rollbackd's own, whatever became of the action.
     pub async fn past_actions(&self) -> Result<Vec<PastAction>> {
         let rows = sqlx::query(
             "SELECT incident_id, workload_uid, blamed_uid, status, target_uid, intended_at
-             FROM actions WHERE dry_run = 0 AND status IN ('intended', 'succeeded') ORDER BY id",
+             FROM actions WHERE dry_run = 0 AND status IN ('intended', 'unknown', 'succeeded')
+             ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                let succeeded = r.try_get::<String, _>("status")? == "succeeded";
                 Ok(PastAction {
                     incident_id: r.try_get("incident_id")?,
                     workload_uid: r.try_get("workload_uid")?,
                     blamed_uid: r.try_get("blamed_uid")?,
-                    target_uid: if succeeded {
-                        r.try_get("target_uid")?
-                    } else {
-                        None
-                    },
+                    target_uid: r.try_get("target_uid")?,
                     at: super::parse_ts(&r.try_get::<String, _>("intended_at")?)?,
+                    settled: r.try_get::<String, _>("status")? == "succeeded",
                 })
             })
             .collect()
@@ -256,7 +303,71 @@ impl Store {
         notify: impl FnOnce(i64) -> Vec<NewMessage>,
     ) -> Result<Option<Recorded>> {
         let mut tx = self.write_tx().await?;
+        let recorded = record_decision_in(&mut tx, alert_id, alert, decision, now, notify).await?;
+        if recorded.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Records decisions that act on nothing, several in one transaction: a backlog of alerts
+    /// about quiet workloads costs one sync per batch, not one per alert. Each decision gets
+    /// the messages `notify` builds for it. Returns, in order, where each was recorded (`None`
+    /// for an alert already decided).
+    pub async fn record_decisions(
+        &self,
+        batch: &[(i64, &Alert, &Decision)],
+        now: Timestamp,
+        mut notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
+    ) -> Result<Vec<Option<Recorded>>> {
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (i, (alert_id, alert, decision)) in batch.iter().enumerate() {
+            debug_assert!(
+                decision.command.is_none(),
+                "acting decisions are recorded alone"
+            );
+            let recorded =
+                record_decision_in(&mut tx, *alert_id, alert, decision, now, |incident| {
+                    notify(i, incident)
+                })
+                .await?;
+            out.push(recorded);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// One decision inside a write transaction; `None` (and nothing written) if the alert was
+/// already decided.
+async fn record_decision_in(
+    tx: &mut sqlx::SqliteConnection,
+    alert_id: i64,
+    alert: &Alert,
+    decision: &Decision,
+    now: Timestamp,
+    notify: impl FnOnce(i64) -> Vec<NewMessage>,
+) -> Result<Option<Recorded>> {
+    {
         let now_text = ts_text(now);
+        // The worker is the only decider and holds the write lock, so this check stands.
+        let Some(row) = sqlx::query(
+            "SELECT attempts, received_at, outcome FROM alerts WHERE id = $1 AND decided_at IS NULL",
+        )
+        .bind(alert_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let earlier_attempts: i64 = row.try_get("attempts")?;
+        let received_at: String = row.try_get("received_at")?;
+        let never_decided = row.try_get::<Option<String>, _>("outcome")?.is_none();
+        // A decision to wait for fresh data is provisional: the alert stays undecided.
+        let provisional = decision.outcome == Outcome::StaleData;
         // Until the executor reports, an incident with an action under way says so.
         let shown = if decision.command.is_some() {
             ACTING
@@ -310,45 +421,48 @@ impl Store {
         .await?
         .try_get("id")?;
 
-        let claimed = sqlx::query(
-            "UPDATE alerts SET incident_id = $1, outcome = $2, reason = $3, decided_at = $4
-             WHERE id = $5 AND decided_at IS NULL",
+        sqlx::query(
+            "UPDATE alerts SET incident_id = $1, outcome = $2, reason = $3, decided_at = $4,
+                attempts = attempts + $5, retry_at = NULL, retry_on_delivery = 0
+             WHERE id = $6",
         )
         .bind(incident_id)
         .bind(shown)
         .bind(&decision.reason)
-        .bind(&now_text)
+        .bind((!provisional).then_some(now_text.as_str()))
+        .bind(i64::from(!provisional))
         .bind(alert_id)
         .execute(&mut *tx)
         .await?;
-        if claimed.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
 
         let labels: Vec<String> = alert
             .labels
             .iter()
             .map(|(k, v)| format!("{k}=\"{v}\""))
             .collect();
-        append(
-            &mut tx,
-            incident_id,
-            now,
-            "received",
-            None,
-            &format!(
-                "{} {} from {} (started {}): {{{}}}",
-                alert.name(),
-                alert.status.as_str(),
-                alert.source,
-                alert.starts_at,
-                labels.join(", ")
-            ),
-            &json!({"alert_id": alert_id, "fingerprint": alert.fingerprint.to_string(),
-                    "generator_url": alert.generator_url, "annotations": alert.annotations}),
-        )
-        .await?;
+        // An alert is received once; a later decision about it is another attempt. "received"
+        // carries the time the alert was recorded, not the time it was decided.
+        let first_time = never_decided;
+        if first_time {
+            append(
+                &mut *tx,
+                incident_id,
+                super::parse_ts(&received_at)?,
+                "received",
+                None,
+                &format!(
+                    "{} {} from {} (started {}): {{{}}}",
+                    alert.name(),
+                    alert.status.as_str(),
+                    alert.source,
+                    alert.starts_at,
+                    labels.join(", ")
+                ),
+                &json!({"alert_id": alert_id, "fingerprint": alert.fingerprint.to_string(),
+                        "generator_url": alert.generator_url, "annotations": alert.annotations}),
+            )
+            .await?;
+        }
         let correlated = match (workload, rollout) {
             (Some(w), Some(r)) => format!(
                 "correlated with {w}, current {} since {}",
@@ -359,7 +473,7 @@ impl Store {
             _ => "no workload found for this alert".to_string(),
         };
         append(
-            &mut tx,
+            &mut *tx,
             incident_id,
             now,
             "correlated",
@@ -368,13 +482,19 @@ impl Store {
             &Value::Null,
         )
         .await?;
+        let attempt = earlier_attempts + 1;
+        let reason = if attempt > 1 && !provisional {
+            format!("attempt {attempt}: {}", decision.reason)
+        } else {
+            decision.reason.clone()
+        };
         append(
-            &mut tx,
+            &mut *tx,
             incident_id,
             now,
             "decision",
             Some(decision.outcome),
-            &decision.reason,
+            &reason,
             &Value::Null,
         )
         .await?;
@@ -405,7 +525,7 @@ impl Store {
             .await?
             .try_get("id")?;
             append(
-                &mut tx,
+                &mut *tx,
                 incident_id,
                 now,
                 "action",
@@ -416,14 +536,15 @@ impl Store {
             .await?;
             action_id = Some(id);
         }
-        enqueue(&mut tx, incident_id, &notify(incident_id), now).await?;
-        tx.commit().await?;
+        enqueue(&mut *tx, incident_id, &notify(incident_id), now).await?;
         Ok(Some(Recorded {
             incident_id,
             action_id,
         }))
     }
+}
 
+impl Store {
     /// Completes an action and records its final outcome on the alert and the incident.
     pub async fn record_result(
         &self,
@@ -447,6 +568,31 @@ impl Store {
         messages: &[NewMessage],
         now: Timestamp,
     ) -> Result<()> {
+        self.record_outcome(
+            action_id,
+            recorded.incident_id,
+            alert_id,
+            result,
+            Followup::Done,
+            messages,
+            now,
+        )
+        .await
+    }
+
+    /// Records an action's result (also one found by settling), what becomes of its alert,
+    /// and the messages reporting it, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_outcome(
+        &self,
+        action_id: i64,
+        incident_id: i64,
+        alert_id: i64,
+        result: &ActionResult,
+        followup: Followup,
+        messages: &[NewMessage],
+        now: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let now_text = ts_text(now);
         sqlx::query(
@@ -461,24 +607,35 @@ impl Store {
         .bind(action_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE alerts SET outcome = $1, reason = $2 WHERE id = $3")
-            .bind(result.outcome.code())
-            .bind(&result.message)
-            .bind(alert_id)
-            .execute(&mut *tx)
-            .await?;
+        let (retry_at, on_delivery) = match followup {
+            Followup::Done => (None, false),
+            Followup::RetryAt(at) => (Some(ts_text(at)), false),
+            Followup::RetryOnDelivery => (None, true),
+        };
+        sqlx::query(
+            "UPDATE alerts SET outcome = $1, reason = $2, retry_at = $3, retry_on_delivery = $4,
+                decided_at = CASE WHEN $3 IS NULL THEN decided_at ELSE NULL END
+             WHERE id = $5",
+        )
+        .bind(result.outcome.code())
+        .bind(&result.message)
+        .bind(&retry_at)
+        .bind(on_delivery)
+        .bind(alert_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE incidents SET outcome = $1, reason = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(result.outcome.code())
         .bind(&result.message)
         .bind(&now_text)
-        .bind(recorded.incident_id)
+        .bind(incident_id)
         .execute(&mut *tx)
         .await?;
         append(
             &mut tx,
-            recorded.incident_id,
+            incident_id,
             now,
             "result",
             Some(result.outcome),
@@ -486,7 +643,7 @@ impl Store {
             &result.data,
         )
         .await?;
-        enqueue(&mut tx, recorded.incident_id, messages, now).await?;
+        enqueue(&mut tx, incident_id, messages, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -178,6 +178,7 @@ fn one_cause_gets_one_rollback_and_an_undo_is_never_undone() {
         blamed_uid: "uid-web-c".into(),
         target_uid: None,
         at: ts(1100),
+        settled: true,
     };
     let d = decide(
         &mk_alert(WEB, ts(1150)),
@@ -196,6 +197,37 @@ fn one_cause_gets_one_rollback_and_an_undo_is_never_undone() {
         ..earlier
     };
     let d = decide(&mk_alert(WEB, ts(1300)), &index, &policy, &[done]);
+    assert_eq!(d.outcome, Outcome::OwnRollback, "{}", d.reason);
+    assert!(d.command.is_none());
+}
+
+#[test]
+fn an_action_whose_result_is_unknown_guards_like_an_applied_one() {
+    let policy = mk_policy(Mode::Enforce);
+    // Intended (or unknown) undo of web-c towards web-b: a second alert sends nothing more.
+    let pending = PastAction {
+        incident_id: 9,
+        workload_uid: "uid-web".into(),
+        blamed_uid: "uid-web-c".into(),
+        target_uid: Some("uid-web-b".into()),
+        at: ts(1100),
+        settled: false,
+    };
+    let d = decide(
+        &mk_alert(WEB, ts(1150)),
+        &mk_index(),
+        &policy,
+        std::slice::from_ref(&pending),
+    );
+    assert_eq!(d.outcome, Outcome::AlreadyRolledBack);
+    assert!(d.reason.contains("not known yet"), "{}", d.reason);
+    assert!(d.command.is_none());
+
+    // The patch landed but its result was never recorded: web now runs web-b, the target.
+    // A different alert must not blame web-b and roll the bad release back in.
+    let mut index = mk_index();
+    index.apply_deployment(mk_deployment("web", "nginx:2"), ts(1200));
+    let d = decide(&mk_alert(WEB, ts(1300)), &index, &policy, &[pending]);
     assert_eq!(d.outcome, Outcome::OwnRollback, "{}", d.reason);
     assert!(d.command.is_none());
 }

@@ -12,8 +12,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    Attempt, Executor, failed, patch_params, send_json_patch, skipped, succeeded, timed,
-    write_answer,
+    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
 };
 use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
 use crate::core::rollout::{RolloutState, RolloutUndoPlan, abort_patch, plan_rollout_undo};
@@ -33,9 +32,9 @@ impl Executor {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &rollouts());
         let what = format!("rollout {namespace}/{name}");
-        let obj = timed(api.get(name))
-            .await
-            .map_err(|e| failed(format!("reading {what} failed: {e}")))?;
+        let obj = self.timed(api.get(name)).await.map_err(|e| {
+            read_failed(&format!("reading {what}"), "get", "rollouts.argoproj.io", e)
+        })?;
         let rollout = rollout_state(&obj)
             .ok_or_else(|| failed(format!("{what} as read lacks metadata or spec")))?;
         if rollout.uid != uid {
@@ -81,20 +80,24 @@ impl Executor {
             Api::namespaced_with(self.client.clone(), &c.namespace, &rollouts());
         let params = patch_params(c.dry_run);
         let patch = abort_patch();
-        let mut written = timed(api.patch_status(&c.name, &params, &Patch::Merge(&patch)))
+        let mut written = self
+            .timed(api.patch_status(&c.name, &params, &Patch::Merge(&patch)))
             .await
             .map(drop);
         let mut on = "rollouts/status";
         if written.as_ref().is_err_and(|e| e.is_not_found()) {
-            written = timed(api.patch(&c.name, &params, &Patch::Merge(&patch)))
+            written = self
+                .timed(api.patch(&c.name, &params, &Patch::Merge(&patch)))
                 .await
                 .map(drop);
             on = "rollouts";
         }
+        crate::fault::point(crate::fault::AFTER_PATCH).await;
         let (from, to) = (describe(&c.blamed), describe(&c.stable));
         write_answer(
             written,
             &what,
+            "rollouts/status in argoproj.io",
             || {
                 info!(rollout = %c.name, namespace = %c.namespace, dry_run = c.dry_run, "abort of {what}");
                 ActionResult {
@@ -117,7 +120,7 @@ impl Executor {
     async fn pod_hash_of(&self, namespace: &str, rs_name: &str) -> Option<String> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &replica_sets());
-        let rs = timed(api.get(rs_name)).await.ok()?;
+        let rs = self.timed(api.get(rs_name)).await.ok()?;
         replica_set_state(&rs)?.pod_hash
     }
 
@@ -137,10 +140,15 @@ impl Executor {
         }
         let rs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
-        let listed = match timed(rs_api.list(&ListParams::default())).await {
+        let listed = match self.timed(rs_api.list(&ListParams::default())).await {
             Ok(list) => list,
             Err(e) => {
-                return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}")));
+                return Attempt::Done(read_failed(
+                    &format!("listing ReplicaSets of {what}"),
+                    "list",
+                    "replicasets.apps",
+                    e,
+                ));
             }
         };
         let owned: Vec<ReplicaSetState> = listed
@@ -165,17 +173,22 @@ impl Executor {
         let d_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &c.namespace, &deployments());
         let (live, resource_version) = match &c.workload_ref {
-            Some(name) => match timed(d_api.get(name))
-                .await
-                .ok()
-                .as_ref()
-                .and_then(deployment_state)
-            {
-                Some(d) => (d.template, d.resource_version),
-                None => {
-                    return Attempt::Done(failed(format!(
-                        "reading the workloadRef deployment {name} of {what} failed"
-                    )));
+            Some(name) => match self.timed(d_api.get(name)).await {
+                Ok(obj) => match deployment_state(&obj) {
+                    Some(d) => (d.template, d.resource_version),
+                    None => {
+                        return Attempt::Done(failed(format!(
+                            "the workloadRef deployment {name} of {what} as read lacks metadata or spec"
+                        )));
+                    }
+                },
+                Err(e) => {
+                    return Attempt::Done(read_failed(
+                        &format!("reading the workloadRef deployment {name} of {what}"),
+                        "get",
+                        "deployments.apps",
+                        e,
+                    ));
                 }
             },
             None => (rollout.template.clone(), rollout.resource_version.clone()),
@@ -199,12 +212,17 @@ impl Executor {
             }
         };
         let written = match &c.workload_ref {
-            Some(name) => send_json_patch(&d_api, name, &patch, c.dry_run).await,
+            Some(name) => self.send_json_patch(&d_api, name, &patch, c.dry_run).await,
             None => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(self.client.clone(), &c.namespace, &rollouts());
-                send_json_patch(&api, &c.name, &patch, c.dry_run).await
+                self.send_json_patch(&api, &c.name, &patch, c.dry_run).await
             }
+        };
+        let resource = if c.workload_ref.is_some() {
+            "deployments.apps"
+        } else {
+            "rollouts.argoproj.io"
         };
         let (from, to) = (describe(&c.blamed), describe(&target));
         let patched = match &c.workload_ref {
@@ -214,6 +232,7 @@ impl Executor {
         write_answer(
             written,
             &patched,
+            resource,
             || ActionResult {
                 target: Some(target.clone()),
                 ..succeeded(

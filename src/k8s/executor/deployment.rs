@@ -8,7 +8,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 use tracing::info;
 
-use super::{Attempt, Executor, failed, send_json_patch, skipped, succeeded, timed, write_answer};
+use super::{Attempt, Executor, failed, read_failed, skipped, succeeded, write_answer};
 use crate::core::engine::{Outcome, UndoDeployment, describe};
 use crate::core::undo::{RevisionRef, UndoPlan, plan_undo};
 use crate::core::workload::{ReplicaSetState, current_replica_set};
@@ -23,9 +23,16 @@ impl Executor {
         let rs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &undo.namespace, &replica_sets());
 
-        let obj = match timed(d_api.get(&undo.name)).await {
+        let obj = match self.timed(d_api.get(&undo.name)).await {
             Ok(obj) => obj,
-            Err(e) => return Attempt::Done(failed(format!("reading {what} failed: {e}"))),
+            Err(e) => {
+                return Attempt::Done(read_failed(
+                    &format!("reading {what}"),
+                    "get",
+                    "deployments.apps",
+                    e,
+                ));
+            }
         };
         let Some(deployment) = deployment_state(&obj) else {
             return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
@@ -46,10 +53,18 @@ impl Executor {
         if selector.is_empty() {
             return Attempt::Done(failed(format!("{what} has no usable spec.selector")));
         }
-        let listed = match timed(rs_api.list(&ListParams::default().labels(&selector))).await {
+        let listed = match self
+            .timed(rs_api.list(&ListParams::default().labels(&selector)))
+            .await
+        {
             Ok(list) => list,
             Err(e) => {
-                return Attempt::Done(failed(format!("listing ReplicaSets of {what} failed: {e}")));
+                return Attempt::Done(read_failed(
+                    &format!("listing ReplicaSets of {what}"),
+                    "list",
+                    "replicasets.apps",
+                    e,
+                ));
             }
         };
         let owned: Vec<ReplicaSetState> = listed
@@ -106,11 +121,14 @@ impl Executor {
                 ));
             }
         };
-        let written = send_json_patch(&d_api, &undo.name, &patch, undo.dry_run).await;
+        let written = self
+            .send_json_patch(&d_api, &undo.name, &patch, undo.dry_run)
+            .await;
         let (from, to) = (describe(&undo.blamed), describe(&target));
         write_answer(
             written,
             &what,
+            "deployments.apps",
             || {
                 info!(deployment = %undo.name, namespace = %undo.namespace, dry_run = undo.dry_run, "undo of {what} from {from} to {to}");
                 ActionResult {

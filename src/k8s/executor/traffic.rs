@@ -5,7 +5,7 @@
 use kube::api::{Api, DynamicObject};
 use serde_json::json;
 
-use super::{Attempt, Executor, failed, send_json_patch, skipped, succeeded, timed, write_answer};
+use super::{Attempt, Executor, failed, read_failed, skipped, succeeded, write_answer};
 use crate::core::engine::{Outcome, ResetWeights, SwitchSelector};
 use crate::core::traffic::{selector_patch, weights_patch};
 use crate::core::undo::RevisionRef;
@@ -26,23 +26,25 @@ impl Executor {
         let what = format!("service {}/{}", c.namespace, c.name);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &c.namespace, &services());
-        let svc = match timed(api.get(&c.name))
-            .await
-            .ok()
-            .as_ref()
-            .and_then(service_state)
-        {
-            Some(s) => s,
-            None => return Attempt::Done(failed(format!("reading {what} failed"))),
+        let svc = match self.timed(api.get(&c.name)).await {
+            Ok(obj) => match service_state(&obj) {
+                Some(s) => s,
+                None => return Attempt::Done(failed(format!("{what} as read lacks metadata"))),
+            },
+            Err(e) => {
+                let doing = format!("reading {what}");
+                return Attempt::Done(read_failed(&doing, "get", "services", e));
+            }
         };
         if svc.uid != c.uid || json!(svc.selector) != c.blamed {
             return superseded(&what, &json!(svc.selector).to_string());
         }
         let patch = selector_patch(&svc.resource_version, &c.back_to);
-        let written = send_json_patch(&api, &c.name, &patch, c.dry_run).await;
+        let written = self.send_json_patch(&api, &c.name, &patch, c.dry_run).await;
         write_answer(
             written,
             &what,
+            "services",
             || ActionResult {
                 target: Some(traffic_ref(
                     format!("selector {}", c.back_to),
@@ -71,23 +73,30 @@ impl Executor {
             &c.namespace,
             &virtual_services(version),
         );
-        let vs = match timed(api.get(&c.name))
-            .await
-            .ok()
-            .as_ref()
-            .and_then(virtual_service_state)
-        {
-            Some(v) => v,
-            None => return Attempt::Done(failed(format!("reading {what} failed"))),
+        let vs = match self.timed(api.get(&c.name)).await {
+            Ok(obj) => match virtual_service_state(&obj) {
+                Some(v) => v,
+                None => return Attempt::Done(failed(format!("{what} as read lacks metadata"))),
+            },
+            Err(e) => {
+                let doing = format!("reading {what}");
+                return Attempt::Done(read_failed(
+                    &doing,
+                    "get",
+                    "virtualservices.networking.istio.io",
+                    e,
+                ));
+            }
         };
         if vs.uid != c.uid || vs.weights != c.blamed {
             return superseded(&what, &json!(vs.weights).to_string());
         }
         let patch = weights_patch(&vs.resource_version, &vs.weights, &c.target);
-        let written = send_json_patch(&api, &c.name, &patch, c.dry_run).await;
+        let written = self.send_json_patch(&api, &c.name, &patch, c.dry_run).await;
         write_answer(
             written,
             &what,
+            "virtualservices.networking.istio.io",
             || ActionResult {
                 target: Some(traffic_ref(format!("{} at 100%", c.stable), &c.target_key)),
                 ..succeeded(
@@ -107,7 +116,7 @@ impl Executor {
 }
 
 /// A traffic state as the store records an action target.
-fn traffic_ref(name: String, key: &str) -> RevisionRef {
+pub(super) fn traffic_ref(name: String, key: &str) -> RevisionRef {
     RevisionRef {
         name,
         uid: key.to_string(),
