@@ -170,11 +170,41 @@ async fn a_conflict_is_read_again_and_still_rolls_back_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forbidden_and_server_errors_fail_clearly_and_change_nothing() {
-    for code in [403u16, 500] {
+async fn forbidden_is_final_names_the_rbac_verb_and_changes_nothing() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let before = env.api.get("web").await.expect("web");
+    let running = env.daemon("").await;
+    env.sandbox.inject_fault(Fault {
+        verb: Some("patch".into()),
+        resource: Some("deployments".into()),
+        count: 1,
+        action: FaultAction::Status(403),
+    });
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "failed", "{}", incident.reason);
+    for needle in ["403", "nothing was changed", "\"patch\" on deployments.apps"] {
+        assert!(incident.reason.contains(needle), "{needle}: {}", incident.reason);
+    }
+    let after = env.api.get("web").await.expect("web");
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(env.json_patches("web").len(), 1, "403 is not retried");
+    running.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_is_settled_by_reading_again_then_retried_once() {
+    for code in [500u16, 503, 429] {
         let env = sandbox_env().await;
         env.three_rollouts("web").await;
-        let before = env.api.get("web").await.expect("web");
         let running = env.daemon("").await;
         env.sandbox.inject_fault(Fault {
             verb: Some("patch".into()),
@@ -188,27 +218,36 @@ async fn forbidden_and_server_errors_fail_clearly_and_change_nothing() {
         )
         .await;
         let incident = settled_incident(&running).await;
-        assert_eq!(incident.outcome, "failed", "{code}: {}", incident.reason);
-        assert!(
-            incident.reason.contains(&code.to_string()),
-            "{code}: {}",
-            incident.reason
-        );
-        assert!(
-            incident.reason.contains("nothing was changed"),
-            "{}",
-            incident.reason
-        );
-        let after = env.api.get("web").await.expect("web");
+        assert_eq!(incident.outcome, "rolled-back", "{code}: {}", incident.reason);
+        let patches = env.json_patches("web");
         assert_eq!(
-            after.metadata.resource_version,
-            before.metadata.resource_version
+            patches.iter().map(|p| p.status).collect::<Vec<_>>(),
+            vec![code, 200],
+            "{code}: one failed patch, then one that applied"
         );
-        assert_eq!(
-            env.json_patches("web").len(),
-            1,
-            "{code} is not retried blindly"
+        let detail = running
+            .state
+            .pipeline
+            .store
+            .incident(incident.id)
+            .await
+            .expect("store")
+            .expect("incident");
+        let result = detail
+            .timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == "result")
+            .expect("a result");
+        let history = result.data.as_ref().map(|d| d.to_string()).unwrap_or_default();
+        assert!(
+            history.contains("transient_failures") && history.contains(&code.to_string()),
+            "{code}: the result keeps the failed try: {history}"
         );
+        let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
+            .await
+            .expect("rolled back");
+        assert_eq!(image_of(&web), "nginx:2.0");
         running.stop().await.expect("clean stop");
     }
 }

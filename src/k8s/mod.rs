@@ -73,7 +73,7 @@ pub enum ClientError {
 /// A client from an explicit kubeconfig, or inferred (in-cluster, then `$KUBECONFIG`, then
 /// `~/.kube/config`) when none is given.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
                 path: path.display().to_string(),
@@ -88,5 +88,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientErr
         }
         None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
+    // kube-client would resend any request answered 429, 503 or 504, a PATCH included, and a
+    // 504 may have been applied. rollbackd retries itself: a write whose answer was lost is
+    // settled by reading the object again, never sent again blind.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(ClientError::Build)
 }
