@@ -188,8 +188,16 @@ async fn forbidden_is_final_names_the_rbac_verb_and_changes_nothing() {
     .await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "failed", "{}", incident.reason);
-    for needle in ["403", "nothing was changed", "\"patch\" on deployments.apps"] {
-        assert!(incident.reason.contains(needle), "{needle}: {}", incident.reason);
+    for needle in [
+        "403",
+        "nothing was changed",
+        "\"patch\" on deployments.apps",
+    ] {
+        assert!(
+            incident.reason.contains(needle),
+            "{needle}: {}",
+            incident.reason
+        );
     }
     let after = env.api.get("web").await.expect("web");
     assert_eq!(
@@ -218,7 +226,11 @@ async fn a_server_error_is_settled_by_reading_again_then_retried_once() {
         )
         .await;
         let incident = settled_incident(&running).await;
-        assert_eq!(incident.outcome, "rolled-back", "{code}: {}", incident.reason);
+        assert_eq!(
+            incident.outcome, "rolled-back",
+            "{code}: {}",
+            incident.reason
+        );
         let patches = env.json_patches("web");
         assert_eq!(
             patches.iter().map(|p| p.status).collect::<Vec<_>>(),
@@ -239,7 +251,11 @@ async fn a_server_error_is_settled_by_reading_again_then_retried_once() {
             .rev()
             .find(|e| e.kind == "result")
             .expect("a result");
-        let history = result.data.as_ref().map(|d| d.to_string()).unwrap_or_default();
+        let history = result
+            .data
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         assert!(
             history.contains("transient_failures") && history.contains(&code.to_string()),
             "{code}: the result keeps the failed try: {history}"
