@@ -112,6 +112,13 @@ impl Admin {
         }
     }
 
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Consume one use of the first fault matching this request, if any.
     pub fn take_fault(&self, verb: &str, resource: &str) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());

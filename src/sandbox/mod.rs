@@ -184,6 +184,11 @@ impl Sandbox {
         self.shared.admin.inject(fault)
     }
 
+    /// Disarms every fault not yet used up.
+    pub fn clear_faults(&self) {
+        self.shared.admin.clear_faults()
+    }
+
     /// The stored object, as a GET on that apiVersion would answer it.
     pub fn get_object(
         &self,
