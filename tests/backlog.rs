@@ -1,0 +1,102 @@
+//! A flood of alerts about workloads with no recent rollout never holds up one that has: the
+//! worker takes urgent alerts first and reads the backlog a page at a time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jiff::Timestamp;
+use rollbackd::scenario;
+use serde_json::{Value, json};
+
+const QUIET_POSTS: usize = 8;
+const QUIET_PER_POST: usize = 2500;
+
+/// One webhook delivery of `n` alerts about Deployments that do not exist.
+fn quiet_payload(post: usize, n: usize) -> Value {
+    let alerts: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "status": "firing",
+                "labels": {"alertname": "Noise", "namespace": "default",
+                           "deployment": format!("quiet-{post}-{i}")},
+                "annotations": {},
+                "startsAt": Timestamp::now().to_string(),
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://127.0.0.1:9090/graph",
+                "fingerprint": ""
+            })
+        })
+        .collect();
+    json!({
+        "version": "4", "groupKey": "{}:{alertname=\"Noise\"}", "truncatedAlerts": 0,
+        "status": "firing", "receiver": "rollbackd", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_urgent_alert_overtakes_a_backlog_of_quiet_ones() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let running = env.daemon("").await;
+    let addr = running.addr.to_string();
+    let store = running.state.pipeline.store.clone();
+
+    for post in 0..QUIET_POSTS {
+        let (status, _) = post_alert(&addr, &quiet_payload(post, QUIET_PER_POST)).await;
+        assert_eq!(status, 200);
+    }
+    let queued = QUIET_POSTS * QUIET_PER_POST;
+    let pending_before = store.pending_count().await.expect("count");
+    let (status, _) = post_alert(
+        &addr,
+        &scenario::alertmanager_payload(
+            &[
+                ("alertname", "HighErrorRate"),
+                ("namespace", "default"),
+                ("deployment", "web"),
+            ],
+            Timestamp::now(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // The undo lands while most of the backlog is still undecided.
+    let mut pending_at_undo = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let pending = store.pending_count().await.expect("count");
+        if env.json_patches("web").iter().any(|p| p.status == 200) {
+            pending_at_undo = Some(pending);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pending = pending_at_undo.expect("the urgent alert was acted on");
+    eprintln!(
+        "quiet alerts undecided: {pending_before} when the urgent one came, {pending} at its undo"
+    );
+    // Arrival order would have decided every quiet alert first. Taken first, the urgent one
+    // waits for the page in hand (256 alerts); the rest of the margin absorbs a slow poll.
+    assert!(
+        pending_before - pending < pending_before / 4,
+        "the undo waited for the backlog: {pending_before} quiet alerts undecided before, {pending} at the undo"
+    );
+
+    // The backlog is then decided in full, every alert with a reason.
+    wait_until("the backlog is decided", Duration::from_secs(120), || {
+        let store = store.clone();
+        async move { store.pending_count().await.unwrap_or(1) == 0 }
+    })
+    .await;
+    assert_eq!(
+        store.alert_count().await.expect("count") as usize,
+        queued + 1
+    );
+    let web = env.api.get("web").await.expect("web");
+    assert_eq!(image_of(&web), "nginx:2.0");
+    running.stop().await.expect("clean stop");
+}
