@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod http;
 pub mod k8s;
+pub mod link;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -185,6 +185,64 @@ async fn the_webhook_token_is_required_when_configured() {
 }
 
 #[tokio::test]
+async fn a_hostile_url_is_never_a_link_on_the_incident_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    let mut payload = mk_payload();
+    payload["alerts"][0]["generatorURL"] = json!("JaVaScRiPt:alert(document.cookie)");
+    payload["externalURL"] = json!(" javascript:alert(1)");
+    let (status, _) = post(&state, payload.to_string(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let store = &state.pipeline.store;
+    let (alert_id, alert) = store
+        .undecided_alerts()
+        .await
+        .expect("undecided")
+        .pop()
+        .expect("one alert");
+    let decision = crate::core::engine::Decision {
+        outcome: crate::core::engine::Outcome::NoRecentRollout,
+        reason: "no rollout".into(),
+        workload: Some(crate::core::engine::WorkloadRef {
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+        }),
+        rollout: None,
+        command: None,
+    };
+    let recorded = store
+        .record_decision(alert_id, &alert, &decision, jiff::Timestamp::now())
+        .await
+        .expect("recorded")
+        .expect("new decision");
+    let (status, html) = get(&state, &format!("/incidents/{}", recorded.incident_id)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let lower = html.to_ascii_lowercase();
+    assert!(!lower.contains("href=\"javascript"), "{html}");
+    assert!(!lower.contains("href=\" javascript"), "{html}");
+    assert!(
+        html.contains("source: <code>JaVaScRiPt:alert(document.cookie)</code>"),
+        "shown as text: {html}"
+    );
+    assert!(html.contains("Alertmanager: <code> javascript:alert(1)</code>"));
+}
+
+#[test]
+fn a_page_links_http_urls_only() {
+    assert_eq!(
+        pages::url_cell("source", "http://prom:9090/graph?a=1&b=2"),
+        "<a href=\"http://prom:9090/graph?a=1&amp;b=2\">source</a>"
+    );
+    assert_eq!(
+        pages::url_cell("source", "javascript:alert(\"x\")"),
+        "source: <code>javascript:alert(&quot;x&quot;)</code>"
+    );
+    assert_eq!(pages::url_cell("source", ""), "");
+}
+
+#[tokio::test]
 async fn a_store_that_cannot_record_answers_503_so_alertmanager_retries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = mk_state(&dir, None).await;
