@@ -124,8 +124,11 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub correlation: CorrelationConfig,
     pub prometheus: Option<PrometheusConfig>,
-    /// The webhook bearer token, read from `server.token_file` or `server.token`.
+    /// The full bearer token (webhook and reads), from `server.token_file` or `server.token`.
     pub webhook_token: Option<Secret>,
+    /// The read-only bearer token (pages, read API, metrics; never the webhook), from
+    /// `server.read_token_file` or `server.read_token`.
+    pub read_token: Option<Secret>,
     /// Credentials for Prometheus, read from `prometheus.*_file`.
     pub prometheus_auth: PrometheusAuth,
     /// `[notify]`: retry policy for notifications.
@@ -142,11 +145,28 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
     /// Prefer `token_file`; this exists for `ROLLBACKD__SERVER__TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// A token for reading only: the pages, the read API and `/metrics`, never the webhook.
+    pub read_token_file: Option<PathBuf>,
+    /// Prefer `read_token_file`; this exists for `ROLLBACKD__SERVER__READ_TOKEN`.
+    pub read_token: Option<Secret>,
+    /// Whether `/metrics` needs a token when tokens are configured.
+    pub metrics_auth: bool,
     /// Largest webhook body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Base URL of rollbackd's pages as on-call reaches them, for links in messages.
     pub public_url: Option<String>,
+    /// How long a request head may take once its first byte arrived.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a whole request body may take once its head arrived.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a connection with no request in flight may stay silent.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -155,8 +175,15 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
             token_file: None,
             token: None,
+            read_token_file: None,
+            read_token: None,
+            metrics_auth: true,
             max_body_bytes: 1024 * 1024,
             public_url: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -383,6 +410,7 @@ impl Config {
             correlation,
             prometheus,
             webhook_token: None,
+            read_token: None,
             prometheus_auth: PrometheusAuth::None,
             notify,
             slack: None,
@@ -424,20 +452,47 @@ impl Config {
                 message,
             })
         };
-        match (&self.server.token_file, &self.server.token) {
-            (Some(_), Some(_)) => problem(
-                "server.token_file",
-                "set either server.token_file or server.token, not both".into(),
+        let server = &self.server;
+        self.webhook_token = secret_from(
+            (&server.token_file, "server.token_file"),
+            (&server.token, "server.token"),
+            &mut problem,
+        );
+        self.read_token = secret_from(
+            (&server.read_token_file, "server.read_token_file"),
+            (&server.read_token, "server.read_token"),
+            &mut problem,
+        );
+        let read_key = if server.read_token_file.is_some() {
+            "server.read_token_file"
+        } else {
+            "server.read_token"
+        };
+        match (&self.webhook_token, &self.read_token) {
+            (None, Some(_)) => problem(
+                read_key,
+                "needs server.token_file or server.token too: without a full token the webhook would be open".into(),
             ),
-            (Some(file), None) => match read_secret_file(file) {
-                Ok(token) => self.webhook_token = Some(token),
-                Err(message) => problem("server.token_file", message),
-            },
-            (None, Some(token)) if token.trim().is_empty() => {
-                problem("server.token", "is empty".into())
+            (Some(full), Some(read)) if full == read => problem(
+                read_key,
+                "must differ from the full token, or it would be accepted by the webhook".into(),
+            ),
+            _ => {}
+        }
+        for (key, value) in [
+            ("server.header_timeout", server.header_timeout),
+            ("server.body_timeout", server.body_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                problem(key, "must be between 100ms and 1h".into());
             }
-            (None, Some(token)) => self.webhook_token = Some(Secret::new(token.trim())),
-            (None, None) => {}
+        }
+        if !(1..=65_536).contains(&server.max_connections) {
+            problem(
+                "server.max_connections",
+                format!("{} is out of range (1 to 65536)", server.max_connections),
+            );
         }
         if self.server.max_body_bytes < 1024 {
             problem(
@@ -552,6 +607,13 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "token",
             "max_body_bytes",
             "public_url",
+            "read_token_file",
+            "read_token",
+            "metrics_auth",
+            "header_timeout",
+            "body_timeout",
+            "idle_timeout",
+            "max_connections",
         ],
     ),
     (
@@ -640,6 +702,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
 /// `007` as the number 7.
 const VERBATIM_ENV: &[(&str, &[&str])] = &[
     ("ROLLBACKD__SERVER__TOKEN", &["server", "token"]),
+    ("ROLLBACKD__SERVER__READ_TOKEN", &["server", "read_token"]),
     (
         "ROLLBACKD__NOTIFY__SLACK__WEBHOOK_URL",
         &["notify", "slack", "webhook_url"],
@@ -815,6 +878,32 @@ fn section_at<T: DeserializeOwned + Default>(
         });
         T::default()
     })
+}
+
+/// A secret given either as a file or inline (`(value, key)` pairs name each for problems).
+fn secret_from(
+    (file, file_key): (&Option<PathBuf>, &str),
+    (inline, inline_key): (&Option<Secret>, &str),
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Secret> {
+    match (file, inline) {
+        (Some(_), Some(_)) => {
+            problem(
+                file_key,
+                format!("set either {file_key} or {inline_key}, not both"),
+            );
+            None
+        }
+        (Some(file), None) => read_secret_file(file)
+            .map_err(|message| problem(file_key, message))
+            .ok(),
+        (None, Some(secret)) if secret.expose().trim().is_empty() => {
+            problem(inline_key, "is empty".into());
+            None
+        }
+        (None, Some(secret)) => Some(Secret::new(secret.expose().trim())),
+        (None, None) => None,
+    }
 }
 
 /// Reads a secret from a file: trimmed, non-empty. The error never contains the content.

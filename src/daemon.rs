@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::config::{Config, PrometheusAuth, PrometheusConfig};
 use crate::core::traffic::TrafficChange;
-use crate::http::{AppState, router};
+use crate::http::{AppState, ServerLimits, router};
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{SharedIndex, kinds_served, watches};
 use crate::metrics::Metrics;
@@ -102,6 +102,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         readiness,
         token: config.webhook_token.clone().map(Arc::new),
+        read_token: config.read_token.clone().map(Arc::new),
+        metrics_auth: config.server.metrics_auth,
         max_body_bytes: config.server.max_body_bytes,
     };
     let poller = match &config.prometheus {
@@ -116,7 +118,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).into_future();
+        let limits = ServerLimits::from(&config.server);
+        let server = crate::http::serve(listener, app, limits, std::future::pending());
         // Aborted when the daemon stops, so that a restarted daemon in the same process does
         // not share the store with a leftover worker.
         let mut worker = AbortOnDrop(tokio::spawn(pipeline.clone().run()));
@@ -132,7 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::select! {
             _ = persist_changes => bail!("the traffic change recorder stopped"),
             _ = polling => bail!("the PromQL poller stopped"),
-            r = server => r.context("HTTP server stopped")?,
+            () = server => bail!("the HTTP server stopped"),
             _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),
             r = &mut worker.0 => bail!("the decision worker stopped: {r:?}"),
             _ = delivery.run() => bail!("the notification delivery worker stopped"),

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod fault;
 pub mod http;
 pub mod k8s;
+pub mod link;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

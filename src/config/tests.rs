@@ -116,3 +116,69 @@ fn a_missing_file_or_broken_toml_is_one_clear_error() {
         Config::load_with_env(&write(&dir, "c.toml", "[server\n"), no_env()).expect_err("broken");
     assert_eq!(err.problems.len(), 1);
 }
+
+#[test]
+fn the_server_limits_have_production_defaults_and_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
+    assert_eq!(cfg.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.server.body_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.server.max_connections, 1024);
+    assert!(cfg.server.metrics_auth);
+    let path = write(
+        &dir,
+        "bad.toml",
+        "[server]\nheader_timeout = \"0s\"\nbody_timeout = \"soon\"\nidle_timeout = \"2h\"\nmax_connections = 0\nmetrics_auth = \"maybe\"\n",
+    );
+    let err = Config::load_with_env(&path, no_env()).expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "server.header_timeout",
+        "server.body_timeout",
+        "server.idle_timeout",
+        "server.max_connections",
+        "server.metrics_auth",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {err}");
+    }
+}
+
+#[test]
+fn the_read_token_comes_from_the_environment_verbatim_and_is_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "c.toml", "[server]\ntoken = \"full-secret\"\n");
+    let env = vec![(
+        "ROLLBACKD__SERVER__READ_TOKEN".to_string(),
+        "007".to_string(),
+    )];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    assert_eq!(cfg.read_token.as_ref().map(Secret::expose), Some("007"));
+    let printed = format!("{cfg:?}");
+    assert!(!printed.contains("full-secret"), "{printed}");
+    assert!(!printed.contains("007"), "{printed}");
+}
+
+#[test]
+fn a_read_token_needs_a_different_full_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let read = write(&dir, "read", "reader\n");
+    let alone = write(
+        &dir,
+        "alone.toml",
+        &format!(
+            "[server]\nread_token_file = {:?}\n",
+            read.display().to_string()
+        ),
+    );
+    let err = Config::load_with_env(&alone, no_env()).expect_err("read token alone");
+    assert_eq!(err.problems[0].key, "server.read_token_file", "{err}");
+    let same = write(
+        &dir,
+        "same.toml",
+        "[server]\ntoken = \"same\"\nread_token = \"same\"\n",
+    );
+    let err = Config::load_with_env(&same, no_env()).expect_err("same token");
+    assert_eq!(err.problems[0].key, "server.read_token", "{err}");
+    assert!(!err.to_string().contains("\"same\""), "{err}");
+}

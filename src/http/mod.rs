@@ -1,13 +1,18 @@
 //! The HTTP surface: the Alertmanager webhook, the incident API and pages, health and metrics.
 //!
 //! [`router`] is a plain function of [`AppState`], so tests drive it with `oneshot` and no
-//! socket. Every error is an [`ApiError`] rendered as `{"error": "..."}` with its status.
+//! socket. Every error is an [`ApiError`] rendered as `{"error": "..."}` with its status. Who may
+//! call which route is decided in `auth`; [`serve`] runs the router on a socket with the
+//! server's timeouts and connection limit.
 
 mod api;
+mod auth;
 mod pages;
+pub mod serve;
 pub mod webhook;
 
 pub use api::filter_from as api_filter;
+pub use serve::{ServerLimits, serve};
 
 use std::sync::Arc;
 
@@ -30,28 +35,39 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// The full token: every endpoint, the webhook included.
     pub token: Option<Arc<Secret>>,
+    /// The read token: pages, read API and metrics, never the webhook.
+    pub read_token: Option<Arc<Secret>>,
+    /// Whether `/metrics` needs a token when one is configured.
+    pub metrics_auth: bool,
     pub max_body_bytes: usize,
 }
 
+/// Every route, each behind the access it needs (see `auth`).
 pub fn router(state: AppState) -> Router {
+    use middleware::from_fn_with_state as layer;
     let webhook = Router::new()
         .route("/api/v1/alerts", post(webhook::receive))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            webhook::authorize,
-        ));
-    Router::new()
-        .merge(webhook)
+        .route_layer(layer(state.clone(), webhook::require_json))
+        .route_layer(layer(state.clone(), auth::require_full));
+    let reads = Router::new()
         .route("/api/v1/incidents", get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
         .route("/api/v1/inconclusive", get(api::inconclusive))
         .route("/", get(pages::index))
         .route("/incidents/{id}", get(pages::incident))
+        .route_layer(layer(state.clone(), auth::require_read));
+    let metrics = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route_layer(layer(state.clone(), auth::require_metrics));
+    Router::new()
+        .merge(webhook)
+        .merge(reads)
+        .merge(metrics)
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
         .with_state(state)
 }
 
@@ -63,7 +79,11 @@ pub enum ApiError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -75,7 +95,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -1,6 +1,7 @@
 //! Incident pages: the list at `/` and one incident with its timeline at `/incidents/{id}`.
 //!
-//! Plain server-rendered HTML with every stored string escaped; no scripts.
+//! Plain server-rendered HTML with every stored string escaped; no scripts. A URL from a peer
+//! (`generatorURL`, `externalURL`) is a link only when [`safe_link`] allows it, else text.
 
 use std::fmt::Write;
 
@@ -9,6 +10,7 @@ use axum::response::Html;
 
 use super::api::load_incident;
 use super::{ApiError, AppState};
+use crate::link::safe_link;
 use crate::store::IncidentFilter;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2433}
@@ -38,6 +40,15 @@ fn page(title: &str, body: &str) -> Html<String> {
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
         escape(title)
     ))
+}
+
+/// A link when [`safe_link`] allows it; otherwise the URL as escaped text, never an `href`.
+pub fn url_cell(label: &str, url: &str) -> String {
+    match safe_link(url) {
+        Some(url) => format!("<a href=\"{}\">{}</a>", escape(url), escape(label)),
+        None if url.is_empty() => String::new(),
+        None => format!("{}: <code>{}</code>", escape(label), escape(url)),
+    }
 }
 
 fn outcome(code: &str) -> String {
@@ -94,11 +105,13 @@ pub async fn incident(
     }
     body.push_str("<h2>Alerts</h2><table><tr><th>alert</th><th>status</th><th>started</th><th>deliveries</th><th>outcome</th><th>links</th></tr>");
     for a in &d.alerts {
-        let link = if a.generator_url.is_empty() {
-            String::new()
-        } else {
-            format!("<a href=\"{}\">source</a>", escape(&a.generator_url))
-        };
+        let mut link = url_cell("source", &a.generator_url);
+        if let Some(am) = &a.external_url {
+            if !link.is_empty() {
+                link.push_str(" · ");
+            }
+            link.push_str(&url_cell("Alertmanager", am));
+        }
         let _ = write!(
             body,
             "<tr><td>{} <code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td></tr>",

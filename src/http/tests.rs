@@ -1,7 +1,7 @@
 //! HTTP tests through `oneshot`: no socket, a real SQLite store, a client that is never called.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -14,6 +14,7 @@ use crate::notify::LogNotifier;
 use crate::store::Store;
 
 const TOKEN: &str = "t0ken-for-tests";
+const READ_TOKEN: &str = "read-0nly-t0ken";
 
 async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
     let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
@@ -46,6 +47,8 @@ async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
         metrics,
         readiness,
         token: token.map(|t| Arc::new(Secret::new(t))),
+        read_token: token.map(|_| Arc::new(Secret::new(READ_TOKEN))),
+        metrics_auth: true,
         max_body_bytes: 64 * 1024,
     }
 }
@@ -99,8 +102,51 @@ async fn post(state: &AppState, body: impl Into<Body>, token: Option<&str>) -> (
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
+    let (status, _, body) = get_with(state, uri, None).await;
+    (status, body)
+}
+
+/// A GET with `authorization` as the whole header value, if any.
+async fn get_with(
+    state: &AppState,
+    uri: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::get(uri);
+    if let Some(value) = authorization {
+        req = req.header(header::AUTHORIZATION, value);
+    }
     let response = router(state.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// A webhook delivery with the given Content-Type header (or none) and body.
+async fn post_typed(
+    state: &AppState,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
+    let mut req = Request::post("/api/v1/alerts");
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let response = router(state.clone())
+        .oneshot(req.body(body.into()).expect("request"))
         .await
         .expect("response");
     let status = response.status();
@@ -110,7 +156,10 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
         .await
         .expect("body")
         .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn alerts_recorded(state: &AppState) -> i64 {
@@ -182,6 +231,229 @@ async fn the_webhook_token_is_required_when_configured() {
     assert_eq!(alerts_recorded(&state).await, 0);
     let (status, _) = post(&state, mk_payload().to_string(), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Every endpoint that needs a token once one is configured.
+const READ_ENDPOINTS: &[&str] = &[
+    "/",
+    "/incidents/1",
+    "/api/v1/incidents",
+    "/api/v1/incidents/1",
+    "/api/v1/inconclusive",
+    "/metrics",
+];
+
+#[tokio::test]
+async fn with_a_token_every_endpoint_but_health_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, Some(TOKEN)).await;
+    let full = format!("Bearer {TOKEN}");
+    let read = format!("Bearer {READ_TOKEN}");
+    let lower = format!("bearer {READ_TOKEN}");
+    let refused = [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer t0ken-for-test"),
+        Some("Bearer t0ken-for-tests2"),
+        Some("Bearer "),
+        Some(TOKEN),
+        Some("Basic dDBrZW4tZm9yLXRlc3Rz"),
+    ];
+    for uri in READ_ENDPOINTS {
+        for authorization in refused {
+            let (status, headers, body) = get_with(&state, uri, authorization).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{uri} with {authorization:?}: {body}"
+            );
+            assert_eq!(
+                headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..]),
+                "{uri}"
+            );
+        }
+        for authorization in [&full, &read, &lower] {
+            let (status, _, body) = get_with(&state, uri, Some(authorization)).await;
+            assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                "{uri} with {authorization}: {status} {body}"
+            );
+        }
+    }
+    assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&state, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "open, and honest that the watches have not listed"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_the_read_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, Some(TOKEN)).await;
+    let (status, _) = post(&state, mk_payload().to_string(), Some(READ_TOKEN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(alerts_recorded(&state).await, 0);
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("rollbackd_webhook_rejected_total{reason=\"unauthorized\"} 1"),
+        "{metrics}"
+    );
+    let (status, _) = post(&state, mk_payload().to_string(), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_can_be_left_open_for_a_scraper_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = mk_state(&dir, Some(TOKEN)).await;
+    state.metrics_auth = false;
+    let (status, body) = get(&state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("# EOF"), "{body}");
+    for uri in READ_ENDPOINTS.iter().filter(|u| **u != "/metrics") {
+        assert_eq!(get(&state, uri).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_everything_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    for uri in READ_ENDPOINTS {
+        let (status, body) = get(&state, uri).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{uri}: {status} {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_accepts_json_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    let refused = [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some("application/json-patch+json"),
+        Some(""),
+        None,
+    ];
+    for content_type in refused {
+        let (status, answer) = post_typed(&state, content_type, mk_payload().to_string()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {answer}"
+        );
+        let message = answer["error"].as_str().expect("message");
+        assert!(message.contains("application/json"), "{message}");
+    }
+    assert_eq!(alerts_recorded(&state).await, 0);
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains(&format!(
+            "rollbackd_webhook_rejected_total{{reason=\"content-type\"}} {}",
+            refused.len()
+        )),
+        "{metrics}"
+    );
+    for content_type in ["application/json; charset=utf-8", "Application/JSON"] {
+        let (status, answer) =
+            post_typed(&state, Some(content_type), mk_payload().to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{content_type}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_the_content_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, Some(TOKEN)).await;
+    let (status, _) = post_typed(&state, Some("text/plain"), mk_payload().to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    let stalled = futures::stream::iter([
+        Ok(axum::body::Bytes::from_static(b"{\"version\"")),
+        Err(serve::BodyTimeout(std::time::Duration::from_secs(30))),
+    ]);
+    let (status, answer) =
+        post_typed(&state, Some("application/json"), Body::from_stream(stalled)).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{answer}");
+    assert!(
+        state
+            .metrics
+            .render()
+            .contains("rollbackd_webhook_rejected_total{reason=\"body-timeout\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_hostile_url_is_never_a_link_on_the_incident_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    let mut payload = mk_payload();
+    payload["alerts"][0]["generatorURL"] = json!("JaVaScRiPt:alert(document.cookie)");
+    payload["externalURL"] = json!(" javascript:alert(1)");
+    let (status, _) = post(&state, payload.to_string(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let store = &state.pipeline.store;
+    let (alert_id, alert) = store
+        .undecided_alerts()
+        .await
+        .expect("undecided")
+        .pop()
+        .expect("one alert");
+    let decision = crate::core::engine::Decision {
+        outcome: crate::core::engine::Outcome::NoRecentRollout,
+        reason: "no rollout".into(),
+        workload: Some(crate::core::engine::WorkloadRef {
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+        }),
+        rollout: None,
+        command: None,
+    };
+    let recorded = store
+        .record_decision(alert_id, &alert, &decision, jiff::Timestamp::now())
+        .await
+        .expect("recorded")
+        .expect("new decision");
+    let (status, html) = get(&state, &format!("/incidents/{}", recorded.incident_id)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let lower = html.to_ascii_lowercase();
+    assert!(!lower.contains("href=\"javascript"), "{html}");
+    assert!(!lower.contains("href=\" javascript"), "{html}");
+    assert!(
+        html.contains("source: <code>JaVaScRiPt:alert(document.cookie)</code>"),
+        "shown as text: {html}"
+    );
+    assert!(html.contains("Alertmanager: <code> javascript:alert(1)</code>"));
+}
+
+#[test]
+fn a_page_links_http_urls_only() {
+    assert_eq!(
+        pages::url_cell("source", "http://prom:9090/graph?a=1&b=2"),
+        "<a href=\"http://prom:9090/graph?a=1&amp;b=2\">source</a>"
+    );
+    assert_eq!(
+        pages::url_cell("source", "javascript:alert(\"x\")"),
+        "source: <code>javascript:alert(&quot;x&quot;)</code>"
+    );
+    assert_eq!(pages::url_cell("source", ""), "");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! The payload is parsed strictly where it matters (version, status, labels, timestamps) and
 //! leniently elsewhere: unknown fields, such as `notification_reason` or `routeLabels` from
 //! newer Alertmanagers, are accepted. A 2xx answer means every alert is durably recorded;
-//! a store failure answers 503 so that Alertmanager retries.
+//! a store failure answers 503 so that Alertmanager retries. Before the body is read the
+//! request needs the full token (see `auth`) and `Content-Type: application/json` (else 415).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,9 +15,9 @@ use axum::response::Response;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tracing::warn;
 
+use super::serve::BodyTimeout;
 use super::{ApiError, AppState};
 use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::pipeline::error_chain;
@@ -95,26 +96,48 @@ pub fn parse(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), String> {
     Ok((payload, alerts))
 }
 
-/// Bearer-token check, before the body is read. Compared in constant time.
-pub async fn authorize(
+/// Only `application/json` (with any parameters, in any case), checked before the body is
+/// read. A browser can post `text/plain` or a form to any origin without asking first; it
+/// cannot post JSON without a CORS preflight, which rollbackd never grants.
+pub async fn require_json(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = presented.as_bytes().ct_eq(token.expose().as_bytes()).into();
-        if !ok {
-            state.metrics.webhook_rejected("unauthorized");
-            return Err(ApiError::Unauthorized);
-        }
+    let content_type = request.headers().get(header::CONTENT_TYPE);
+    let media_type = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media_type.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        state.metrics.webhook_rejected("content-type");
+        let got = match content_type {
+            None => "no Content-Type".to_string(),
+            Some(v) => format!(
+                "Content-Type {:?}",
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            ),
+        };
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the webhook accepts Content-Type application/json only (got {got})"
+        )));
     }
     Ok(next.run(request).await)
+}
+
+/// Whether reading the body failed because it did not arrive in time (`server.body_timeout`).
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 pub async fn receive(
@@ -127,6 +150,11 @@ pub async fn receive(
             ApiError::PayloadTooLarge(format!(
                 "payload larger than {} bytes (server.max_body_bytes)",
                 state.max_body_bytes
+            ))
+        } else if timed_out(&rejection) {
+            state.metrics.webhook_rejected("body-timeout");
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive in time: {rejection}"
             ))
         } else {
             state.metrics.webhook_rejected("unreadable");

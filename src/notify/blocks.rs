@@ -7,13 +7,14 @@
 //!
 //! Every string from a peer (labels, annotations, reasons quoting the API) is escaped for
 //! mrkdwn (`&`, `<`, `>`: no injected mentions or links) and cut to the limit of the field it
-//! lands in, never inside an escape or a link. URLs that are not http(s) or are too long become
-//! no button.
+//! lands in, never inside an escape or a link. URLs that [`safe_link`] refuses or that are too
+//! long become no button and no link.
 
 use serde_json::{Value, json};
 
-use super::message::{is_http_url, one_line, truncate};
+use super::message::{one_line, truncate};
 use super::{MessageKind, Notification};
+use crate::link::safe_link;
 
 /// Slack's limits (Block Kit reference: blocks, header, section, button).
 pub const MAX_BLOCKS: usize = 50;
@@ -171,9 +172,9 @@ fn buttons(n: &Notification) -> Vec<Value> {
 }
 
 fn push_button(out: &mut Vec<Value>, text: &str, url: &str, action_id: &str) {
-    if !is_http_url(url) || url.chars().count() > MAX_URL {
+    let Some(url) = safe_link(url).filter(|u| u.chars().count() <= MAX_URL) else {
         return;
-    }
+    };
     let text = truncate(&one_line(text), MAX_BUTTON_TEXT);
     out.push(json!({
         "type": "button",
@@ -193,7 +194,9 @@ fn mrkdwn(text: &str) -> Value {
 
 /// A URL that can sit inside `<url|text>` without breaking it.
 fn linkable(url: &str) -> bool {
-    is_http_url(url) && url.chars().count() <= MAX_URL && !url.contains(['<', '>', '|', '&'])
+    safe_link(url).is_some()
+        && url.chars().count() <= MAX_URL
+        && !url.contains(['<', '>', '|', '&'])
 }
 
 /// Escapes the three characters mrkdwn treats as control characters.
@@ -260,6 +263,39 @@ mod tests {
         let body = message(&n).to_string();
         assert!(!body.contains("<!channel>"), "{body}");
         assert!(body.contains("&lt;!channel&gt;"), "{body}");
+    }
+
+    #[test]
+    fn only_http_urls_become_buttons_or_links() {
+        for hostile in [
+            "JaVaScRiPt:alert(1)",
+            "data:text/html,x",
+            "//evil.example/x",
+        ] {
+            let mut n = Notification::test_sample(None, Timestamp::UNIX_EPOCH);
+            n.kind = MessageKind::Outcome;
+            n.link = Some(hostile.into());
+            for a in &mut n.alerts {
+                a.generator_url = hostile.into();
+                a.alertmanager_url = Some(hostile.into());
+            }
+            let body = message(&n);
+            assert!(
+                !body
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .contains("<javascript"),
+                "{body}"
+            );
+            assert!(
+                body["blocks"]
+                    .as_array()
+                    .expect("blocks")
+                    .iter()
+                    .all(|b| b["type"] != "actions"),
+                "{hostile:?} became a button: {body}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::alert::{Alert, AlertSource, AlertStatus, LabelSet};
 use crate::core::engine::{Command, Decision, Outcome, WorkloadRef, describe};
 use crate::core::undo::RevisionRef;
+use crate::link::safe_link;
 use crate::store::{ActionResult, ActionStatus};
 
 /// What a message is about. New kinds (verification: `Recovered`, `NotRecovered`) are added
@@ -439,7 +440,7 @@ impl Notification {
             );
         }
         out.push_str("</table>\n");
-        if let Some(link) = self.link.as_deref().filter(|l| is_http_url(l)) {
+        if let Some(link) = self.link.as_deref().and_then(safe_link) {
             let _ = writeln!(out, "<p><a href=\"{}\">Open the incident</a></p>", e(link));
         }
         out.push_str("<h3>Alerts</h3>\n<ul>\n");
@@ -460,11 +461,24 @@ impl Notification {
                 "<br>labels: <code>{}</code>",
                 e(&label_list(&a.labels))
             );
-            if is_http_url(&a.generator_url) {
-                let _ = write!(out, "<br><a href=\"{}\">source</a>", e(&a.generator_url));
+            match safe_link(&a.generator_url) {
+                Some(url) => {
+                    let _ = write!(out, "<br><a href=\"{}\">source</a>", e(url));
+                }
+                None if !a.generator_url.is_empty() => {
+                    let _ = write!(out, "<br>source: <code>{}</code>", e(&a.generator_url));
+                }
+                None => {}
             }
-            if let Some(am) = a.alertmanager_url.as_deref().filter(|u| is_http_url(u)) {
-                let _ = write!(out, " · <a href=\"{}\">Alertmanager</a>", e(am));
+            if let Some(am) = &a.alertmanager_url {
+                match safe_link(am) {
+                    Some(url) => {
+                        let _ = write!(out, " · <a href=\"{}\">Alertmanager</a>", e(url));
+                    }
+                    None => {
+                        let _ = write!(out, " · Alertmanager: <code>{}</code>", e(am));
+                    }
+                }
             }
             out.push_str("</li>\n");
         }
@@ -520,13 +534,6 @@ impl Notification {
 /// The page of an incident under `base` (`server.public_url`).
 pub fn incident_link(base: &str, incident_id: i64) -> String {
     format!("{}/incidents/{incident_id}", base.trim_end_matches('/'))
-}
-
-/// Only http(s) URLs become links: anything else (a `javascript:` URL in a peer's payload)
-/// is shown as text, if at all.
-pub fn is_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://"))
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// `a="1", b="2"`
@@ -739,8 +746,31 @@ mod tests {
         let html = n.html();
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;q&quot;"));
-        assert!(!html.contains("javascript:"), "{html}");
+        assert!(!html.contains("href=\"javascript"), "{html}");
+        assert!(
+            html.contains("source: <code>javascript:alert(1)</code>"),
+            "{html}"
+        );
         assert!(html.contains("<a href=\"https://rb.example/incidents/7\">"));
+    }
+
+    #[test]
+    fn only_http_urls_become_links() {
+        for hostile in [
+            "JaVaScRiPt:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox(1)",
+            "//evil.example/x",
+        ] {
+            let mut n = mk();
+            n.alerts[0].generator_url = hostile.into();
+            n.alerts[0].alertmanager_url = Some(hostile.into());
+            n.link = Some(hostile.into());
+            let html = n.html().to_ascii_lowercase();
+            assert_eq!(html.matches("<a ").count(), 0, "{hostile:?}: {html}");
+            assert!(!html.contains("<script"), "{html}");
+        }
     }
 
     #[test]
