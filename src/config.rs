@@ -173,6 +173,12 @@ pub struct KubernetesConfig {
     /// renewal that finds the version expired relists).
     #[serde(with = "humantime_serde")]
     pub watch_timeout: Duration,
+    /// No decision while any watch has heard nothing from the API server for this long (no
+    /// list, event, bookmark or watch answer). A third of it also caps each watch request
+    /// and half of it is how long a silent connection is kept, so the default notices a
+    /// half-open connection within 45s.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -182,6 +188,7 @@ impl Default for KubernetesConfig {
             namespaces: Vec::new(),
             correlation_window: Duration::from_secs(30 * 60),
             watch_timeout: Duration::from_secs(290),
+            stale_after: Duration::from_secs(90),
         }
     }
 }
@@ -450,6 +457,10 @@ impl Config {
                 "must be between 1s and 1h".into(),
             );
         }
+        let stale = self.kubernetes.stale_after;
+        if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
+            problem("kubernetes.stale_after", "must be between 3s and 1h".into());
+        }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
                 "correlation.grace",
@@ -510,6 +521,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "namespaces",
             "correlation_window",
             "watch_timeout",
+            "stale_after",
         ],
     ),
     ("store", &["url"]),
