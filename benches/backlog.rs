@@ -84,7 +84,10 @@ async fn alert_to_undo(http: &reqwest::Client, url: &str, sandbox: &Sandbox, nam
     let answer = http.post(url).json(&payload).send().await.expect("webhook");
     assert!(answer.status().is_success(), "{}", answer.status());
     while !patched(sandbox, name) {
-        assert!(started.elapsed() < Duration::from_secs(600), "no undo of {name}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no undo of {name}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     started.elapsed().as_secs_f64() * 1000.0

@@ -204,6 +204,12 @@ pub struct KubernetesConfig {
     /// whose answer did not come in time is settled by reading the object again.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// No decision while any watch has heard nothing from the API server for this long (no
+    /// list, event, bookmark or watch answer). A third of it also caps each watch request
+    /// and half of it is how long a silent connection is kept, so the default notices a
+    /// half-open connection within 45s.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -214,6 +220,7 @@ impl Default for KubernetesConfig {
             correlation_window: Duration::from_secs(30 * 60),
             watch_timeout: Duration::from_secs(290),
             call_timeout: Duration::from_secs(10),
+            stale_after: Duration::from_secs(90),
         }
     }
 }
@@ -556,6 +563,10 @@ impl Config {
         if self.policy.max_decision_wait.is_zero() {
             problem("policy.max_decision_wait", "must be longer than 0s".into());
         }
+        let stale = self.kubernetes.stale_after;
+        if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
+            problem("kubernetes.stale_after", "must be between 3s and 1h".into());
+        }
         if self.correlation.grace >= self.kubernetes.correlation_window {
             problem(
                 "correlation.grace",
@@ -624,6 +635,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "correlation_window",
             "watch_timeout",
             "call_timeout",
+            "stale_after",
         ],
     ),
     ("store", &["url"]),

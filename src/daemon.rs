@@ -16,7 +16,7 @@ use crate::config::{Config, PrometheusAuth, PrometheusConfig};
 use crate::core::traffic::TrafficChange;
 use crate::http::{AppState, ServerLimits, router};
 use crate::k8s::executor::Executor;
-use crate::k8s::watch::{SharedIndex, kinds_served, watches};
+use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
@@ -53,17 +53,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Err(poisoned) => poisoned.into_inner().restore_traffic_change(change),
         }
     }
-    let kinds = kinds_served(&client).await;
     let (changes_tx, mut changes_rx) = tokio::sync::mpsc::unbounded_channel::<TrafficChange>();
-    let (readiness, watch_tasks) = watches(
+    let metrics = Metrics::new();
+    // Discovery and the lists run in the background (the listener binds without waiting for
+    // the API server); readiness stays false until they are done and whenever data is stale.
+    let watch_settings = WatchSettings {
+        namespaces: config.kubernetes.namespaces.clone(),
+        stale_after: config.kubernetes.stale_after,
+        watch_timeout: config.kubernetes.watch_timeout,
+    };
+    let (readiness, watching) = watches(
         &client,
-        &config.kubernetes.namespaces,
-        config.kubernetes.watch_timeout,
-        &kinds,
+        &watch_settings,
         &index,
         changes_tx,
+        metrics.clone(),
     );
-    let metrics = Metrics::new();
     let channels = crate::notify::channels(&config)
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
         .context("setting up notification channels")?;
@@ -136,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             _ = persist_changes => bail!("the traffic change recorder stopped"),
             _ = polling => bail!("the PromQL poller stopped"),
             () = server => bail!("the HTTP server stopped"),
-            _ = futures::future::select_all(watch_tasks) => bail!("a Kubernetes watch ended"),
+            _ = watching => bail!("a Kubernetes watch ended"),
             r = &mut worker.0 => bail!("the decision worker stopped: {r:?}"),
             _ = delivery.run() => bail!("the notification delivery worker stopped"),
             _ = stopped => info!("shutting down"),

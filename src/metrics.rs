@@ -48,6 +48,12 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    kind: String,
+    scope: String,
+}
+
 /// All of rollbackd's metrics; clones share the same counters.
 #[derive(Clone)]
 pub struct Metrics {
@@ -61,6 +67,7 @@ pub struct Metrics {
     evaluations: Family<EvaluationLabels, Counter>,
     inconclusive_rules: Gauge,
     notification_attempts: Family<AttemptLabels, Counter>,
+    watch_healthy: Family<WatchLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +88,7 @@ impl Metrics {
         let evaluations = Family::<EvaluationLabels, Counter>::default();
         let inconclusive_rules = Gauge::default();
         let notification_attempts = Family::<AttemptLabels, Counter>::default();
+        let watch_healthy = Family::<WatchLabels, Gauge>::default();
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -122,6 +130,11 @@ impl Metrics {
             "Polled rules whose last evaluation was inconclusive",
             inconclusive_rules.clone(),
         );
+        registry.register(
+            "watch_healthy",
+            "1 while a Kubernetes watch is listed, not failing and fresh, by kind and scope (* = all namespaces)",
+            watch_healthy.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             alerts_received,
@@ -133,7 +146,18 @@ impl Metrics {
             evaluations,
             inconclusive_rules,
             notification_attempts,
+            watch_healthy,
         }
+    }
+
+    /// Whether one watch is healthy (listed, not failing, fresh).
+    pub fn watch_health(&self, kind: &str, scope: &str, healthy: bool) {
+        self.watch_healthy
+            .get_or_create(&WatchLabels {
+                kind: kind.into(),
+                scope: scope.into(),
+            })
+            .set(i64::from(healthy));
     }
 
     /// One delivery attempt of a notification: `delivered`, `retry` or `failed`.
@@ -263,5 +287,10 @@ mod tests {
         assert!(m.render().contains(
             "rollbackd_notification_attempts_total{channel=\"slack\",result=\"retry\"} 1"
         ));
+        m.watch_health("deployments", "*", true);
+        assert!(
+            m.render()
+                .contains("rollbackd_watch_healthy{kind=\"deployments\",scope=\"*\"} 1")
+        );
     }
 }

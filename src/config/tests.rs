@@ -182,3 +182,25 @@ fn a_read_token_needs_a_different_full_token() {
     assert_eq!(err.problems[0].key, "server.read_token", "{err}");
     assert!(!err.to_string().contains("\"same\""), "{err}");
 }
+
+#[test]
+fn stale_after_defaults_to_90s_and_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
+    assert_eq!(cfg.kubernetes.stale_after, Duration::from_secs(90));
+    let cfg = Config::load_with_env(
+        &write(&dir, "c.toml", "[kubernetes]\nstale_after = \"3s\"\n"),
+        no_env(),
+    )
+    .expect("valid");
+    assert_eq!(cfg.kubernetes.stale_after, Duration::from_secs(3));
+    for bad in ["1s", "2h", "soon"] {
+        let path = write(
+            &dir,
+            "c.toml",
+            &format!("[kubernetes]\nstale_after = \"{bad}\"\n"),
+        );
+        let err = Config::load_with_env(&path, no_env()).expect_err(bad);
+        assert_eq!(err.problems[0].key, "kubernetes.stale_after", "{err}");
+    }
+}

@@ -83,18 +83,27 @@ pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready once every watch has listed and the store answers.
+/// Ready while the watches are fresh (discovery done; every watch listed, not failing and
+/// heard from within `kubernetes.stale_after`) and the store answers; otherwise 503 with the
+/// reason in one sentence.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
-    let watches = state.readiness.is_ready();
+    let not_fresh = state.readiness.why_not_ready();
     let store = state.pipeline.store.ping().await;
-    let status = if watches && store {
+    let reason = not_fresh
+        .clone()
+        .or_else(|| (!store).then(|| "the incident store does not answer".to_string()));
+    let status = if reason.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        axum::Json(json!({"watches_synced": watches, "store_open": store})),
+        axum::Json(json!({
+            "watches_synced": not_fresh.is_none(),
+            "store_open": store,
+            "reason": reason,
+        })),
     )
 }
 

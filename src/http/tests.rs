@@ -24,7 +24,7 @@ async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
         "http://127.0.0.1:9".parse().expect("uri"),
     ))
     .expect("client");
-    let readiness = Readiness::new(1);
+    let readiness = Readiness::new(std::time::Duration::from_secs(90));
     let metrics = Metrics::new();
     let policy = Policy {
         mode: Mode::Enforce,
@@ -471,6 +471,7 @@ async fn readiness_waits_for_the_watches_and_lookups_are_checked() {
     let state = mk_state(&dir, None).await;
     let (status, body) = get(&state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("discovering which kinds"), "{body}");
     assert_eq!(
         get(&state, "/api/v1/incidents/abc").await.0,
         StatusCode::BAD_REQUEST

@@ -41,7 +41,9 @@ pub struct Fault {
     /// Kubernetes verb: get list watch create update patch delete deletecollection; None = any.
     #[serde(default)]
     pub verb: Option<String>,
-    /// Plural, with "/status" or "/scale" for a subresource; None = any.
+    /// Plural, with "/status" or "/scale" for a subresource; None = any. A discovery path
+    /// (`/apis/argoproj.io/v1alpha1`, `/api/v1`, `/apis`) makes the fault apply to that
+    /// discovery document instead: discovery is never faulted by a fault naming no resource.
     #[serde(default)]
     pub resource: Option<String>,
     pub count: u32,
@@ -112,6 +114,7 @@ impl Admin {
         }
     }
 
+    /// Disarms every fault.
     pub fn clear_faults(&self) {
         self.faults
             .lock()
@@ -121,13 +124,27 @@ impl Admin {
 
     /// Consume one use of the first fault matching this request, if any.
     pub fn take_fault(&self, verb: &str, resource: &str) -> Option<FaultAction> {
-        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let i = faults.iter().position(|f| {
+        self.take(|f| {
             f.verb
                 .as_deref()
                 .is_none_or(|v| v.eq_ignore_ascii_case(verb))
                 && f.resource.as_deref().is_none_or(|r| r == resource)
-        })?;
+        })
+    }
+
+    /// Consume one use of the first fault naming this discovery path (a GET), if any.
+    pub fn take_discovery_fault(&self, path: &str) -> Option<FaultAction> {
+        self.take(|f| {
+            f.verb
+                .as_deref()
+                .is_none_or(|v| v.eq_ignore_ascii_case("get"))
+                && f.resource.as_deref() == Some(path)
+        })
+    }
+
+    fn take(&self, matches: impl Fn(&Fault) -> bool) -> Option<FaultAction> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let i = faults.iter().position(matches)?;
         let action = faults[i].action.clone();
         faults[i].count -= 1;
         if faults[i].count == 0 {
@@ -166,5 +183,30 @@ mod tests {
         assert_eq!(a.take_fault("get", "pods"), Some(FaultAction::Status(503)));
         assert_eq!(a.take_fault("get", "pods"), Some(FaultAction::Status(503)));
         assert_eq!(a.take_fault("get", "pods"), None);
+    }
+
+    #[test]
+    fn discovery_is_faulted_only_when_named() {
+        let a = Admin::default();
+        a.inject(Fault {
+            verb: None,
+            resource: None,
+            count: 1,
+            action: FaultAction::Status(500),
+        });
+        assert_eq!(a.take_discovery_fault("/apis/argoproj.io/v1alpha1"), None);
+        a.clear_faults();
+        a.inject(Fault {
+            verb: None,
+            resource: Some("/apis/argoproj.io/v1alpha1".into()),
+            count: 1,
+            action: FaultAction::Status(500),
+        });
+        assert_eq!(a.take_fault("get", "rollouts"), None);
+        assert_eq!(
+            a.take_discovery_fault("/apis/argoproj.io/v1alpha1"),
+            Some(FaultAction::Status(500))
+        );
+        assert_eq!(a.take_discovery_fault("/apis/argoproj.io/v1alpha1"), None);
     }
 }

@@ -62,6 +62,9 @@ pub struct SandboxOptions {
     pub watch_history: usize,
     /// Serve argoproj.io and networking.istio.io (false simulates "CRD not installed").
     pub argo_and_istio: bool,
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (tests of staleness
+    /// shorten it).
+    pub bookmark_interval: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -72,6 +75,7 @@ impl Default for SandboxOptions {
             rollout_delay: Duration::from_millis(200),
             watch_history: 1000,
             argo_and_istio: true,
+            bookmark_interval: Duration::from_secs(30),
         }
     }
 }
@@ -118,6 +122,7 @@ impl Sandbox {
             admin: admin::Admin::default(),
             token: opts.token.clone(),
             shutdown: stop_rx.clone(),
+            bookmark_every: opts.bookmark_interval.max(Duration::from_millis(10)),
         });
         let app = axum::Router::new()
             .fallback(server::handle)

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use super::admin::{Admin, Fault, RecordedRequest};
+use super::admin::{Admin, Fault, FaultAction, RecordedRequest};
 use super::status::ApiError;
 use super::store::Store;
 use super::{aggregated, discovery, openapi};
@@ -27,6 +27,8 @@ pub struct Shared {
     pub admin: Admin,
     pub token: String,
     pub shutdown: watch::Receiver<bool>,
+    /// The BOOKMARK interval of watches that allow them.
+    pub bookmark_every: std::time::Duration,
 }
 
 pub fn json_response(code: u16, v: &Value) -> Response {
@@ -150,6 +152,15 @@ async fn route(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let is_get = method == Method::GET;
+    let resource_path = matches!(segs.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if is_get && !resource_path {
+        match sh.admin.take_discovery_fault(path) {
+            Some(FaultAction::Status(code)) => return error_response(&ApiError::from_code(code)),
+            // A discovery read changes nothing: holding its answer is a delay.
+            Some(FaultAction::Delay(d) | FaultAction::HoldAnswer(d)) => tokio::time::sleep(d).await,
+            None => {}
+        }
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -6,7 +6,8 @@
 //! event carrying a 410 Expired Status, then the end). Selectors are applied the way the
 //! real watch cache does: an object entering the selection is ADDED, leaving it is DELETED.
 //! `timeoutSeconds` ends the stream (default 30 min), `allowWatchBookmarks` adds periodic
-//! BOOKMARKs (and the `k8s.io/initial-events-end` one after `sendInitialEvents`). A slow
+//! BOOKMARKs (every `SandboxOptions::bookmark_interval`, 30 s by default) and the
+//! `k8s.io/initial-events-end` one after `sendInitialEvents`. A slow
 //! consumer that falls behind the broadcast gets a 410 ERROR and the end, as on a real server.
 
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use super::status::ApiError;
 use super::store::{Event, EventType};
 use super::table;
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Filter {
@@ -157,6 +157,7 @@ pub fn serve(
 
     let (tx, out) = mpsc::channel::<Bytes>(256);
     let mut shutdown = sh.shutdown.clone();
+    let bookmark_every = sh.bookmark_every;
     tokio::spawn(async move {
         for line in first {
             if tx.send(line).await.is_err() {
@@ -167,7 +168,7 @@ pub fn serve(
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,

@@ -1,0 +1,128 @@
+//! Which optional kinds the cluster serves: Argo Rollouts (`argoproj.io/v1alpha1` rollouts)
+//! and Istio VirtualServices (`networking.istio.io` v1, else v1beta1).
+//!
+//! A kind is "not installed" only when the API server said so: its group version answered
+//! 404, or answered without the resource. Any other outcome (refused, timed out, an error
+//! status) is retried with backoff, and readiness says discovery is failing meanwhile, so an
+//! API outage at start no longer leaves Rollouts unwatched until a restart.
+
+use tracing::{info, warn};
+
+use super::health::Readiness;
+use super::timing::{Backoff, Timings};
+use super::{Kind, describe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("discovery of {group_version} failed: {}", describe(.source))]
+    Failed {
+        group_version: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("discovery of {group_version} got no answer within {}", humantime::format_duration(*.after))]
+    TimedOut {
+        group_version: String,
+        after: std::time::Duration,
+    },
+}
+
+/// Deployments, ReplicaSets and Services always; Rollouts and VirtualServices when served.
+/// Returns only once the API server has answered every question.
+pub async fn kinds_served(
+    client: &kube::Client,
+    readiness: &Readiness,
+    timings: Timings,
+) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Deployments, Kind::ReplicaSets, Kind::Services];
+    if serves(
+        client,
+        "argoproj.io/v1alpha1",
+        "rollouts",
+        readiness,
+        timings,
+    )
+    .await
+    {
+        kinds.push(Kind::Rollouts);
+    } else {
+        info!(
+            "Argo Rollouts (argoproj.io/v1alpha1 rollouts) is not installed; Rollouts are not watched"
+        );
+    }
+    let mut istio = None;
+    for version in ["v1", "v1beta1"] {
+        let group_version = format!("networking.istio.io/{version}");
+        if serves(
+            client,
+            &group_version,
+            "virtualservices",
+            readiness,
+            timings,
+        )
+        .await
+        {
+            istio = Some(version);
+            break;
+        }
+    }
+    match istio {
+        Some(version) => kinds.push(Kind::VirtualServices(version.to_string())),
+        None => info!(
+            "Istio (networking.istio.io virtualservices) is not installed; VirtualServices are not watched"
+        ),
+    }
+    kinds
+}
+
+/// Whether `group_version` serves `plural`, asked until the API server answers.
+async fn serves(
+    client: &kube::Client,
+    group_version: &str,
+    plural: &str,
+    readiness: &Readiness,
+    timings: Timings,
+) -> bool {
+    let mut backoff = Backoff::new(timings.backoff_max);
+    let mut failing = false;
+    loop {
+        match ask(client, group_version, plural, timings).await {
+            Ok(served) => {
+                if failing {
+                    info!(group_version, "discovery answered again");
+                }
+                return served;
+            }
+            Err(error) => {
+                if !failing {
+                    warn!(%error, "discovery failed; retrying with backoff (not deciding meanwhile)");
+                    failing = true;
+                }
+                readiness.discovery_failed(error.to_string());
+                tokio::time::sleep(backoff.next_pause()).await;
+            }
+        }
+    }
+}
+
+async fn ask(
+    client: &kube::Client,
+    group_version: &str,
+    plural: &str,
+    timings: Timings,
+) -> Result<bool, DiscoveryError> {
+    let answer = tokio::time::timeout(timings.call, client.list_api_group_resources(group_version))
+        .await
+        .map_err(|_| DiscoveryError::TimedOut {
+            group_version: group_version.to_string(),
+            after: timings.call,
+        })?;
+    match answer {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(DiscoveryError::Failed {
+            group_version: group_version.to_string(),
+            source,
+        }),
+    }
+}
