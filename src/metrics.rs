@@ -238,6 +238,13 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Alerts just recorded and not yet decided: counted at once, so the gauge never reads 0
+    /// while a delivery waits for the worker.
+    pub fn add_pending(&self, n: usize) {
+        self.pending_alerts
+            .inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

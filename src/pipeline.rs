@@ -138,7 +138,9 @@ impl Pipeline {
                 info!(alert = %alert.name(), key = %r.key, "delivered again after a transient failure; deciding it again");
             }
         }
-        if received.iter().any(|r| r.fresh || r.reopened) {
+        let fresh = received.iter().filter(|r| r.fresh || r.reopened).count();
+        if fresh > 0 {
+            self.metrics.add_pending(fresh);
             self.wake.notify_one();
         }
         Ok(received)
@@ -255,6 +257,9 @@ impl Pipeline {
                 past = self.store.past_actions().await?;
             }
             self.record_quiet(quiet).await?;
+            // The gauge follows the backlog page by page, not only once it is drained.
+            let left = self.store.pending_count().await?;
+            self.metrics.set_pending(usize::try_from(left).unwrap_or(0));
             if !full {
                 return Ok(());
             }

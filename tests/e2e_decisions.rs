@@ -264,6 +264,12 @@ async fn a_server_error_is_settled_by_reading_again_then_retried_once() {
             .await
             .expect("rolled back");
         assert_eq!(image_of(&web), "nginx:2.0");
+        // Counted once, when applied; the failed try is an action, not a decision.
+        let metrics = running.state.metrics.render();
+        assert!(
+            metrics.contains("rollbackd_decisions_total{outcome=\"rolled-back\"} 1\n"),
+            "{code}: {metrics}"
+        );
         running.stop().await.expect("clean stop");
     }
 }

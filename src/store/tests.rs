@@ -274,3 +274,209 @@ async fn concurrent_writers_never_see_a_locked_database() {
     }
     assert_eq!(store.alert_count().await.expect("count"), 100);
 }
+
+fn failed_transiently() -> ActionResult {
+    ActionResult {
+        status: ActionStatus::Failed,
+        outcome: Outcome::Failed,
+        message: "the API server answered 503".into(),
+        target: None,
+        data: serde_json::Value::Null,
+        transient: true,
+    }
+}
+
+#[tokio::test]
+async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    let recorded = store
+        .record_decision(id, &alert, &mk_decision(), t(190))
+        .await
+        .expect("decide")
+        .expect("first");
+    let detail = store
+        .incident(recorded.incident_id)
+        .await
+        .expect("read")
+        .expect("incident");
+    let at = |kind: &str| {
+        detail
+            .timeline
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.at.clone())
+            .expect(kind)
+    };
+    assert_eq!(at("received"), ts_text(t(101)));
+    assert_eq!(at("decision"), ts_text(t(190)));
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    let recorded = store
+        .record_decision(id, &alert, &mk_decision(), t(102))
+        .await
+        .expect("decide")
+        .expect("first");
+    let action = recorded.action_id.expect("intent");
+    store
+        .record_outcome(
+            action,
+            recorded.incident_id,
+            id,
+            &failed_transiently(),
+            Followup::RetryAt(t(110)),
+            &[],
+            t(103),
+        )
+        .await
+        .expect("result");
+    assert!(
+        store
+            .undecided_page(10, t(105))
+            .await
+            .expect("page")
+            .is_empty(),
+        "not before its retry time"
+    );
+    let due = store.undecided_page(10, t(110)).await.expect("page");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 1);
+    assert!(
+        store.past_actions().await.expect("past").is_empty(),
+        "a failed action guards nothing"
+    );
+
+    // The second attempt is recorded in the same incident, and its last failure leaves the
+    // alert to a later delivery.
+    let again = store
+        .record_decision(id, &alert, &mk_decision(), t(111))
+        .await
+        .expect("decide")
+        .expect("second attempt");
+    assert_eq!(again.incident_id, recorded.incident_id);
+    store
+        .record_outcome(
+            again.action_id.expect("intent"),
+            again.incident_id,
+            id,
+            &failed_transiently(),
+            Followup::RetryOnDelivery,
+            &[],
+            t(112),
+        )
+        .await
+        .expect("result");
+    assert!(
+        store
+            .undecided_page(10, t(999))
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    let received = store
+        .record_alerts(std::slice::from_ref(&alert), t(300))
+        .await
+        .expect("redelivery");
+    assert!(received[0].reopened && !received[0].fresh);
+    let due = store.undecided_page(10, t(300)).await.expect("page");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 2);
+    let detail = store
+        .incident(recorded.incident_id)
+        .await
+        .expect("read")
+        .expect("incident");
+    let decisions: Vec<&str> = detail
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "decision")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert!(decisions[1].starts_with("attempt 2: "), "{decisions:?}");
+    let received_entries = detail
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "received")
+        .count();
+    assert_eq!(received_entries, 1, "an alert is received once");
+}
+
+#[tokio::test]
+async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let quiet: Vec<Alert> = (0..5)
+        .map(|i| {
+            let mut a = mk_alert(AlertStatus::Firing);
+            a.labels.insert("deployment".into(), format!("quiet-{i}"));
+            a.fingerprint = Fingerprint::of(&a.labels);
+            a
+        })
+        .collect();
+    store
+        .record_alerts_ranked(&quiet, &[false; 5], t(101))
+        .await
+        .expect("quiet");
+    let urgent = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts_ranked(std::slice::from_ref(&urgent), &[true], t(102))
+        .await
+        .expect("urgent")[0]
+        .alert_id;
+    let page = store.undecided_page(3, t(103)).await.expect("page");
+    assert_eq!(page.len(), 3, "one page, not the whole backlog");
+    assert_eq!(
+        page[0].alert_id, id,
+        "the urgent alert first, though it came last"
+    );
+    assert_eq!(store.pending_count().await.expect("count"), 6);
+}
+
+#[tokio::test]
+async fn unsettled_actions_carry_what_settling_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alert = mk_alert(AlertStatus::Firing);
+    let id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    let recorded = store
+        .record_decision(id, &alert, &mk_decision(), t(102))
+        .await
+        .expect("decide")
+        .expect("first");
+    let unsettled = store.unsettled_actions().await.expect("unsettled");
+    assert_eq!(unsettled.len(), 1);
+    let a = &unsettled[0];
+    assert_eq!(a.status, "intended");
+    assert_eq!(a.kind, "undo-deployment");
+    assert_eq!(
+        (a.blamed_key.as_str(), a.target_key.as_str()),
+        ("uid-web-c", "uid-web-b")
+    );
+    assert_eq!(a.incident_id, recorded.incident_id);
+    assert_eq!(a.alert, alert);
+    assert_eq!(
+        a.rollout.as_ref().map(|r| r.revision.uid.as_str()),
+        Some("uid-web-c")
+    );
+}
