@@ -5,6 +5,8 @@
 //! Discovery retries until the API server answers, without holding up the listener.
 
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -328,5 +330,98 @@ async fn an_outage_at_start_holds_up_readiness_not_the_listener() {
     assert_eq!(argo_discovery(&env), vec![200]);
     assert!(rollouts_listed(&env), "Rollouts are watched");
     assert!(watched_kinds(&running).contains(&"virtualservices"));
+    running.stop().await.expect("clean stop");
+}
+
+/// An alert that waits for fresh data longer than `policy.max_decision_wait` is recorded
+/// `stale-data` and on-call is told; once the data is fresh it is decided and acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_waits_too_long_is_recorded_stale_then_decided() {
+    let env = env().await;
+    let slack = support::SlackSink::start(support::Reply::Status(200, "ok".into(), None)).await;
+    let hook = env.dir.path().join("hook");
+    std::fs::write(&hook, format!("{}/services/T/B/x", slack.url())).expect("hook");
+    let proxy = Proxy::start(env.sandbox.addr()).await;
+    env.three_rollouts("web").await;
+    let path = env.config_file(
+        "127.0.0.1:0",
+        &format!(
+            "[policy]\nmax_decision_wait = \"1s\"\n[notify.slack]\nwebhook_url_file = {:?}\n",
+            hook.display().to_string()
+        ),
+    );
+    let overrides = vec![
+        (
+            "ROLLBACKD__KUBERNETES__STALE_AFTER".to_string(),
+            STALE_AFTER.to_string(),
+        ),
+        (
+            "ROLLBACKD__KUBERNETES__KUBECONFIG".to_string(),
+            kubeconfig_via(&env, &proxy).display().to_string(),
+        ),
+    ];
+    let config = Config::load_with_env(&path, overrides).expect("valid config");
+    let running = daemon::start(config).await.expect("daemon starts");
+    wait_readyz(&running, 200, RECOVER).await;
+
+    proxy.set(Mode::Refuse);
+    wait_readyz(&running, 503, NOTICE).await;
+    let (status, _) = post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, Timestamp::now()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let store = running.state.pipeline.store.clone();
+    wait_until("a stale-data record", Duration::from_secs(10), || {
+        let store = store.clone();
+        async move {
+            store
+                .list_incidents(&Default::default())
+                .await
+                .is_ok_and(|l| l.iter().any(|i| i.outcome == "stale-data"))
+        }
+    })
+    .await;
+    let stale = store
+        .list_incidents(&Default::default())
+        .await
+        .expect("list");
+    let stale = stale
+        .iter()
+        .find(|i| i.outcome == "stale-data")
+        .expect("stale");
+    assert!(stale.reason.contains("failing since"), "{}", stale.reason);
+    assert!(
+        stale.reason.contains("max_decision_wait"),
+        "{}",
+        stale.reason
+    );
+    let told = slack.wait_for(1, Duration::from_secs(10)).await;
+    assert!(told[0].raw.contains("stale-data"), "{}", told[0].raw);
+    assert_eq!(daemon_patches(&env), 0, "nothing is patched on stale data");
+    assert_eq!(
+        store.pending_count().await.expect("count"),
+        1,
+        "still to decide"
+    );
+
+    proxy.set(Mode::Forward);
+    wait_readyz(&running, 200, RECOVER).await;
+    wait_until("the alert is decided", Duration::from_secs(10), || {
+        let store = store.clone();
+        async move { store.pending_count().await.unwrap_or(1) == 0 }
+    })
+    .await;
+    let web = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("rolled back");
+    assert_eq!(image_of(&web), "nginx:2.0");
+    assert_eq!(env.json_patches("web").len(), 1, "rolled back exactly once");
+    let list = store
+        .list_incidents(&Default::default())
+        .await
+        .expect("list");
+    assert!(list.iter().any(|i| i.outcome == "rolled-back"), "{list:#?}");
     running.stop().await.expect("clean stop");
 }
