@@ -176,9 +176,13 @@ async fn main() {
 
     let queued_at = Instant::now();
     let payloads: Vec<Value> = (0..POSTS).map(quiet_payload).collect();
-    for payload in &payloads {
+    let mut peak_after_first = 0.0;
+    for (i, payload) in payloads.iter().enumerate() {
         let answer = http.post(&url).json(payload).send().await.expect("webhook");
         assert!(answer.status().is_success(), "{}", answer.status());
+        if i == 0 {
+            peak_after_first = mib(pid, "VmHWM");
+        }
     }
     drop(payloads);
     let queue_secs = queued_at.elapsed().as_secs_f64();
@@ -233,5 +237,10 @@ async fn main() {
         "{:<52} before {rss_before:.0} MiB, peak {peak:.0} MiB, after {:.0} MiB",
         "daemon RSS",
         mib(pid, "VmRSS")
+    );
+    println!(
+        "{:<52} {peak_after_first:.0} MiB after 1 delivery, {peak:.0} MiB after {POSTS} ({:.2}x)",
+        "daemon peak RSS by backlog size",
+        peak / peak_after_first
     );
 }
