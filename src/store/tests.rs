@@ -246,7 +246,7 @@ async fn a_second_live_action_for_the_same_cause_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_never_see_a_locked_database() {
     // The webhook records alerts while the worker records decisions: a read-then-write
-    // transaction in WAL mode must not fail with SQLITE_BUSY when another commits first.
+    // transaction must not fail with SQLITE_BUSY when another commits first.
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir).await;
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,0 +1,109 @@
+//! Write transactions that fail safe: [`WriteTx`], and the pool's check on returned connections.
+//!
+//! A failed COMMIT or ROLLBACK must not leave a connection behind that is (or that sqlx thinks
+//! is) inside a transaction. sqlx 0.9 counts its transaction depth itself and lowers it only
+//! when COMMIT or ROLLBACK *succeeds*; when SQLite already rolled back on its own (disk full,
+//! I/O error), the ROLLBACK that follows fails with "no transaction is active", the count stays
+//! at 1, the connection goes back to the pool, and every later `begin_with("BEGIN IMMEDIATE")`
+//! on it fails with "attempted to call begin_with at non-zero transaction depth" until restart.
+//!
+//! So a write transaction here owns its pooled connection and issues `BEGIN IMMEDIATE`,
+//! `COMMIT` and `ROLLBACK` itself. Unless a COMMIT or ROLLBACK succeeded, dropping it *closes*
+//! the connection instead of returning it (closing rolls back whatever is open). A cancelled
+//! future, a failed statement and a failed COMMIT therefore all cost one reconnect, never a
+//! poisoned pool. [`discard_if_mid_transaction`] is the same rule for sqlx's own transactions
+//! (the migrator's).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
+use sqlx::{Connection, Sqlite, SqliteConnection};
+
+use super::file::StoreFile;
+use super::{Result, Store};
+
+/// A transaction holding the write lock; derefs to the connection, so `&mut *tx` and
+/// `&mut tx` work where a `&mut SqliteConnection` is expected.
+#[derive(Debug)]
+pub struct WriteTx {
+    conn: PoolConnection<Sqlite>,
+    file: Option<Arc<StoreFile>>,
+    /// Until COMMIT or ROLLBACK succeeded: close the connection on drop.
+    open: bool,
+}
+
+impl Store {
+    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads and then writes can fail at once with "database is locked" when
+    /// another connection committed in between; waiting for the lock instead lets the busy
+    /// timeout do its job. Refused when the file at the store's path is not the one opened.
+    pub(super) async fn write_tx(&self) -> Result<WriteTx> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        let mut tx = WriteTx {
+            conn: self.pool.acquire().await?,
+            file: self.file.clone(),
+            open: true,
+        };
+        // Built before BEGIN: if this future is dropped mid-BEGIN, the connection is closed.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *tx.conn)
+            .await?;
+        Ok(tx)
+    }
+}
+
+impl WriteTx {
+    /// Commits, then checks that the file committed to is still the store's: a commit into a
+    /// deleted or replaced file is an error, so nothing is acknowledged that a restart loses.
+    pub async fn commit(mut self) -> Result<()> {
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        self.open = false;
+        match &self.file {
+            Some(file) => file.check(),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn rollback(mut self) -> Result<()> {
+        sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+/// The pool's `after_release` check: a connection that sqlx still counts as inside a
+/// transaction once its queued rollback ran (the ping waits for it) is closed, not reused.
+pub(super) fn discard_if_mid_transaction(
+    conn: &mut SqliteConnection,
+    _meta: PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
+}
