@@ -4,7 +4,8 @@
 //! process), so that its memory is its own. Measured side by side in one run:
 //! - alert → undo with nothing queued, one sample per fresh Deployment;
 //! - the same after 90,000 alerts about Deployments that do not exist were queued in ten
-//!   webhook deliveries of 9,000 (what a flapping rule across a big cluster sends);
+//!   webhook deliveries of 9,000 (what a flapping rule across a big cluster sends;
+//!   `BACKLOG_POSTS=20` queues twice as many);
 //! - the daemon's resident memory before, at its peak, and once the backlog is decided, and
 //!   how fast the backlog is decided.
 
@@ -17,7 +18,6 @@ use rollbackd::scenario;
 use serde_json::{Value, json};
 
 const AT_REST: usize = 5;
-const POSTS: usize = 10;
 const PER_POST: usize = 9_000;
 
 struct Daemon(Child);
@@ -174,8 +174,13 @@ async fn main() {
     let rest_p50 = rest[rest.len() / 2];
     let rss_before = mib(pid, "VmRSS");
 
+    // BACKLOG_POSTS=20 doubles the backlog, to see whether memory follows it.
+    let posts: usize = std::env::var("BACKLOG_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let queued_at = Instant::now();
-    let payloads: Vec<Value> = (0..POSTS).map(quiet_payload).collect();
+    let payloads: Vec<Value> = (0..posts).map(quiet_payload).collect();
     let mut peak_after_first = 0.0;
     for (i, payload) in payloads.iter().enumerate() {
         let answer = http.post(&url).json(payload).send().await.expect("webhook");
@@ -204,7 +209,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_secs = drain_started.elapsed().as_secs_f64();
-    let total = (POSTS * PER_POST) as f64;
+    let total = (posts * PER_POST) as f64;
 
     println!(
         "{:<52} n={AT_REST} p50={rest_p50:>8.1}ms max={:>8.1}ms",
@@ -213,7 +218,7 @@ async fn main() {
     );
     println!(
         "{:<52} {urgent:>8.1}ms",
-        format!("alert -> undo, {} quiet alerts queued", POSTS * PER_POST)
+        format!("alert -> undo, {} quiet alerts queued", posts * PER_POST)
     );
     println!(
         "{:<52} {:.1}",
@@ -226,7 +231,7 @@ async fn main() {
     );
     println!(
         "{:<52} {queue_secs:.1}s ({:.0} alerts/s)",
-        "queueing: 10 deliveries of 9,000 recorded",
+        format!("queueing: {posts} deliveries of {PER_POST} recorded"),
         total / queue_secs
     );
     println!(
@@ -239,7 +244,7 @@ async fn main() {
         mib(pid, "VmRSS")
     );
     println!(
-        "{:<52} {peak_after_first:.0} MiB after 1 delivery, {peak:.0} MiB after {POSTS} ({:.2}x)",
+        "{:<52} {peak_after_first:.0} MiB after 1 delivery, {peak:.0} MiB after {posts} ({:.2}x)",
         "daemon peak RSS by backlog size",
         peak / peak_after_first
     );

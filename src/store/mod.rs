@@ -82,6 +82,11 @@ pub struct Store {
     file: Option<Arc<StoreFile>>,
     /// What the last [`Store::ping`] found, to log changes rather than every probe.
     writable: Arc<AtomicBool>,
+    /// Write transactions of this process take turns here, first come first served, before
+    /// they ask SQLite for its lock. SQLite's own busy handler polls with growing sleeps, so a
+    /// writer that just committed wins again and again: the decision worker, deciding a
+    /// backlog page after page, would starve the webhook's deliveries.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
@@ -154,6 +159,7 @@ impl Store {
             Some(Arc::new(file))
         };
         Ok(Store {
+            write_turn: Arc::new(tokio::sync::Mutex::new(())),
             pool,
             file,
             writable: Arc::new(AtomicBool::new(true)),

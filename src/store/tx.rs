@@ -31,6 +31,8 @@ pub struct WriteTx {
     file: Option<Arc<StoreFile>>,
     /// Until COMMIT or ROLLBACK succeeded: close the connection on drop.
     open: bool,
+    /// This process's turn to write, held until the transaction ends (dropped after `conn`).
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Store {
@@ -42,10 +44,12 @@ impl Store {
         if let Some(file) = &self.file {
             file.check()?;
         }
+        let turn = self.write_turn.clone().lock_owned().await;
         let mut tx = WriteTx {
             conn: self.pool.acquire().await?,
             file: self.file.clone(),
             open: true,
+            _turn: turn,
         };
         // Built before BEGIN: if this future is dropped mid-BEGIN, the connection is closed.
         sqlx::query("BEGIN IMMEDIATE")
