@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
-use crate::core::engine::{Decision, Outcome, PastAction, Policy, decide};
+use crate::core::engine::{Decision, Outcome, PastAction, Policy, decide, decide_at};
 use crate::core::settle::{RetryPolicy, Settled};
 use crate::core::undo::RevisionRef;
 use crate::k8s::executor::{Executor, Probe};
@@ -271,7 +271,7 @@ impl Pipeline {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        decide(alert, &index, &self.policy, past)
+        decide_at(alert, &index, &self.policy, past, Timestamp::now())
     }
 
     /// Records decisions that act on nothing, all in one transaction.

@@ -16,6 +16,8 @@ use super::undo::RevisionRef;
 use super::workload::WorkloadIndex;
 
 mod commands;
+mod gitops;
+mod guard;
 mod traffic;
 mod workloads;
 
@@ -206,12 +208,24 @@ impl Decision {
     }
 }
 
-/// Decides what to do about one alert.
+/// Decides what to do about one alert, now.
 pub fn decide(
     alert: &Alert,
     index: &WorkloadIndex,
     policy: &Policy,
     past: &[PastAction],
+) -> Decision {
+    decide_at(alert, index, policy, past, Timestamp::now())
+}
+
+/// Decides what to do about one alert at `now` (the injected clock of cooldowns, windows and
+/// freezes).
+pub fn decide_at(
+    alert: &Alert,
+    index: &WorkloadIndex,
+    policy: &Policy,
+    past: &[PastAction],
+    now: Timestamp,
 ) -> Decision {
     if alert.status == AlertStatus::Resolved {
         return Decision::skip(
@@ -244,13 +258,18 @@ pub fn decide(
         policy,
         past,
         via: &via,
+        now,
     };
-    match target {
+    let decision = match target {
         Target::Deployment(d) => workloads::decide_deployment(&ctx, d),
         Target::Rollout(r) => workloads::decide_rollout(&ctx, r),
         Target::Service(svc, change) => traffic::decide_service(&ctx, svc, change),
         Target::VirtualService(vs, change) => traffic::decide_virtual_service(&ctx, vs, change),
-    }
+    };
+    // A decision to act passes the guard rails (scope, cooldown, breaker, freezes, the
+    // workload's own policy), then the GitOps check: either may hold it back or change it.
+    let decision = guard::apply(&ctx, decision);
+    gitops::apply(&ctx, decision)
 }
 
 /// What every per-kind decision needs.
@@ -260,6 +279,9 @@ struct Context<'a> {
     policy: &'a Policy,
     past: &'a [PastAction],
     via: &'a str,
+    /// The clock every time-dependent rule reads.
+    #[allow(dead_code)]
+    now: Timestamp,
 }
 
 impl Context<'_> {
