@@ -137,7 +137,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 8388608\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 8388608\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n[policy]\nbreaker_max_actions = 0\n",
             kubeconfig.display().to_string(),
             format!("sqlite://{}", dir.path().join("rollbackd.db").display())
         ),

@@ -49,7 +49,7 @@ impl Bench {
     async fn daemon(&self, name: &str, extra: &str) -> Running {
         let path = self.dir.path().join(format!("{name}.toml"));
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nkubeconfig = {:?}\n[store]\nurl = {:?}\n[policy]\nbreaker_max_actions = 0\n{extra}",
             self.dir.path().join("kubeconfig").display().to_string(),
             format!(
                 "sqlite://{}",

@@ -253,6 +253,25 @@ pub struct PolicyConfig {
     /// on-call is told; it is still decided once the data is fresh.
     #[serde(with = "humantime_serde")]
     pub max_decision_wait: Duration,
+    /// No automatic action on a workload for this long after the last one.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// The circuit breaker: at most this many automatic actions per `breaker_window` (0: off).
+    pub breaker_max_actions: usize,
+    #[serde(with = "humantime_serde")]
+    pub breaker_window: Duration,
+    /// Whether a workload without `rollbackd.io/auto-rollback` (on itself or its namespace)
+    /// may be acted on.
+    pub auto_rollback_default: bool,
+    /// Only these namespaces are acted on (empty: all).
+    pub namespaces_allow: Vec<String>,
+    /// These namespaces are never acted on.
+    pub namespaces_deny: Vec<String>,
+    /// Label matchers (`severity=~"critical|page"`) every alert must match to trigger action.
+    pub alert_matchers: Vec<String>,
+    /// Freeze windows: `START/END` (RFC 3339) or `DAYS HH:MM-HH:MM` (UTC, e.g. `sat,sun
+    /// 00:00-24:00`). Record and notify only while one is in force.
+    pub freeze: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -262,6 +281,14 @@ impl Default for PolicyConfig {
             retry_attempts: 5,
             retry_backoff: Duration::from_secs(5),
             max_decision_wait: Duration::from_secs(120),
+            cooldown: Duration::from_secs(30 * 60),
+            breaker_max_actions: 3,
+            breaker_window: Duration::from_secs(10 * 60),
+            auto_rollback_default: true,
+            namespaces_allow: Vec::new(),
+            namespaces_deny: Vec::new(),
+            alert_matchers: Vec::new(),
+            freeze: Vec::new(),
         }
     }
 }
@@ -342,7 +369,6 @@ pub enum PrometheusAuth {
 }
 
 impl Config {
-    /// The engine's policy, destructured from the configuration.
     /// The executor's call timeout and retry bounds.
     pub fn executor_settings(&self) -> crate::k8s::executor::ExecutorSettings {
         crate::k8s::executor::ExecutorSettings {
@@ -360,9 +386,31 @@ impl Config {
         }
     }
 
+    /// The engine's policy, destructured from the configuration (validated: entries that do
+    /// not parse were reported by `validate` and never reach a running daemon).
     pub fn policy(&self) -> Policy {
         let c = &self.correlation;
+        let p = &self.policy;
+        let guard = crate::core::guard::GuardPolicy {
+            cooldown: p.cooldown,
+            breaker_max: p.breaker_max_actions,
+            breaker_window: p.breaker_window,
+            auto_rollback_default: p.auto_rollback_default,
+            namespaces_allow: p.namespaces_allow.clone(),
+            namespaces_deny: p.namespaces_deny.clone(),
+            alert_matchers: p
+                .alert_matchers
+                .iter()
+                .filter_map(|m| crate::core::guard::Matcher::parse(m).ok())
+                .collect(),
+            freezes: p
+                .freeze
+                .iter()
+                .filter_map(|f| crate::core::guard::Freeze::parse(f).ok())
+                .collect(),
+        };
         Policy {
+            guard,
             mode: self.policy.mode,
             correlation_window: self.kubernetes.correlation_window,
             grace: c.grace,
@@ -560,6 +608,22 @@ impl Config {
         if self.policy.retry_backoff.is_zero() {
             problem("policy.retry_backoff", "must be longer than 0s".into());
         }
+        for (i, m) in self.policy.alert_matchers.iter().enumerate() {
+            if let Err(message) = crate::core::guard::Matcher::parse(m) {
+                problem(&format!("policy.alert_matchers[{i}]"), message);
+            }
+        }
+        for (i, f) in self.policy.freeze.iter().enumerate() {
+            if let Err(message) = crate::core::guard::Freeze::parse(f) {
+                problem(&format!("policy.freeze[{i}]"), message);
+            }
+        }
+        if self.policy.breaker_max_actions > 0 && self.policy.breaker_window.is_zero() {
+            problem(
+                "policy.breaker_window",
+                "must be longer than 0s while policy.breaker_max_actions is set".into(),
+            );
+        }
         if self.policy.max_decision_wait.is_zero() {
             problem("policy.max_decision_wait", "must be longer than 0s".into());
         }
@@ -646,6 +710,14 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "retry_attempts",
             "retry_backoff",
             "max_decision_wait",
+            "cooldown",
+            "breaker_max_actions",
+            "breaker_window",
+            "auto_rollback_default",
+            "namespaces_allow",
+            "namespaces_deny",
+            "alert_matchers",
+            "freeze",
         ],
     ),
     (

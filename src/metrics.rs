@@ -68,6 +68,7 @@ pub struct Metrics {
     inconclusive_rules: Gauge,
     notification_attempts: Family<AttemptLabels, Counter>,
     watch_healthy: Family<WatchLabels, Gauge>,
+    breaker_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,12 @@ impl Metrics {
         let inconclusive_rules = Gauge::default();
         let notification_attempts = Family::<AttemptLabels, Counter>::default();
         let watch_healthy = Family::<WatchLabels, Gauge>::default();
+        let breaker_open = Gauge::default();
+        registry.register(
+            "circuit_breaker_open",
+            "1 while the circuit breaker is open (policy.breaker_max_actions reached in policy.breaker_window): record and notify only",
+            breaker_open.clone(),
+        );
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -137,6 +144,7 @@ impl Metrics {
         );
         Metrics {
             registry: Arc::new(registry),
+            breaker_open,
             alerts_received,
             alerts_duplicate,
             decisions,
@@ -231,6 +239,10 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    pub fn set_breaker_open(&self, open: bool) {
+        self.breaker_open.set(i64::from(open));
     }
 
     pub fn set_pending(&self, n: usize) {

@@ -235,6 +235,7 @@ impl Pipeline {
             }
             let full = page.len() == PAGE;
             let mut past = self.store.past_actions().await?;
+            self.note_breaker(&past);
             let mut quiet: Vec<(PendingAlert, Decision)> = Vec::new();
             for pending in page {
                 if !self.readiness.is_ready() {
@@ -255,6 +256,7 @@ impl Pipeline {
                     return Err(e);
                 }
                 past = self.store.past_actions().await?;
+                self.note_breaker(&past);
             }
             self.record_quiet(quiet).await?;
             // The gauge follows the backlog page by page, not only once it is drained.
@@ -264,6 +266,12 @@ impl Pipeline {
                 return Ok(());
             }
         }
+    }
+
+    /// Exposes the circuit breaker's state as a metric.
+    fn note_breaker(&self, past: &[PastAction]) {
+        self.metrics
+            .set_breaker_open(self.policy.guard.breaker_open(past, Timestamp::now()));
     }
 
     fn decide(&self, alert: &Alert, past: &[PastAction]) -> Decision {

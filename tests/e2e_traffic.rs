@@ -189,7 +189,7 @@ async fn a_blue_green_switch_is_switched_back() {
         .await
         .expect("list");
     assert!(
-        list.iter().any(|i| i.outcome == "own-rollback"),
+        list.iter().any(|i| i.outcome == "would-cascade"),
         "{list:#?}"
     );
 }

@@ -262,7 +262,7 @@ async fn killed_at(point: &str) {
             assert!(
                 matches!(
                     second_outcome.as_str(),
-                    Some("own-rollback") | Some("already-rolled-back") | Some("rolled-back")
+                    Some("would-cascade") | Some("already-rolled-back") | Some("rolled-back")
                 ),
                 "{point}: {list:#?}"
             );

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertStatus};
 use super::correlate::{Correlation, CorrelationLabels, Target, correlate};
+use super::guard::GuardPolicy;
 use super::undo::RevisionRef;
 use super::workload::WorkloadIndex;
 
@@ -22,7 +23,8 @@ mod traffic;
 mod workloads;
 
 pub use commands::{
-    AbortRollout, Command, Intent, ResetWeights, SwitchSelector, UndoDeployment, UndoRollout,
+    AbortRollout, Command, Intent, PauseWorkload, ResetWeights, SwitchSelector, UndoDeployment,
+    UndoRollout,
 };
 
 /// Every outcome rollbackd can record, with its stable code.
@@ -41,8 +43,9 @@ pub enum Outcome {
     Failed,
     /// This rollout was already reverted (or a revert is under way) for an earlier alert.
     AlreadyRolledBack,
-    /// The current ReplicaSet is the target of rollbackd's own rollback: never undo an undo.
-    OwnRollback,
+    /// The revision blamed is the one rollbackd itself rolled back to: going further back would
+    /// cascade to older and older revisions. Notified, nothing done.
+    WouldCascade,
     /// The Deployment moved on between decision and action; acting would revert someone else.
     Superseded,
     /// The alert was resolved before a decision was made.
@@ -57,10 +60,25 @@ pub enum Outcome {
     /// The revert was sent but its answer was lost (timeout, dropped connection, 5xx, crash);
     /// rollbackd re-reads the object until it knows whether it was applied.
     Unsettled,
+    /// Guard rails: the workload, its namespace or the alert is outside automatic action
+    /// (annotation, allow/deny list, alert label matchers). Recorded and notified only.
+    OutOfScope,
+    /// The workload's `rollbackd.io/policy` is `notify-only`.
+    NotifyOnly,
+    /// A freeze window is in force: recorded and notified only.
+    Frozen,
+    /// An action on this workload is under way or its result is not known yet.
+    InFlight,
+    /// The workload was acted on less than `policy.cooldown` ago.
+    Cooldown,
+    /// The circuit breaker is open: too many automatic actions in its window.
+    BreakerOpen,
+    /// The workload's `rollbackd.io/policy` is `pause`: it was paused instead of reverted.
+    PausedWorkload,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 25] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -72,13 +90,20 @@ impl Outcome {
         Outcome::NoHistory,
         Outcome::Failed,
         Outcome::AlreadyRolledBack,
-        Outcome::OwnRollback,
+        Outcome::WouldCascade,
         Outcome::Superseded,
         Outcome::NotFiring,
         Outcome::Aborted,
         Outcome::StatusNotObserved,
         Outcome::StaleData,
         Outcome::Unsettled,
+        Outcome::OutOfScope,
+        Outcome::NotifyOnly,
+        Outcome::Frozen,
+        Outcome::InFlight,
+        Outcome::Cooldown,
+        Outcome::BreakerOpen,
+        Outcome::PausedWorkload,
     ];
 
     pub fn code(self) -> &'static str {
@@ -94,17 +119,28 @@ impl Outcome {
             Outcome::NoHistory => "no-history",
             Outcome::Failed => "failed",
             Outcome::AlreadyRolledBack => "already-rolled-back",
-            Outcome::OwnRollback => "own-rollback",
+            Outcome::WouldCascade => "would-cascade",
             Outcome::Superseded => "superseded",
             Outcome::NotFiring => "not-firing",
             Outcome::Aborted => "aborted",
             Outcome::StatusNotObserved => "status-not-observed",
             Outcome::StaleData => "stale-data",
             Outcome::Unsettled => "unsettled",
+            Outcome::OutOfScope => "out-of-scope",
+            Outcome::NotifyOnly => "notify-only",
+            Outcome::Frozen => "frozen",
+            Outcome::InFlight => "in-flight",
+            Outcome::Cooldown => "cooldown",
+            Outcome::BreakerOpen => "breaker-open",
+            Outcome::PausedWorkload => "paused-workload",
         }
     }
 
     pub fn from_code(code: &str) -> Option<Outcome> {
+        if code == "own-rollback" {
+            // The name of `would-cascade` in stores written before the guard rails.
+            return Some(Outcome::WouldCascade);
+        }
         Outcome::ALL.into_iter().find(|o| o.code() == code)
     }
 }
@@ -132,6 +168,8 @@ pub struct Policy {
     /// An alert that started up to this long before the rollout is still blamed (clock skew).
     pub grace: Duration,
     pub labels: CorrelationLabels,
+    /// Scope, cooldown, circuit breaker, freezes.
+    pub guard: GuardPolicy,
 }
 
 /// The workload an incident concerns.
@@ -280,7 +318,6 @@ struct Context<'a> {
     past: &'a [PastAction],
     via: &'a str,
     /// The clock every time-dependent rule reads.
-    #[allow(dead_code)]
     now: Timestamp,
 }
 
@@ -313,7 +350,7 @@ impl Context<'_> {
             .find(|p| p.target_uid.as_deref() == Some(current_key))
         {
             return Err((
-                Outcome::OwnRollback,
+                Outcome::WouldCascade,
                 format!(
                     "{workload} runs {change}, which rollbackd itself reverted to at {} (incident {}); rollbackd never undoes its own rollback",
                     own.at, own.incident_id
@@ -398,5 +435,7 @@ fn human(d: SignedDuration) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod tests;

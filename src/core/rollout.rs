@@ -8,6 +8,7 @@
 //! (a string in Argo) equals `metadata.generation`. Aborting a Rollout with nothing in progress
 //! is harmful (argo-rollouts#1292), so that is never planned.
 
+use crate::core::alert::LabelSet;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -41,6 +42,8 @@ pub struct RolloutState {
     pub template: Value,
     /// The Deployment named by `spec.workloadRef`.
     pub workload_ref: Option<String>,
+    /// `metadata.annotations` (opt-in/out and per-workload policy).
+    pub annotations: LabelSet,
 }
 
 impl RolloutState {

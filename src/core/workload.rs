@@ -135,9 +135,28 @@ pub struct WorkloadIndex {
     pub(super) deployment_keys: HashMap<String, ObjectKey>,
     pub(super) rollout_keys: HashMap<String, ObjectKey>,
     rs_by_owner: HashMap<String, BTreeSet<ObjectKey>>,
+    /// Annotations of each Namespace, for namespace-wide opt-in and opt-out.
+    namespaces: HashMap<String, LabelSet>,
 }
 
 impl WorkloadIndex {
+    pub fn apply_namespace(&mut self, name: String, annotations: LabelSet) {
+        self.namespaces.insert(name, annotations);
+    }
+
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Replaces every Namespace with a fresh list.
+    pub fn reset_namespaces(&mut self, all: Vec<(String, LabelSet)>) {
+        self.namespaces = all.into_iter().collect();
+    }
+
+    pub fn namespace_annotations(&self, name: &str) -> Option<&LabelSet> {
+        self.namespaces.get(name)
+    }
+
     pub fn apply_deployment(&mut self, deployment: DeploymentState, now: Timestamp) {
         let key = (deployment.namespace.clone(), deployment.name.clone());
         let uid = deployment.uid.clone();

@@ -15,7 +15,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 
 pub use objects::{
-    deployment_state, replica_set_state, rollout_state, service_state, virtual_service_state,
+    deployment_state, namespace_state, replica_set_state, rollout_state, service_state,
+    virtual_service_state,
 };
 pub use selector::selector_string;
 
@@ -41,6 +42,11 @@ pub fn rollouts() -> ApiResource {
         &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
         "rollouts",
     )
+}
+
+/// Core `v1` Namespaces.
+pub fn namespaces() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces")
 }
 
 /// Core `v1` Services.

@@ -120,7 +120,13 @@ pub fn rollout_state(obj: &DynamicObject) -> Option<RolloutState> {
             .unwrap_or(false),
         template: spec.get("template").cloned().unwrap_or(Value::Null),
         workload_ref,
+        annotations: annotations(obj),
     })
+}
+
+/// A Namespace's name and annotations (`rollbackd.io/auto-rollback` is read from them).
+pub fn namespace_state(obj: &DynamicObject) -> Option<(String, LabelSet)> {
+    Some((obj.metadata.name.clone()?, annotations(obj)))
 }
 
 pub fn service_state(obj: &DynamicObject) -> Option<ServiceState> {

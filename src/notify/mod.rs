@@ -44,6 +44,14 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::Superseded
             | Outcome::StaleData
             | Outcome::Unsettled
+            | Outcome::WouldCascade
+            | Outcome::OutOfScope
+            | Outcome::NotifyOnly
+            | Outcome::Frozen
+            | Outcome::InFlight
+            | Outcome::Cooldown
+            | Outcome::BreakerOpen
+            | Outcome::PausedWorkload
     )
 }
 

@@ -17,6 +17,29 @@ pub enum Command {
     UndoRollout(UndoRollout),
     SwitchSelector(SwitchSelector),
     ResetWeights(ResetWeights),
+    PauseWorkload(PauseWorkload),
+}
+
+/// Pause a Deployment or an Argo Rollout instead of reverting it (`rollbackd.io/policy:
+/// pause`): the bad revision stops rolling further, and a human rolls back (a release with a
+/// schema migration cannot be reverted blindly).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PauseWorkload {
+    /// `Deployment` or `Rollout`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The revision blamed; nothing is done if it is no longer the current one.
+    pub blamed: RevisionRef,
+    pub dry_run: bool,
+}
+
+impl PauseWorkload {
+    /// The state key of "paused": the action's target, compared when settling it.
+    pub fn paused_key(uid: &str) -> String {
+        format!("paused:{uid}")
+    }
 }
 
 /// `kubectl rollout undo` of one Deployment, away from the blamed ReplicaSet.
@@ -114,6 +137,7 @@ impl Command {
             Command::UndoRollout(c) => c.dry_run,
             Command::SwitchSelector(c) => c.dry_run,
             Command::ResetWeights(c) => c.dry_run,
+            Command::PauseWorkload(c) => c.dry_run,
         }
     }
 
@@ -204,6 +228,29 @@ impl Command {
                     c.name,
                     c.blamed,
                     c.back_to
+                ),
+            },
+            Command::PauseWorkload(c) => Intent {
+                kind: if c.kind == "Rollout" {
+                    "pause-rollout"
+                } else {
+                    "pause-deployment"
+                },
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                workload_uid: c.uid.clone(),
+                blamed_key: c.blamed.uid.clone(),
+                blamed_name: c.blamed.name.clone(),
+                target_key: PauseWorkload::paused_key(&c.uid),
+                target_name: "paused".into(),
+                dry_run: c.dry_run,
+                text: format!(
+                    "{} of {} {}/{} at {} (rollbackd.io/policy: pause)",
+                    verb("pause"),
+                    c.kind.to_lowercase(),
+                    c.namespace,
+                    c.name,
+                    describe(&c.blamed)
                 ),
             },
             Command::ResetWeights(c) => Intent {

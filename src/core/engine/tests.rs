@@ -12,6 +12,7 @@ fn mk_policy(mode: Mode) -> Policy {
         correlation_window: Duration::from_secs(30 * 60),
         grace: Duration::from_secs(30),
         labels: CorrelationLabels::default(),
+        guard: Default::default(),
     }
 }
 
@@ -197,7 +198,7 @@ fn one_cause_gets_one_rollback_and_an_undo_is_never_undone() {
         ..earlier
     };
     let d = decide(&mk_alert(WEB, ts(1300)), &index, &policy, &[done]);
-    assert_eq!(d.outcome, Outcome::OwnRollback, "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::WouldCascade, "{}", d.reason);
     assert!(d.command.is_none());
 }
 
@@ -228,7 +229,7 @@ fn an_action_whose_result_is_unknown_guards_like_an_applied_one() {
     let mut index = mk_index();
     index.apply_deployment(mk_deployment("web", "nginx:2"), ts(1200));
     let d = decide(&mk_alert(WEB, ts(1300)), &index, &policy, &[pending]);
-    assert_eq!(d.outcome, Outcome::OwnRollback, "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::WouldCascade, "{}", d.reason);
     assert!(d.command.is_none());
 }
 
@@ -266,6 +267,7 @@ mod rollouts {
             aborted: false,
             template: mk_template(&format!("web:{current}"), "web"),
             workload_ref: None,
+            annotations: LabelSet::new(),
         }
     }
 

@@ -19,6 +19,7 @@
 
 mod argo;
 mod deployment;
+mod pause;
 mod settle;
 mod traffic;
 
@@ -99,6 +100,7 @@ impl Executor {
                 Command::UndoRollout(c) => self.undo_rollout_once(c).await,
                 Command::SwitchSelector(c) => self.switch_selector_once(c).await,
                 Command::ResetWeights(c) => self.reset_weights_once(c).await,
+                Command::PauseWorkload(c) => self.pause_once(c).await,
             };
             let result = match attempt {
                 Attempt::Done(result) => result,
@@ -192,6 +194,7 @@ impl Executor {
 fn applied_outcome(command: &Command) -> Outcome {
     match command {
         Command::AbortRollout(_) => Outcome::Aborted,
+        Command::PauseWorkload(_) => Outcome::PausedWorkload,
         _ => Outcome::RolledBack,
     }
 }
@@ -208,6 +211,10 @@ fn target_of(command: &Command) -> RevisionRef {
         Command::ResetWeights(c) => {
             traffic::traffic_ref(format!("{} at 100%", c.stable), &c.target_key)
         }
+        Command::PauseWorkload(c) => traffic::traffic_ref(
+            "paused".into(),
+            &crate::core::engine::PauseWorkload::paused_key(&c.uid),
+        ),
     }
 }
 

@@ -109,6 +109,7 @@ impl Executor {
                     _ => replaced("virtualservice")?,
                 }
             }
+            "pause-deployment" | "pause-rollout" => self.live_paused(p).await?,
             other => (None, format!("unknown action kind {other:?}")),
         };
         Ok((
@@ -178,6 +179,34 @@ impl Executor {
             .filter(|rs| templates_equal_ignoring_hash(&rs.template, &template, ROLLOUT_HASH_LABEL))
             .max_by_key(|rs| rs.revision.unwrap_or(0));
         Ok((live.map(|rs| rs.uid.clone()), live_text(live)))
+    }
+
+    /// Paused is the pause's target; not paused is still the blamed state.
+    async fn live_paused(&self, p: &Probe) -> Result<Live, CallError> {
+        let ar = if p.kind == "pause-rollout" {
+            rollouts()
+        } else {
+            deployments()
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &p.namespace, &ar);
+        let obj = self.timed(api.get_opt(&p.name)).await?;
+        let Some(obj) = obj.filter(|o| o.metadata.uid.as_deref() == Some(p.workload_uid.as_str()))
+        else {
+            return Ok((
+                None,
+                format!("{}/{} was deleted or replaced", p.namespace, p.name),
+            ));
+        };
+        let paused = obj
+            .data
+            .pointer("/spec/paused")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Ok(if paused {
+            (Some(p.target_key.clone()), "paused".into())
+        } else {
+            (Some(p.blamed_key.clone()), "not paused".into())
+        })
     }
 
     async fn live_rollout_abort(&self, p: &Probe) -> Result<Live, CallError> {

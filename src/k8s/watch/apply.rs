@@ -13,7 +13,8 @@ use super::{Kind, SharedIndex};
 use crate::core::traffic::TrafficChange;
 use crate::core::workload::WorkloadIndex;
 use crate::k8s::{
-    deployment_state, replica_set_state, rollout_state, service_state, virtual_service_state,
+    deployment_state, namespace_state, replica_set_state, rollout_state, service_state,
+    virtual_service_state,
 };
 
 /// One change read from the API server.
@@ -59,16 +60,22 @@ pub fn apply(
                     noted.extend(apply_one(&mut index, kind, ar, obj, now));
                 }
             }
+            Kind::Namespaces => {
+                index.reset_namespaces(all.iter().filter_map(namespace_state).collect())
+            }
         },
         Change::Applied(obj) => noted.extend(apply_one(&mut index, kind, ar, &obj, now)),
         Change::Deleted(obj) => {
-            if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
+            if let (Kind::Namespaces, Some(name)) = (kind, &obj.metadata.name) {
+                index.delete_namespace(name);
+            } else if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
                 match kind {
                     Kind::Deployments => index.delete_deployment(ns, name),
                     Kind::ReplicaSets => index.delete_replica_set(ns, name),
                     Kind::Rollouts => index.delete_rollout(ns, name),
                     Kind::Services => index.delete_service(ns, name),
                     Kind::VirtualServices(_) => index.delete_virtual_service(ns, name),
+                    Kind::Namespaces => {}
                 }
             }
         }
@@ -97,6 +104,11 @@ fn apply_one(
             None
         }
         Kind::Services => index.apply_service(service_state(obj)?, now),
+        Kind::Namespaces => {
+            let (name, annotations) = namespace_state(obj)?;
+            index.apply_namespace(name, annotations);
+            None
+        }
         Kind::VirtualServices(_) => {
             let mut vs = virtual_service_state(obj)?;
             if vs.api_version.is_empty() {

@@ -26,7 +26,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{deployments, replica_sets, rollouts, services, virtual_services};
+use super::{deployments, namespaces, replica_sets, rollouts, services, virtual_services};
 use crate::core::traffic::TrafficChange;
 use crate::core::workload::WorkloadIndex;
 use crate::metrics::Metrics;
@@ -48,6 +48,8 @@ pub enum Kind {
     Services,
     /// At the given version of `networking.istio.io`.
     VirtualServices(String),
+    /// Cluster-scoped: their annotations opt whole namespaces in or out.
+    Namespaces,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Rollouts => rollouts(),
             Kind::Services => services(),
             Kind::VirtualServices(version) => virtual_services(version),
+            Kind::Namespaces => namespaces(),
         }
     }
 
@@ -68,6 +71,7 @@ impl Kind {
             Kind::Rollouts => "rollouts",
             Kind::Services => "services",
             Kind::VirtualServices(_) => "virtualservices",
+            Kind::Namespaces => "namespaces",
         }
     }
 }
@@ -105,10 +109,12 @@ pub fn watches(
     let (client, index, ready) = (client.clone(), index.clone(), readiness.clone());
     let run = async move {
         let kinds = kinds_served(&client, &ready, timings).await;
-        let plan: Vec<(Kind, Option<String>)> = scopes
+        let mut plan: Vec<(Kind, Option<String>)> = scopes
             .iter()
             .flat_map(|scope| kinds.iter().map(|k| (k.clone(), scope.clone())))
             .collect();
+        // Namespaces are cluster-scoped: one watch, whichever namespaces are configured.
+        plan.push((Kind::Namespaces, None));
         let names = plan
             .iter()
             .map(|(kind, scope)| WatchName {

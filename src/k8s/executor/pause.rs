@@ -1,0 +1,129 @@
+//! Pausing a Deployment or an Argo Rollout instead of reverting it (`rollbackd.io/policy:
+//! pause`): a merge patch of `spec.paused: true` carrying the resourceVersion read, so that a
+//! change in between is a conflict, never overwritten. Nothing is sent when the revision the
+//! alert blamed is no longer the current one.
+
+use kube::api::{Api, DynamicObject, ListParams, Patch};
+use serde_json::json;
+
+use super::{
+    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
+};
+use crate::core::engine::{Outcome, PauseWorkload, describe};
+use crate::core::workload::current_replica_set;
+use crate::k8s::{
+    deployment_state, deployments, replica_set_state, replica_sets, rollout_state, rollouts,
+    selector_string,
+};
+
+impl Executor {
+    pub(super) async fn pause_once(&self, c: &PauseWorkload) -> Attempt {
+        let rollout = c.kind == "Rollout";
+        let (ar, resource) = if rollout {
+            (rollouts(), "rollouts.argoproj.io")
+        } else {
+            (deployments(), "deployments.apps")
+        };
+        let what = format!("{} {}/{}", c.kind.to_lowercase(), c.namespace, c.name);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &c.namespace, &ar);
+        let obj = match self.timed(api.get(&c.name)).await {
+            Ok(obj) => obj,
+            Err(e) => {
+                return Attempt::Done(read_failed(&format!("reading {what}"), "get", resource, e));
+            }
+        };
+        if obj.metadata.uid.as_deref() != Some(c.uid.as_str()) {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!("{what} was deleted and recreated since the alert was correlated"),
+            ));
+        }
+        let current = if rollout {
+            let Some(state) = rollout_state(&obj) else {
+                return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
+            };
+            let rs_api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
+            match self.timed(rs_api.list(&ListParams::default())).await {
+                Ok(list) => list
+                    .items
+                    .iter()
+                    .filter_map(replica_set_state)
+                    .find(|rs| {
+                        rs.owner_uid.as_deref() == Some(c.uid.as_str())
+                            && rs.pod_hash == state.current_pod_hash
+                    })
+                    .map(|rs| rs.uid),
+                Err(e) => {
+                    let doing = format!("listing ReplicaSets of {what}");
+                    return Attempt::Done(read_failed(&doing, "list", "replicasets.apps", e));
+                }
+            }
+        } else {
+            let Some(state) = deployment_state(&obj) else {
+                return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
+            };
+            let selector = obj
+                .data
+                .pointer("/spec/selector")
+                .and_then(selector_string)
+                .unwrap_or_default();
+            let rs_api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
+            match self
+                .timed(rs_api.list(&ListParams::default().labels(&selector)))
+                .await
+            {
+                Ok(list) => {
+                    let owned: Vec<_> = list
+                        .items
+                        .iter()
+                        .filter_map(replica_set_state)
+                        .filter(|rs| rs.owner_uid.as_deref() == Some(c.uid.as_str()))
+                        .collect();
+                    current_replica_set(&state, owned.iter()).map(|rs| rs.uid.clone())
+                }
+                Err(e) => {
+                    let doing = format!("listing ReplicaSets of {what}");
+                    return Attempt::Done(read_failed(&doing, "list", "replicasets.apps", e));
+                }
+            }
+        };
+        if current.as_deref() != Some(c.blamed.uid.as_str()) {
+            return Attempt::Done(skipped(
+                Outcome::Superseded,
+                format!(
+                    "{what} no longer runs {}; not pausing someone else's change",
+                    describe(&c.blamed)
+                ),
+            ));
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": obj.metadata.resource_version},
+            "spec": {"paused": true},
+        });
+        let written = self
+            .timed(api.patch(&c.name, &patch_params(c.dry_run), &Patch::Merge(&patch)))
+            .await
+            .map(drop);
+        crate::fault::point(crate::fault::AFTER_PATCH).await;
+        let blamed = describe(&c.blamed);
+        write_answer(
+            written,
+            &what,
+            resource,
+            || {
+                succeeded(
+                    c.dry_run,
+                    Outcome::PausedWorkload,
+                    format!(
+                        "paused {what} at {blamed} instead of reverting it (rollbackd.io/policy: pause); a human decides the rollback"
+                    ),
+                    format!("the pause of {what}"),
+                    json!({"patch": patch}),
+                )
+            },
+            &patch,
+        )
+    }
+}
