@@ -60,8 +60,15 @@ async fn a_namespace_opted_out_is_left_alone_and_a_workload_can_opt_back_in() {
     let env = sandbox_env().await;
     env.three_rollouts("web").await;
     env.three_rollouts("api").await;
-    let namespaces = Api::<DynamicObject>::all_with(env.client.clone(), &rollbackd::k8s::namespaces());
-    annotate(&namespaces, "default", "rollbackd.io/auto-rollback", "false").await;
+    let namespaces =
+        Api::<DynamicObject>::all_with(env.client.clone(), &rollbackd::k8s::namespaces());
+    annotate(
+        &namespaces,
+        "default",
+        "rollbackd.io/auto-rollback",
+        "false",
+    )
+    .await;
     annotate(&env.api, "api", "rollbackd.io/auto-rollback", "true").await;
     let running = env.daemon("").await;
     let addr = running.addr.to_string();
@@ -120,7 +127,10 @@ async fn the_circuit_breaker_opens_after_its_limit() {
     post_alert(&addr, &alert("three")).await;
     let (outcome, reason) = outcome_of(&running, "three").await;
     assert_eq!(outcome, "breaker-open", "{reason}");
-    assert!(reason.contains("2 automatic actions in the last 10m"), "{reason}");
+    assert!(
+        reason.contains("2 automatic actions in the last 10m"),
+        "{reason}"
+    );
     assert!(env.json_patches("three").is_empty());
     let metrics = running.state.metrics.render();
     assert!(
