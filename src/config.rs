@@ -253,6 +253,13 @@ pub struct PolicyConfig {
     /// on-call is told; it is still decided once the data is fresh.
     #[serde(with = "humantime_serde")]
     pub max_decision_wait: Duration,
+    /// After undoing a fully promoted Argo Rollout, promote it fully (`kubectl argo rollouts
+    /// promote --full`) unless its `spec.rollbackWindow` does; off, it runs its steps again
+    /// and the bad revision stays stable until a human promotes.
+    pub argo_promote_full_after_undo: bool,
+    /// How long to wait for the Argo controller to pick up the undo before promoting.
+    #[serde(with = "humantime_serde")]
+    pub argo_promote_wait: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -262,6 +269,8 @@ impl Default for PolicyConfig {
             retry_attempts: 5,
             retry_backoff: Duration::from_secs(5),
             max_decision_wait: Duration::from_secs(120),
+            argo_promote_full_after_undo: true,
+            argo_promote_wait: Duration::from_secs(30),
         }
     }
 }
@@ -347,6 +356,8 @@ impl Config {
     pub fn executor_settings(&self) -> crate::k8s::executor::ExecutorSettings {
         crate::k8s::executor::ExecutorSettings {
             call_timeout: self.kubernetes.call_timeout,
+            argo_promote_full: self.policy.argo_promote_full_after_undo,
+            argo_promote_wait: self.policy.argo_promote_wait,
             ..Default::default()
         }
     }
@@ -563,6 +574,13 @@ impl Config {
         if self.policy.max_decision_wait.is_zero() {
             problem("policy.max_decision_wait", "must be longer than 0s".into());
         }
+        let wait = self.policy.argo_promote_wait;
+        if wait < Duration::from_secs(1) || wait > Duration::from_secs(300) {
+            problem(
+                "policy.argo_promote_wait",
+                "must be between 1s and 5m".into(),
+            );
+        }
         let stale = self.kubernetes.stale_after;
         if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
             problem("kubernetes.stale_after", "must be between 3s and 1h".into());
@@ -646,6 +664,8 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "retry_attempts",
             "retry_backoff",
             "max_decision_wait",
+            "argo_promote_full_after_undo",
+            "argo_promote_wait",
         ],
     ),
     (
