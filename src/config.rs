@@ -272,6 +272,13 @@ pub struct PolicyConfig {
     /// Freeze windows: `START/END` (RFC 3339) or `DAYS HH:MM-HH:MM` (UTC, e.g. `sat,sun
     /// 00:00-24:00`). Record and notify only while one is in force.
     pub freeze: Vec<String>,
+    /// After undoing a fully promoted Argo Rollout, promote it fully (`kubectl argo rollouts
+    /// promote --full`) unless its `spec.rollbackWindow` does; off, it runs its steps again
+    /// and the bad revision stays stable until a human promotes.
+    pub argo_promote_full_after_undo: bool,
+    /// How long to wait for the Argo controller to pick up the undo before promoting.
+    #[serde(with = "humantime_serde")]
+    pub argo_promote_wait: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -289,6 +296,8 @@ impl Default for PolicyConfig {
             namespaces_deny: Vec::new(),
             alert_matchers: Vec::new(),
             freeze: Vec::new(),
+            argo_promote_full_after_undo: true,
+            argo_promote_wait: Duration::from_secs(30),
         }
     }
 }
@@ -373,6 +382,8 @@ impl Config {
     pub fn executor_settings(&self) -> crate::k8s::executor::ExecutorSettings {
         crate::k8s::executor::ExecutorSettings {
             call_timeout: self.kubernetes.call_timeout,
+            argo_promote_full: self.policy.argo_promote_full_after_undo,
+            argo_promote_wait: self.policy.argo_promote_wait,
             ..Default::default()
         }
     }
@@ -627,6 +638,13 @@ impl Config {
         if self.policy.max_decision_wait.is_zero() {
             problem("policy.max_decision_wait", "must be longer than 0s".into());
         }
+        let wait = self.policy.argo_promote_wait;
+        if wait < Duration::from_secs(1) || wait > Duration::from_secs(300) {
+            problem(
+                "policy.argo_promote_wait",
+                "must be between 1s and 5m".into(),
+            );
+        }
         let stale = self.kubernetes.stale_after;
         if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
             problem("kubernetes.stale_after", "must be between 3s and 1h".into());
@@ -718,6 +736,8 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "namespaces_deny",
             "alert_matchers",
             "freeze",
+            "argo_promote_full_after_undo",
+            "argo_promote_wait",
         ],
     ),
     (

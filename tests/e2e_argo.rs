@@ -1,7 +1,10 @@
 //! Argo Rollouts end to end, with the sandbox's simulated Argo controller: a canary paused
 //! mid-update is aborted (one status patch, nothing else); a promoted Rollout is undone to the
-//! previous template (its workloadRef Deployment when it has one); a Rollout with nothing in
-//! progress is never aborted.
+//! previous template (its workloadRef Deployment when it has one) and then fully promoted
+//! (`promote --full`), so the good revision ends stable and Healthy, unless
+//! `spec.rollbackWindow` fast-tracks it (no promote sent) or `policy.argo_promote_full_after_undo`
+//! is off (paused at the first pause step, a human must promote); a failed promote is reported
+//! with the command to run; a Rollout with nothing in progress is never aborted.
 
 mod common;
 
@@ -10,6 +13,7 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use rollbackd::daemon::Running;
 use rollbackd::scenario;
 use serde_json::{Value, json};
 
@@ -271,4 +275,244 @@ async fn a_rollout_with_nothing_in_progress_and_no_history_is_left_alone() {
             .any(|r| r.path_only().contains("/rollouts/web")),
         "never an abort (or anything) on a Rollout with nothing in progress"
     );
+}
+
+/// `kubectl argo rollouts promote --full` on a Rollout mid-update (what the setup uses to get a
+/// second revision promoted).
+async fn promote_full(api: &Api<DynamicObject>) {
+    api.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"promoteFull": true}})),
+    )
+    .await
+    .expect("promote --full");
+}
+
+/// A canary Rollout (`setWeight: 50`, `pause: {}`) with revision 1 and then revision 2 fully
+/// promoted; returns their pod hashes. `window` sets `spec.rollbackWindow.revisions`.
+async fn promoted_canary(api: &Api<DynamicObject>, window: Option<i64>) -> (String, String) {
+    let mut manifest = rollout("web:1", json!([{"setWeight": 50}, {"pause": {}}]));
+    if let Some(n) = window {
+        manifest["spec"]["rollbackWindow"] = json!({"revisions": n});
+    }
+    create(api, manifest).await;
+    let first = wait_status(api, "healthy at revision 1", promoted).await;
+    let v1 = first.data["status"]["stableRS"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    // creationTimestamps have one-second resolution, and the rollback window only counts a
+    // ReplicaSet created *before* the stable one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    set_image(api, "web:2").await;
+    wait_status(api, "paused at the first pause step", |s| {
+        s["phase"] == "Paused" && s["currentPodHash"] != v1.as_str()
+    })
+    .await;
+    promote_full(api).await;
+    let second = wait_status(api, "promoted revision 2", |s| {
+        promoted(s) && s["stableRS"] != v1.as_str()
+    })
+    .await;
+    let v2 = second.data["status"]["stableRS"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    (v1, v2)
+}
+
+fn promote_full_requests(env: &Env) -> Vec<rollbackd::sandbox::RecordedRequest> {
+    patches(env)
+        .into_iter()
+        .filter(|r| r.body.contains("promoteFull"))
+        .collect()
+}
+
+/// The `data` of the incident's result entry.
+async fn result_data(running: &Running, id: i64) -> Value {
+    let detail = running
+        .state
+        .pipeline
+        .store
+        .incident(id)
+        .await
+        .expect("read")
+        .expect("incident");
+    detail
+        .timeline
+        .iter()
+        .find(|e| e.kind == "result")
+        .and_then(|e| e.data.clone())
+        .expect("a result with data")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_canary_is_undone_then_fully_promoted_so_the_good_revision_is_stable() {
+    let env = sandbox_env().await;
+    let api = rollouts(&env);
+    let (v1, _v2) = promoted_canary(&api, None).await;
+    let running = env.daemon("").await;
+    env.sandbox.clear_requests();
+
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(ALERT, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+    assert!(
+        incident.reason.contains("then fully promoted it"),
+        "{}",
+        incident.reason
+    );
+    // The undo first, then exactly what `promote --full` sends, on the status subresource.
+    let ours = patches(&env);
+    assert_eq!(ours.len(), 2, "{ours:#?}");
+    assert_eq!(
+        ours[0].content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert_eq!(
+        ours[1].path_only(),
+        "/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/web/status"
+    );
+    assert_eq!(
+        ours[1].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&ours[1].body).expect("json"),
+        json!({"status": {"promoteFull": true}})
+    );
+    let data = result_data(&running, incident.id).await;
+    assert_eq!(data["patch"][1]["path"], "/spec/template", "{data}");
+    assert_eq!(data["promote_full"]["status"], "sent", "{data}");
+    assert_eq!(
+        data["promote_full"]["requests"][0]["on"], "rollouts/status",
+        "{data}"
+    );
+
+    // The good revision is stable, nothing is paused, and the Rollout ends Healthy.
+    let ro = wait_status(&api, "revision 1's template stable and Healthy", |s| {
+        promoted(s) && s["stableRS"] == v1.as_str()
+    })
+    .await;
+    assert_ne!(ro.data["spec"]["paused"], json!(true));
+    assert!(
+        ro.data["status"]["pauseConditions"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+    assert_eq!(ro.data["status"]["currentStepIndex"], json!(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_rollback_window_no_promote_is_sent_and_the_good_revision_is_stable() {
+    let env = sandbox_env().await;
+    let api = rollouts(&env);
+    let (v1, _v2) = promoted_canary(&api, Some(1)).await;
+    let running = env.daemon("").await;
+    env.sandbox.clear_requests();
+
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(ALERT, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+    assert!(
+        incident
+            .reason
+            .contains("spec.rollbackWindow (revisions: 1)"),
+        "{}",
+        incident.reason
+    );
+    let data = result_data(&running, incident.id).await;
+    assert_eq!(data["promote_full"]["status"], "not-needed", "{data}");
+    wait_status(&api, "revision 1's template stable and Healthy", |s| {
+        promoted(s) && s["stableRS"] == v1.as_str()
+    })
+    .await;
+    assert!(
+        promote_full_requests(&env).is_empty(),
+        "the controller fast-tracks it: no promote is sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_key_off_the_rollout_waits_at_its_first_pause_for_a_human() {
+    let env = sandbox_env().await;
+    let api = rollouts(&env);
+    let (v1, v2) = promoted_canary(&api, None).await;
+    let running = env
+        .daemon("[policy]\nargo_promote_full_after_undo = false\n")
+        .await;
+    env.sandbox.clear_requests();
+
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(ALERT, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+    assert!(
+        incident.reason.contains(
+            "until a human promotes it: kubectl argo rollouts promote --full web -n default"
+        ),
+        "{}",
+        incident.reason
+    );
+    let ro = wait_status(&api, "paused at the first pause step", |s| {
+        s["phase"] == "Paused" && s["currentPodHash"] == v1.as_str()
+    })
+    .await;
+    assert_eq!(ro.data["status"]["stableRS"], json!(v2), "the bad one");
+    assert_eq!(ro.data["status"]["currentStepIndex"], json!(1));
+    assert!(promote_full_requests(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_promote_after_the_undo_is_reported_with_what_to_run() {
+    let env = sandbox_env().await;
+    let api = rollouts(&env);
+    let (v1, v2) = promoted_canary(&api, None).await;
+    let running = env.daemon("").await;
+    env.sandbox.clear_requests();
+    env.sandbox.inject_fault(rollbackd::sandbox::Fault {
+        verb: Some("patch".into()),
+        resource: Some("rollouts/status".into()),
+        count: 1,
+        action: rollbackd::sandbox::FaultAction::Status(403),
+    });
+
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(ALERT, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(
+        incident.outcome, "rolled-back",
+        "the undo stands: {}",
+        incident.reason
+    );
+    assert!(
+        incident.reason.contains("but the full promotion failed")
+            && incident
+                .reason
+                .contains("on-call should run kubectl argo rollouts promote --full web -n default"),
+        "{}",
+        incident.reason
+    );
+    let data = result_data(&running, incident.id).await;
+    assert_eq!(data["promote_full"]["status"], "failed", "{data}");
+    let ro = wait_status(&api, "paused at the first pause step", |s| {
+        s["phase"] == "Paused" && s["currentPodHash"] == v1.as_str()
+    })
+    .await;
+    assert_eq!(ro.data["status"]["stableRS"], json!(v2));
 }

@@ -1,7 +1,8 @@
 //! The simulated Argo Rollouts controller against kube-rs and the real kubectl: a canary
 //! through its steps (setWeight, pause, promote, timed pause), abort and retry, undo the way
-//! `kubectl argo rollouts undo` does it, a Rollout referencing a Deployment, blue-green, and
-//! invalid or foreign Rollouts. The kubectl-argo-rollouts plugin is not installed: the
+//! `kubectl argo rollouts undo` does it, `promote --full` after an undo, `spec.rollbackWindow`
+//! (after upstream's `test/e2e/rollback_window_test.go`), a Rollout referencing a Deployment,
+//! blue-green, and invalid or foreign Rollouts. The kubectl-argo-rollouts plugin is not installed: the
 //! helpers below send exactly what it sends (pkg/kubectl-argo-rollouts/cmd/*).
 
 mod sandbox_common;
@@ -782,4 +783,213 @@ async fn no_rollouts_without_argo() {
         assert!(d.has_group("apps") && !d.has_group("argoproj.io"));
     })
     .await;
+}
+
+/// `kubectl argo rollouts promote --full` (`getPatches`, `full`): `{"spec":{"paused":false}}`
+/// on the Rollout when `spec.paused`, `{"status":{"promoteFull":true}}` on its status when an
+/// update is in progress (`currentPodHash != stableRS`), the status one first.
+async fn promote_full(api: &Api<DynamicObject>, name: &str) {
+    let ro = serde_json::to_value(api.get(name).await.expect("get")).expect("json");
+    if st(&ro, "currentPodHash") != st(&ro, "stableRS") {
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"promoteFull": true}})),
+        )
+        .await
+        .expect("promoteFull patch");
+    }
+    if ro["spec"]["paused"] == json!(true) {
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .expect("unpause");
+    }
+}
+
+/// Messages of the Rollout's Events with this reason.
+async fn events(client: &kube::Client, name: &str, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+/// A canary Rollout `name` (`setWeight: 50`, `pause: {}`, 2 replicas, no traffic routing) at
+/// `images[0]`, then each further image rolled out and fully promoted; one second apart, as
+/// creation times have one-second resolution. Returns the pod hashes in order.
+async fn promoted_revisions(
+    api: &Api<DynamicObject>,
+    name: &str,
+    window: Option<i64>,
+    images: &[&str],
+) -> Vec<String> {
+    let mut spec = json!({
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": name}},
+        "template": template(name, images[0]),
+        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    });
+    if let Some(n) = window {
+        spec["rollbackWindow"] = json!({"revisions": n});
+    }
+    let ro = obj(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": name}, "spec": spec
+    }));
+    api.create(&PostParams::default(), &ro)
+        .await
+        .expect("created");
+    let mut hashes = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"template": template(name, image)}})),
+            )
+            .await
+            .expect("image patched");
+            wait(api, name, "paused at the pause step", |r| {
+                phase(r) == "Paused" && st(r, "currentPodHash") != st(r, "stableRS")
+            })
+            .await;
+            promote_full(api, name).await;
+        }
+        let ro = wait(api, name, "promoted", |r| {
+            phase(r) == "Healthy"
+                && st(r, "stableRS") == st(r, "currentPodHash")
+                && hashes.iter().all(|h| st(r, "stableRS") != &json!(h))
+        })
+        .await;
+        hashes.push(st(&ro, "stableRS").as_str().expect("hash").to_string());
+    }
+    hashes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_after_an_undo_makes_the_old_revision_stable_without_steps() {
+    sandbox_common::bounded(promote_full_body()).await;
+}
+
+async fn promote_full_body() {
+    let env = start(opts()).await;
+    let client = kube_client(&env.sb).await;
+    let api = rollouts(&client);
+    let h = promoted_revisions(&api, "full", None, &["full:1", "full:2"]).await;
+    let completed = events(&client, "full", "RolloutCompleted").await;
+    assert!(
+        completed
+            .iter()
+            .any(|m| m.ends_with("Full promotion requested")),
+        "{completed:?}"
+    );
+
+    // Undo after promotion: an ordinary update, paused at the pause step, the bad one stable.
+    undo(&client, "full", None).await;
+    let ro = wait(&api, "full", "undo paused at the pause step", |r| {
+        phase(r) == "Paused" && st(r, "currentPodHash") == &json!(h[0])
+    })
+    .await;
+    assert_eq!(st(&ro, "stableRS"), &json!(h[1]));
+    assert_eq!(st(&ro, "currentStepIndex"), &json!(1));
+    assert_eq!(
+        replicas(&rs_with_hash(&client, "full", &h[0]).await),
+        1,
+        "the good revision is a 50% canary"
+    );
+
+    // `kubectl argo rollouts pause` on top, then `promote --full`: both patches, and the
+    // controller skips the remaining steps, clears the pause and promotes.
+    api.patch(
+        "full",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"paused": true}})),
+    )
+    .await
+    .expect("paused");
+    wait(&api, "full", "manually paused", |r| {
+        phase(r) == "Paused" && st(r, "message") == &json!("manually paused")
+    })
+    .await;
+    promote_full(&api, "full").await;
+    let ro = wait(&api, "full", "fully promoted", |r| {
+        phase(r) == "Healthy" && st(r, "stableRS") == &json!(h[0])
+    })
+    .await;
+    assert_eq!(st(&ro, "currentPodHash"), &json!(h[0]));
+    assert_eq!(st(&ro, "currentStepIndex"), &json!(2));
+    assert!(st(&ro, "promoteFull").is_null(), "cleared by promoteStable");
+    assert!(st(&ro, "pauseConditions").is_null());
+    assert_ne!(ro["spec"]["paused"], json!(true));
+    assert_eq!(replicas(&rs_with_hash(&client, "full", &h[0]).await), 2);
+    eventually(5, "the bad revision scaled down", || async {
+        (replicas(&rs_with_hash(&client, "full", &h[1]).await) == 0).then_some(())
+    })
+    .await;
+
+    // promoteFull on a Rollout with nothing in progress changes nothing and is dropped.
+    api.patch_status(
+        "full",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"promoteFull": true}})),
+    )
+    .await
+    .expect("promoteFull");
+    let ro = wait(&api, "full", "promoteFull dropped", |r| {
+        st(r, "promoteFull").is_null()
+    })
+    .await;
+    assert_eq!((st(&ro, "stableRS"), phase(&ro)), (&json!(h[0]), "Healthy"));
+}
+
+/// argo-rollouts `test/e2e/rollback_window_test.go` with `rollbackWindow.revisions: 2`
+/// (pause steps instead of its analysis steps): back from revision 4 to 2 is within the window
+/// (one ReplicaSet between) and is promoted without steps; back from 5 to 2 is not (two
+/// between) and runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_within_the_window_skips_the_steps_and_one_outside_does_not() {
+    sandbox_common::bounded(window_body()).await;
+}
+
+async fn window_body() {
+    let env = start(opts()).await;
+    let client = kube_client(&env.sb).await;
+    let api = rollouts(&client);
+    let h = promoted_revisions(&api, "win", Some(2), &["w:1", "w:2", "w:3", "w:4"]).await;
+    assert_eq!(undo(&client, "win", Some(2)).await, "rollout 'win' undo");
+    let ro = wait(&api, "win", "revision 2 promoted without steps", |r| {
+        phase(r) == "Healthy" && st(r, "stableRS") == &json!(h[1])
+    })
+    .await;
+    assert_eq!(st(&ro, "currentStepIndex"), &json!(2));
+    let completed = events(&client, "win", "RolloutCompleted").await;
+    assert!(
+        completed
+            .iter()
+            .any(|m| m.ends_with("Rollback within window")),
+        "{completed:?}"
+    );
+
+    let env = start(opts()).await;
+    let client = kube_client(&env.sb).await;
+    let api = rollouts(&client);
+    let h = promoted_revisions(&api, "win", Some(2), &["w:1", "w:2", "w:3", "w:4", "w:5"]).await;
+    undo(&client, "win", Some(2)).await;
+    let ro = wait(&api, "win", "revision 2 paused at the pause step", |r| {
+        phase(r) == "Paused" && st(r, "currentPodHash") == &json!(h[1])
+    })
+    .await;
+    assert_eq!(st(&ro, "stableRS"), &json!(h[4]), "outside the window");
+    assert_eq!(st(&ro, "currentStepIndex"), &json!(1));
 }

@@ -204,3 +204,31 @@ fn stale_after_defaults_to_90s_and_is_bounded() {
         assert_eq!(err.problems[0].key, "kubernetes.stale_after", "{err}");
     }
 }
+
+#[test]
+fn argo_promote_full_after_undo_is_on_by_default_and_its_wait_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
+    let settings = cfg.executor_settings();
+    assert!(settings.argo_promote_full);
+    assert_eq!(settings.argo_promote_wait, Duration::from_secs(30));
+    let path = write(
+        &dir,
+        "c.toml",
+        "[policy]\nargo_promote_full_after_undo = false\nargo_promote_wait = \"5s\"\n",
+    );
+    let settings = Config::load_with_env(&path, no_env())
+        .expect("valid")
+        .executor_settings();
+    assert!(!settings.argo_promote_full);
+    assert_eq!(settings.argo_promote_wait, Duration::from_secs(5));
+    for bad in ["0s", "10m"] {
+        let path = write(
+            &dir,
+            "c.toml",
+            &format!("[policy]\nargo_promote_wait = \"{bad}\"\n"),
+        );
+        let err = Config::load_with_env(&path, no_env()).expect_err(bad);
+        assert_eq!(err.problems[0].key, "policy.argo_promote_wait", "{err}");
+    }
+}

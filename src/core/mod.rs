@@ -8,6 +8,7 @@ pub mod alert;
 pub mod correlate;
 pub mod engine;
 pub mod guard;
+pub mod promote;
 pub mod rollout;
 pub mod settle;
 pub mod traffic;

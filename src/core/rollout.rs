@@ -38,6 +38,10 @@ pub struct RolloutState {
     /// Pod hash of the ReplicaSet of the current template.
     pub current_pod_hash: Option<String>,
     pub aborted: bool,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// `spec.rollbackWindow.revisions`: rollbacks this close are promoted without steps.
+    pub rollback_window: Option<i64>,
     /// `spec.template`; `Null` when the template comes from `spec.workloadRef`.
     pub template: Value,
     /// The Deployment named by `spec.workloadRef`.

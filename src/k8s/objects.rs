@@ -118,6 +118,10 @@ pub fn rollout_state(obj: &DynamicObject) -> Option<RolloutState> {
             .and_then(|s| s.get("abort"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        paused: spec.get("paused").and_then(Value::as_bool).unwrap_or(false),
+        rollback_window: spec
+            .pointer("/rollbackWindow/revisions")
+            .and_then(Value::as_i64),
         template: spec.get("template").cloned().unwrap_or(Value::Null),
         workload_ref,
         annotations: annotations(obj),

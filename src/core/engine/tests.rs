@@ -265,6 +265,8 @@ mod rollouts {
             stable_rs: Some(stable.into()),
             current_pod_hash: Some(current.into()),
             aborted: false,
+            paused: false,
+            rollback_window: None,
             template: mk_template(&format!("web:{current}"), "web"),
             workload_ref: None,
             annotations: LabelSet::new(),

@@ -5,16 +5,21 @@
 //! (404). It is only sent while the update the alert blamed is still in progress: an abort with
 //! nothing in progress is harmful (argo-rollouts#1292). Undo is what
 //! `kubectl argo rollouts undo` sends: a JSON patch of `/spec/template` of the Rollout, or of
-//! the Deployment its `workloadRef` names.
+//! the Deployment its `workloadRef` names. After the undo, `argo_promote.rs` fully promotes
+//! the Rollout (`kubectl argo rollouts promote --full`) unless its `spec.rollbackWindow`
+//! already fast-tracks the revision or `policy.argo_promote_full_after_undo` is off; the result
+//! says both steps.
 
 use kube::api::{Api, DynamicObject, ListParams, Patch};
 use serde_json::json;
 use tracing::info;
 
+use super::argo_promote::UndoTarget;
 use super::{
     Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
 };
 use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
+use crate::core::promote::{AfterUndo, plan_after_undo};
 use crate::core::rollout::{RolloutState, RolloutUndoPlan, abort_patch, plan_rollout_undo};
 use crate::core::workload::ReplicaSetState;
 use crate::k8s::{
@@ -211,6 +216,13 @@ impl Executor {
                 ));
             }
         };
+        let target_rs = owned.iter().find(|rs| rs.uid == target.uid);
+        let after = match (target_rs, current) {
+            (Some(t), Some(s)) => {
+                plan_after_undo(self.settings.argo_promote_full, &rollout, t, s, &owned)
+            }
+            _ => AfterUndo::PromoteFull,
+        };
         let written = match &c.workload_ref {
             Some(name) => self.send_json_patch(&d_api, name, &patch, c.dry_run).await,
             None => {
@@ -229,6 +241,34 @@ impl Executor {
             Some(d) => format!("deployment {}/{d}", c.namespace),
             None => what.clone(),
         };
+        if written.is_ok() && !c.dry_run {
+            // The undo stands; what follows it is the promotion (or why there is none).
+            let hash = |rs: Option<&ReplicaSetState>| {
+                rs.and_then(|rs| rs.pod_hash.clone()).unwrap_or_default()
+            };
+            let (blamed_hash, target_hash) = (hash(current), hash(target_rs));
+            let t = UndoTarget {
+                blamed_hash: &blamed_hash,
+                target_hash: &target_hash,
+                from: &from,
+                to: &to,
+            };
+            let step = self.after_rollout_undo(c, &after, &t).await;
+            info!(rollout = %c.name, namespace = %c.namespace, "undo of {what}; {}", step.clause);
+            return Attempt::Done(ActionResult {
+                target: Some(target.clone()),
+                ..succeeded(
+                    false,
+                    Outcome::RolledBack,
+                    format!(
+                        "rolled back {what} from {from} to {to} (patched {patched}); {}",
+                        step.clause
+                    ),
+                    String::new(),
+                    json!({"patch": patch, "patched": patched, "promote_full": step.data}),
+                )
+            });
+        }
         write_answer(
             written,
             &patched,
@@ -240,7 +280,7 @@ impl Executor {
                     Outcome::RolledBack,
                     format!("rolled back {what} from {from} to {to} (patched {patched})"),
                     format!("the undo of {what} from {from} to {to}"),
-                    json!({"patch": patch, "patched": patched}),
+                    json!({"patch": patch, "patched": patched, "after_undo": after.as_str()}),
                 )
             },
             &patch,

@@ -18,6 +18,7 @@
 //!   that cause.
 
 mod argo;
+mod argo_promote;
 mod deployment;
 mod pause;
 mod settle;
@@ -49,6 +50,10 @@ pub struct ExecutorSettings {
     pub transient_tries: u32,
     /// The wait after the first transient failure; it doubles after each further one.
     pub backoff: Duration,
+    /// `promote --full` after undoing a promoted Argo Rollout (`policy.argo_promote_full_after_undo`).
+    pub argo_promote_full: bool,
+    /// The wait for the Argo controller to see the undo before promoting (`policy.argo_promote_wait`).
+    pub argo_promote_wait: Duration,
 }
 
 impl Default for ExecutorSettings {
@@ -57,6 +62,8 @@ impl Default for ExecutorSettings {
             call_timeout: Duration::from_secs(10),
             transient_tries: 3,
             backoff: Duration::from_millis(500),
+            argo_promote_full: true,
+            argo_promote_wait: Duration::from_secs(30),
         }
     }
 }

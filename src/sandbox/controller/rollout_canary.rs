@@ -35,7 +35,9 @@ fn created(r: &Value) -> &str {
 }
 
 /// `isRollbackWithinWindow`: going back to a ReplicaSet older than stable, with fewer than
-/// `spec.rollbackWindow.revisions` ReplicaSets in between.
+/// `spec.rollbackWindow.revisions` ReplicaSets in between (an Experiment's, annotated
+/// `experiment.argoproj.io/name`, not counted). Creation times have one-second resolution
+/// and an equal one is not older, as with `metav1.Time.Before`.
 pub fn rollback_within_window(ctx: &Ctx) -> bool {
     let (Some(new), Some(stable)) = (&ctx.new_rs, &ctx.stable_rs) else {
         return false;
@@ -53,6 +55,11 @@ pub fn rollback_within_window(ctx: &Ctx) -> bool {
     let between = ctx
         .all
         .iter()
+        .filter(|r| {
+            r.pointer("/metadata/annotations/experiment.argoproj.io~1name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        })
         .filter(|r| created(r) < created(stable) && created(new) < created(r))
         .count() as i64;
     window > 0 && between < window
