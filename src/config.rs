@@ -253,6 +253,10 @@ pub struct PolicyConfig {
     /// on-call is told; it is still decided once the data is fresh.
     #[serde(with = "humantime_serde")]
     pub max_decision_wait: Duration,
+    /// How long the alerts behind an applied action are followed: all resolved within it →
+    /// `recovered`; otherwise `not-recovered`, on-call is told and the workload is held.
+    #[serde(with = "humantime_serde")]
+    pub verify_window: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -262,6 +266,7 @@ impl Default for PolicyConfig {
             retry_attempts: 5,
             retry_backoff: Duration::from_secs(5),
             max_decision_wait: Duration::from_secs(120),
+            verify_window: Duration::from_secs(600),
         }
     }
 }
@@ -563,6 +568,10 @@ impl Config {
         if self.policy.max_decision_wait.is_zero() {
             problem("policy.max_decision_wait", "must be longer than 0s".into());
         }
+        let verify = self.policy.verify_window;
+        if verify < Duration::from_secs(1) || verify > Duration::from_secs(24 * 3600) {
+            problem("policy.verify_window", "must be between 1s and 24h".into());
+        }
         let stale = self.kubernetes.stale_after;
         if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
             problem("kubernetes.stale_after", "must be between 3s and 1h".into());
@@ -646,6 +655,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "retry_attempts",
             "retry_backoff",
             "max_decision_wait",
+            "verify_window",
         ],
     ),
     (

@@ -68,6 +68,7 @@ pub struct Metrics {
     inconclusive_rules: Gauge,
     notification_attempts: Family<AttemptLabels, Counter>,
     watch_healthy: Family<WatchLabels, Gauge>,
+    verifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
         let inconclusive_rules = Gauge::default();
         let notification_attempts = Family::<AttemptLabels, Counter>::default();
         let watch_healthy = Family::<WatchLabels, Gauge>::default();
+        let verifications = Family::<ResultLabel, Counter>::default();
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -135,6 +137,11 @@ impl Metrics {
             "1 while a Kubernetes watch is listed, not failing and fresh, by kind and scope (* = all namespaces)",
             watch_healthy.clone(),
         );
+        registry.register(
+            "verifications",
+            "Verifications of applied actions, by result (recovered, not-recovered)",
+            verifications.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             alerts_received,
@@ -147,7 +154,17 @@ impl Metrics {
             inconclusive_rules,
             notification_attempts,
             watch_healthy,
+            verifications,
         }
+    }
+
+    /// One verification verdict: `recovered` or `not-recovered`.
+    pub fn verification(&self, outcome: Outcome) {
+        self.verifications
+            .get_or_create(&ResultLabel {
+                result: outcome.code().into(),
+            })
+            .inc();
     }
 
     /// Whether one watch is healthy (listed, not failing, fresh).

@@ -44,6 +44,8 @@ use crate::store::{
     UnsettledAction,
 };
 
+mod verify;
+
 /// How often the worker looks for work even without being woken.
 const SWEEP: Duration = Duration::from_secs(5);
 /// Alerts read from the backlog at once.
@@ -65,6 +67,8 @@ pub struct Pipeline {
     pub retry: RetryPolicy,
     /// How long an alert may wait for fresh data before it is recorded `stale-data`.
     pub max_decision_wait: Duration,
+    /// How long the alerts behind an applied action are followed (`policy.verify_window`).
+    pub verify_window: Duration,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
 }
@@ -94,6 +98,7 @@ impl Pipeline {
             retry_deadline: crate::config::NotifyConfig::default().retry_deadline,
             retry: RetryPolicy::default(),
             max_decision_wait: defaults.max_decision_wait,
+            verify_window: defaults.verify_window,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -196,6 +201,9 @@ impl Pipeline {
                 Err(e) => {
                     error!(error = %error_chain(&e), "incident store failed while settling; will retry")
                 }
+            }
+            if let Err(e) = self.verify_due().await {
+                error!(error = %error_chain(&e), "incident store failed while verifying; will retry");
             }
             let ready = self.readiness.is_ready();
             let work = if ready {
@@ -364,6 +372,7 @@ impl Pipeline {
             )
             .await?;
         self.queued(recorded.incident_id, messages.len());
+        self.start_verify(action_id, &result, now).await;
         Ok(())
     }
 
@@ -597,6 +606,7 @@ impl Pipeline {
             )
             .await?;
         self.queued(a.incident_id, messages.len());
+        self.start_verify(a.action_id, &result, now).await;
         if matches!(followup, Followup::RetryAt(_)) {
             self.wake.notify_one();
         }

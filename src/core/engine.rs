@@ -57,10 +57,18 @@ pub enum Outcome {
     /// The revert was sent but its answer was lost (timeout, dropped connection, 5xx, crash);
     /// rollbackd re-reads the object until it knows whether it was applied.
     Unsettled,
+    /// Verification: every alert the action was taken for resolved within the window.
+    Recovered,
+    /// Verification: the window ended with an alert still firing (or the Rollout not back on
+    /// its target and Healthy); on-call is told and the workload is held.
+    NotRecovered,
+    /// An earlier action on this workload did not recover it and no human has acknowledged
+    /// that yet: rollbackd takes no further automatic action on it.
+    Held,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -79,6 +87,9 @@ impl Outcome {
         Outcome::StatusNotObserved,
         Outcome::StaleData,
         Outcome::Unsettled,
+        Outcome::Recovered,
+        Outcome::NotRecovered,
+        Outcome::Held,
     ];
 
     pub fn code(self) -> &'static str {
@@ -101,6 +112,9 @@ impl Outcome {
             Outcome::StatusNotObserved => "status-not-observed",
             Outcome::StaleData => "stale-data",
             Outcome::Unsettled => "unsettled",
+            Outcome::Recovered => "recovered",
+            Outcome::NotRecovered => "not-recovered",
+            Outcome::Held => "held",
         }
     }
 
@@ -173,6 +187,9 @@ pub struct PastAction {
     pub at: Timestamp,
     /// Known applied; otherwise intended or unknown (its result not settled yet).
     pub settled: bool,
+    /// It did not recover the workload (`not-recovered`) and no human has acknowledged its
+    /// incident yet: nothing more is done to the workload automatically.
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -307,6 +324,21 @@ impl Context<'_> {
         current_key: &str,
     ) -> Result<String, (Outcome, String)> {
         let alert = self.alert;
+        if let Some(held) = self
+            .past
+            .iter()
+            .find(|p| p.held && p.workload_uid == workload.uid)
+        {
+            return Err((
+                Outcome::Held,
+                format!(
+                    "{workload} is held: rollbackd's action of {} (incident {}) did not recover it; {}",
+                    held.at,
+                    held.incident_id,
+                    super::verify::hold_sentence(held.incident_id)
+                ),
+            ));
+        }
         if let Some(own) = self
             .past
             .iter()

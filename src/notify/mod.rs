@@ -44,6 +44,8 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::Superseded
             | Outcome::StaleData
             | Outcome::Unsettled
+            | Outcome::NotRecovered
+            | Outcome::Held
     )
 }
 
