@@ -279,6 +279,10 @@ pub struct PolicyConfig {
     /// How long to wait for the Argo controller to pick up the undo before promoting.
     #[serde(with = "humantime_serde")]
     pub argo_promote_wait: Duration,
+    /// How long the alerts behind an applied action are followed: all resolved within it →
+    /// `recovered`; otherwise `not-recovered`, on-call is told and the workload is held.
+    #[serde(with = "humantime_serde")]
+    pub verify_window: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -298,6 +302,7 @@ impl Default for PolicyConfig {
             freeze: Vec::new(),
             argo_promote_full_after_undo: true,
             argo_promote_wait: Duration::from_secs(30),
+            verify_window: Duration::from_secs(600),
         }
     }
 }
@@ -645,6 +650,10 @@ impl Config {
                 "must be between 1s and 5m".into(),
             );
         }
+        let verify = self.policy.verify_window;
+        if verify < Duration::from_secs(1) || verify > Duration::from_secs(24 * 3600) {
+            problem("policy.verify_window", "must be between 1s and 24h".into());
+        }
         let stale = self.kubernetes.stale_after;
         if stale < Duration::from_secs(3) || stale > Duration::from_secs(3600) {
             problem("kubernetes.stale_after", "must be between 3s and 1h".into());
@@ -738,6 +747,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "freeze",
             "argo_promote_full_after_undo",
             "argo_promote_wait",
+            "verify_window",
         ],
     ),
     (

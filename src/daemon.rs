@@ -94,7 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.public_url.clone(),
     )
     .with_retry_deadline(config.notify.retry_deadline)
-    .with_retries(config.retry_policy(), config.policy.max_decision_wait);
+    .with_retries(config.retry_policy(), config.policy.max_decision_wait)
+    .with_verify_window(config.policy.verify_window);
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),

@@ -69,6 +69,7 @@ pub struct Metrics {
     notification_attempts: Family<AttemptLabels, Counter>,
     watch_healthy: Family<WatchLabels, Gauge>,
     breaker_open: Gauge,
+    verifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +97,7 @@ impl Metrics {
             "1 while the circuit breaker is open (policy.breaker_max_actions reached in policy.breaker_window): record and notify only",
             breaker_open.clone(),
         );
+        let verifications = Family::<ResultLabel, Counter>::default();
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -142,6 +144,11 @@ impl Metrics {
             "1 while a Kubernetes watch is listed, not failing and fresh, by kind and scope (* = all namespaces)",
             watch_healthy.clone(),
         );
+        registry.register(
+            "verifications",
+            "Verifications of applied actions, by result (recovered, not-recovered)",
+            verifications.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             breaker_open,
@@ -155,7 +162,17 @@ impl Metrics {
             inconclusive_rules,
             notification_attempts,
             watch_healthy,
+            verifications,
         }
+    }
+
+    /// One verification verdict: `recovered` or `not-recovered`.
+    pub fn verification(&self, outcome: Outcome) {
+        self.verifications
+            .get_or_create(&ResultLabel {
+                result: outcome.code().into(),
+            })
+            .inc();
     }
 
     /// Whether one watch is healthy (listed, not failing, fresh).

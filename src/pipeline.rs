@@ -10,6 +10,8 @@
 //!    answer was lost and could not be re-read. The object is read again; what it shows is
 //!    recorded (with a note of the daemon's start, after a restart) and notified. A cause with
 //!    an unsettled action gets nothing more sent until it is settled.
+//!    Then **verify** (module `verify`): each applied action is judged against the alerts behind
+//!    it until `policy.verify_window` ends: `recovered`, or `not-recovered` and the workload held.
 //! 2. **Fresh data or no decision.** While any watch is failing or silent, nothing is decided;
 //!    an alert that waited longer than `policy.max_decision_wait` is recorded `stale-data`,
 //!    notified, and decided once the data is fresh.
@@ -44,6 +46,8 @@ use crate::store::{
     UnsettledAction,
 };
 
+mod verify;
+
 /// How often the worker looks for work even without being woken.
 const SWEEP: Duration = Duration::from_secs(5);
 /// Alerts read from the backlog at once.
@@ -65,6 +69,8 @@ pub struct Pipeline {
     pub retry: RetryPolicy,
     /// How long an alert may wait for fresh data before it is recorded `stale-data`.
     pub max_decision_wait: Duration,
+    /// How long the alerts behind an applied action are followed (`policy.verify_window`).
+    pub verify_window: Duration,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
 }
@@ -94,6 +100,7 @@ impl Pipeline {
             retry_deadline: crate::config::NotifyConfig::default().retry_deadline,
             retry: RetryPolicy::default(),
             max_decision_wait: defaults.max_decision_wait,
+            verify_window: defaults.verify_window,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -196,6 +203,9 @@ impl Pipeline {
                 Err(e) => {
                     error!(error = %error_chain(&e), "incident store failed while settling; will retry")
                 }
+            }
+            if let Err(e) = self.verify_due().await {
+                error!(error = %error_chain(&e), "incident store failed while verifying; will retry");
             }
             let ready = self.readiness.is_ready();
             let work = if ready {
@@ -372,6 +382,7 @@ impl Pipeline {
             )
             .await?;
         self.queued(recorded.incident_id, messages.len());
+        self.start_verify(action_id, &result, now).await;
         Ok(())
     }
 
@@ -605,6 +616,7 @@ impl Pipeline {
             )
             .await?;
         self.queued(a.incident_id, messages.len());
+        self.start_verify(a.action_id, &result, now).await;
         if matches!(followup, Followup::RetryAt(_)) {
             self.wake.notify_one();
         }

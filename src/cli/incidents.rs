@@ -1,4 +1,6 @@
-//! `rollbackd incidents list|show`: review from the store named in the config.
+//! `rollbackd incidents list|show|ack`: review from the store named in the config, and the
+//! acknowledgement that releases the hold a not-recovered incident puts on its workload. Only
+//! the store is opened: no Kubernetes client is needed.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -7,7 +9,7 @@ use anyhow::{Context, bail};
 
 use super::{IncidentsCommand, ListFormat, ShowFormat};
 use crate::config::Config;
-use crate::store::{IncidentDetail, IncidentSummary, Store, short_time};
+use crate::store::{Ack, IncidentDetail, IncidentSummary, Store, short_time};
 
 pub async fn incidents(
     config: Option<&Path>,
@@ -51,6 +53,25 @@ pub async fn incidents(
                 ShowFormat::Text => render_text(&detail),
                 ShowFormat::Md => markdown(&detail),
             })
+        }
+        IncidentsCommand::Ack { id, by, note } => {
+            let by = by
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|b| !b.trim().is_empty())
+                .unwrap_or_else(|| "an operator".into());
+            match store
+                .ack(*id, &by, note.as_deref(), jiff::Timestamp::now())
+                .await?
+            {
+                Ack::Released { workload } => Ok(format!(
+                    "incident {id} acknowledged by {by}; rollbackd may act automatically on {workload} again\n"
+                )),
+                Ack::UnknownIncident => bail!("no incident {id}"),
+                Ack::NotHeld { outcome } => bail!(
+                    "incident {id} is not held (outcome {outcome}): only a not-recovered incident that was not acknowledged yet holds its workload"
+                ),
+            }
         }
     }
 }

@@ -101,6 +101,17 @@ pub enum IncidentsCommand {
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
     },
+    /// Acknowledge a not-recovered incident: release the hold on its workload, so that
+    /// rollbackd may act on it automatically again.
+    Ack {
+        id: i64,
+        /// Who acknowledges (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why, for the timeline.
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

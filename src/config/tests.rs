@@ -232,3 +232,23 @@ fn argo_promote_full_after_undo_is_on_by_default_and_its_wait_bounded() {
         assert_eq!(err.problems[0].key, "policy.argo_promote_wait", "{err}");
     }
 }
+
+#[test]
+fn verify_window_defaults_to_10m_is_overridable_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "c.toml", "");
+    let cfg = Config::load_with_env(&path, no_env()).expect("valid");
+    assert_eq!(cfg.policy.verify_window, Duration::from_secs(600));
+    let env = vec![("ROLLBACKD__POLICY__VERIFY_WINDOW".into(), "2s".into())];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    assert_eq!(cfg.policy.verify_window, Duration::from_secs(2));
+    for bad in ["0s", "2days", "later"] {
+        let path = write(
+            &dir,
+            "c.toml",
+            &format!("[policy]\nverify_window = \"{bad}\"\n"),
+        );
+        let err = Config::load_with_env(&path, no_env()).expect_err(bad);
+        assert_eq!(err.problems[0].key, "policy.verify_window", "{err}");
+    }
+}

@@ -75,10 +75,18 @@ pub enum Outcome {
     BreakerOpen,
     /// The workload's `rollbackd.io/policy` is `pause`: it was paused instead of reverted.
     PausedWorkload,
+    /// Verification: every alert the action was taken for resolved within the window.
+    Recovered,
+    /// Verification: the window ended with an alert still firing (or the Rollout not back on
+    /// its target and Healthy); on-call is told and the workload is held.
+    NotRecovered,
+    /// An earlier action on this workload did not recover it and no human has acknowledged
+    /// that yet: rollbackd takes no further automatic action on it.
+    Held,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 25] = [
+    pub const ALL: [Outcome; 28] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -104,6 +112,9 @@ impl Outcome {
         Outcome::Cooldown,
         Outcome::BreakerOpen,
         Outcome::PausedWorkload,
+        Outcome::Recovered,
+        Outcome::NotRecovered,
+        Outcome::Held,
     ];
 
     pub fn code(self) -> &'static str {
@@ -133,6 +144,9 @@ impl Outcome {
             Outcome::Cooldown => "cooldown",
             Outcome::BreakerOpen => "breaker-open",
             Outcome::PausedWorkload => "paused-workload",
+            Outcome::Recovered => "recovered",
+            Outcome::NotRecovered => "not-recovered",
+            Outcome::Held => "held",
         }
     }
 
@@ -211,6 +225,9 @@ pub struct PastAction {
     pub at: Timestamp,
     /// Known applied; otherwise intended or unknown (its result not settled yet).
     pub settled: bool,
+    /// It did not recover the workload (`not-recovered`) and no human has acknowledged its
+    /// incident yet: nothing more is done to the workload automatically.
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -344,6 +361,21 @@ impl Context<'_> {
         current_key: &str,
     ) -> Result<String, (Outcome, String)> {
         let alert = self.alert;
+        if let Some(held) = self
+            .past
+            .iter()
+            .find(|p| p.held && p.workload_uid == workload.uid)
+        {
+            return Err((
+                Outcome::Held,
+                format!(
+                    "{workload} is held: rollbackd's action of {} (incident {}) did not recover it; {}",
+                    held.at,
+                    held.incident_id,
+                    super::verify::hold_sentence(held.incident_id)
+                ),
+            ));
+        }
         if let Some(own) = self
             .past
             .iter()

@@ -13,4 +13,5 @@ pub mod rollout;
 pub mod settle;
 pub mod traffic;
 pub mod undo;
+pub mod verify;
 pub mod workload;

@@ -252,6 +252,9 @@ impl Notification {
             Outcome::Aborted => "ABORTED".to_string(),
             Outcome::WouldRollBack => "WOULD ROLL BACK (dry-run)".to_string(),
             Outcome::Failed => "ROLLBACK FAILED".to_string(),
+            Outcome::Recovered => "RECOVERED".to_string(),
+            Outcome::NotRecovered => "NOT RECOVERED after rollback".to_string(),
+            Outcome::Held => "HELD: not rolled back".to_string(),
             other => format!("NOT ROLLED BACK ({other})"),
         };
         match self.kind {
@@ -327,6 +330,10 @@ impl Notification {
                 format!("Dry-run: would have rolled back {workload}{span}. Nothing was changed.")
             }
             Outcome::Failed => format!("The rollback of {workload}{span} failed."),
+            Outcome::Recovered => format!("{workload} recovered after the rollback{span}."),
+            Outcome::NotRecovered => format!(
+                "{workload} did not recover after the rollback{span}; it is held until a human acknowledges the incident."
+            ),
             other => format!("Did not roll back {workload}{span}: {other}."),
         }
     }

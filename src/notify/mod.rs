@@ -52,6 +52,8 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::Cooldown
             | Outcome::BreakerOpen
             | Outcome::PausedWorkload
+            | Outcome::NotRecovered
+            | Outcome::Held
     )
 }
 

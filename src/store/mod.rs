@@ -20,6 +20,7 @@ mod read;
 mod settle;
 mod traffic;
 mod tx;
+mod verify;
 mod write;
 
 use std::str::FromStr;
@@ -44,6 +45,7 @@ pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
 pub use settle::{PendingAlert, UnsettledAction};
+pub use verify::{Ack, Verifying};
 pub use write::{ACTING, ActionResult, ActionStatus, Followup, Received, Recorded};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

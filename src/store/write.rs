@@ -84,7 +84,8 @@ pub const ACTING: &str = "acting";
 
 /// Outcomes that a later, lesser decision must not hide on the incident.
 const SIGNIFICANT: &str =
-    "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting', 'unsettled')";
+    "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting', 'unsettled',
+    'recovered', 'not-recovered')";
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
@@ -257,9 +258,11 @@ impl Store {
     /// may have) counts as rollbackd's own, whatever became of the action.
     pub async fn past_actions(&self) -> Result<Vec<PastAction>> {
         let rows = sqlx::query(
-            "SELECT incident_id, workload_uid, blamed_uid, status, target_uid, intended_at
-             FROM actions WHERE dry_run = 0 AND status IN ('intended', 'unknown', 'succeeded')
-             ORDER BY id",
+            "SELECT ac.incident_id, ac.workload_uid, ac.blamed_uid, ac.status, ac.target_uid,
+                    ac.intended_at, i.held
+             FROM actions ac JOIN incidents i ON i.id = ac.incident_id
+             WHERE ac.dry_run = 0 AND ac.status IN ('intended', 'unknown', 'succeeded')
+             ORDER BY ac.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -272,6 +275,7 @@ impl Store {
                     target_uid: r.try_get("target_uid")?,
                     at: super::parse_ts(&r.try_get::<String, _>("intended_at")?)?,
                     settled: r.try_get::<String, _>("status")? == "succeeded",
+                    held: r.try_get::<i64, _>("held")? == 1,
                 })
             })
             .collect()

@@ -68,6 +68,7 @@ fn acted(workload_uid: &str, at: Timestamp) -> PastAction {
         target_uid: Some(format!("{workload_uid}-older")),
         at,
         settled: true,
+        held: false,
     }
 }
 
@@ -309,6 +310,7 @@ fn the_revision_rolled_back_to_is_never_blamed_in_turn() {
         target_uid: Some("uid-web-b".into()),
         at: ts(1150),
         settled: true,
+        held: false,
     };
     let d = decide_at(
         &mk_alert(&[], ts(1300)),

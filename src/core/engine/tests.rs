@@ -180,6 +180,7 @@ fn one_cause_gets_one_rollback_and_an_undo_is_never_undone() {
         target_uid: None,
         at: ts(1100),
         settled: true,
+        held: false,
     };
     let d = decide(
         &mk_alert(WEB, ts(1150)),
@@ -213,6 +214,7 @@ fn an_action_whose_result_is_unknown_guards_like_an_applied_one() {
         target_uid: Some("uid-web-b".into()),
         at: ts(1100),
         settled: false,
+        held: false,
     };
     let d = decide(
         &mk_alert(WEB, ts(1150)),
@@ -245,6 +247,70 @@ fn a_resolved_alert_is_not_acted_on() {
 fn outcome_codes_round_trip() {
     for o in Outcome::ALL {
         assert_eq!(Outcome::from_code(o.code()), Some(o));
+    }
+}
+
+/// An earlier undo of web (web-b back to web-a) that did not recover it.
+fn mk_held(held: bool, workload_uid: &str) -> PastAction {
+    PastAction {
+        incident_id: 7,
+        workload_uid: workload_uid.into(),
+        blamed_uid: "uid-web-b".into(),
+        target_uid: Some("uid-web-a".into()),
+        at: ts(600),
+        settled: true,
+        held,
+    }
+}
+
+#[test]
+fn a_held_workload_gets_no_automatic_action_even_for_a_fresh_rollout() {
+    // web-c is a fresh rollout, recent and never acted on: without the hold it is undone.
+    let d = decide_at(
+        &mk_alert(WEB, ts(1120)),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[mk_held(true, "uid-web")],
+        ts(1121),
+    );
+    assert_eq!(d.outcome, Outcome::Held, "{}", d.reason);
+    assert!(d.command.is_none());
+    assert!(d.reason.contains("incident 7"), "{}", d.reason);
+    assert!(
+        d.reason.contains("`rollbackd incidents ack 7`"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.workload.is_some(),
+        "the decision still names the workload"
+    );
+}
+
+#[test]
+fn a_hold_is_checked_before_everything_else_and_in_dry_run_too() {
+    // The alert is older than the rollout: pre-existing otherwise, held first.
+    let d = decide(
+        &mk_alert(WEB, ts(900)),
+        &mk_index(),
+        &mk_policy(Mode::DryRun),
+        &[mk_held(true, "uid-web")],
+    );
+    assert_eq!(d.outcome, Outcome::Held, "{}", d.reason);
+    assert!(d.command.is_none());
+}
+
+#[test]
+fn an_acknowledged_hold_or_one_on_another_workload_changes_nothing() {
+    for past in [mk_held(false, "uid-web"), mk_held(true, "uid-other")] {
+        let d = decide(
+            &mk_alert(WEB, ts(1120)),
+            &mk_index(),
+            &mk_policy(Mode::Enforce),
+            &[past],
+        );
+        assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+        assert!(d.command.is_some());
     }
 }
 

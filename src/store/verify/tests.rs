@@ -1,0 +1,273 @@
+//! Verification bookkeeping against a real SQLite file.
+
+use super::*;
+use crate::core::alert::{AlertSource, AlertStatus, Fingerprint, LabelSet};
+use crate::core::engine::{Command, Decision, UndoDeployment};
+use crate::store::{ActionResult, ActionStatus, Followup};
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+}
+
+fn mk_alert(status: AlertStatus) -> Alert {
+    let labels: LabelSet = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("deployment", "web"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Alert {
+        source: AlertSource::Alertmanager,
+        status,
+        fingerprint: Fingerprint::of(&labels),
+        labels,
+        annotations: LabelSet::new(),
+        starts_at: t(100),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(230)),
+        generator_url: String::new(),
+        external_url: None,
+    }
+}
+
+fn rev(name: &str, revision: i64) -> RevisionRef {
+    RevisionRef {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        revision,
+        image: Some(format!("nginx:{revision}")),
+    }
+}
+
+fn mk_decision(dry_run: bool) -> Decision {
+    Decision {
+        outcome: Outcome::RolledBack,
+        reason: "because".into(),
+        workload: Some(WorkloadRef {
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+        }),
+        rollout: Some(RolloutRef {
+            revision: rev("web-c", 3),
+            since: t(50),
+        }),
+        command: Some(Command::UndoDeployment(UndoDeployment {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+            blamed: rev("web-c", 3),
+            planned_target: rev("web-b", 2),
+            dry_run,
+        })),
+    }
+}
+
+/// A store with one alert whose undo was recorded with `status`; returns (action, incident).
+async fn acted(dir: &tempfile::TempDir, status: ActionStatus, dry_run: bool) -> (Store, i64, i64) {
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .expect("open");
+    let alert = mk_alert(AlertStatus::Firing);
+    let alert_id = store
+        .record_alerts(std::slice::from_ref(&alert), t(101))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    let recorded = store
+        .record_decision(alert_id, &alert, &mk_decision(dry_run), t(102))
+        .await
+        .expect("decide")
+        .expect("first");
+    let action_id = recorded.action_id.expect("intent");
+    let result = ActionResult {
+        status,
+        outcome: if dry_run {
+            Outcome::WouldRollBack
+        } else {
+            Outcome::RolledBack
+        },
+        message: "done".into(),
+        target: Some(rev("web-b", 2)),
+        data: Value::Null,
+        transient: false,
+    };
+    store
+        .record_outcome(
+            action_id,
+            recorded.incident_id,
+            alert_id,
+            &result,
+            Followup::Done,
+            &[],
+            t(110),
+        )
+        .await
+        .expect("result");
+    store
+        .start_verification(action_id, t(710))
+        .await
+        .expect("start");
+    (store, action_id, recorded.incident_id)
+}
+
+#[tokio::test]
+async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, action_id, incident_id) = acted(&dir, ActionStatus::Succeeded, false).await;
+    let due = store.verifications().await.expect("due");
+    assert_eq!(due.len(), 1);
+    let v = &due[0];
+    assert_eq!((v.action_id, v.incident_id), (action_id, incident_id));
+    assert_eq!((v.acted_at, v.verify_until), (t(110), t(710)));
+    assert_eq!(v.kind, "undo-deployment");
+    assert_eq!(v.target_name, "web-b");
+    assert_eq!(v.followed.len(), 1);
+    assert_eq!(v.followed[0].resolved_at, None);
+    assert_eq!(v.workload.as_ref().map(|w| w.name.as_str()), Some("web"));
+
+    store
+        .record_alerts(&[mk_alert(AlertStatus::Resolved)], t(240))
+        .await
+        .expect("resolved");
+    let due = store.verifications().await.expect("due");
+    assert_eq!(
+        due[0].followed[0].resolved_at,
+        Some(t(230)),
+        "endsAt is the resolution"
+    );
+
+    let data = json!({"action_id": action_id});
+    let first = store
+        .record_verdict(
+            action_id,
+            incident_id,
+            Outcome::Recovered,
+            "recovered: 2m",
+            &data,
+            &[],
+            t(241),
+        )
+        .await
+        .expect("verdict");
+    assert!(first);
+    let again = store
+        .record_verdict(
+            action_id,
+            incident_id,
+            Outcome::NotRecovered,
+            "late",
+            &data,
+            &[],
+            t(800),
+        )
+        .await
+        .expect("verdict");
+    assert!(!again, "one verdict per action");
+    assert!(store.verifications().await.expect("due").is_empty());
+    let detail = store
+        .incident(incident_id)
+        .await
+        .expect("read")
+        .expect("incident");
+    assert_eq!(detail.summary.outcome, "recovered");
+    let verify: Vec<_> = detail
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "verify")
+        .collect();
+    assert_eq!(verify.len(), 1);
+    assert_eq!(verify[0].outcome.as_deref(), Some("recovered"));
+    assert!(!store.past_actions().await.expect("past")[0].held);
+}
+
+#[tokio::test]
+async fn not_recovered_holds_the_workload_until_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, action_id, incident_id) = acted(&dir, ActionStatus::Succeeded, false).await;
+    assert_eq!(
+        store
+            .ack(incident_id, "ana", None, t(200))
+            .await
+            .expect("ack"),
+        Ack::NotHeld {
+            outcome: "rolled-back".into()
+        },
+        "nothing is held before a verdict"
+    );
+    store
+        .record_verdict(
+            action_id,
+            incident_id,
+            Outcome::NotRecovered,
+            "not recovered",
+            &Value::Null,
+            &[],
+            t(710),
+        )
+        .await
+        .expect("verdict");
+    let past = store.past_actions().await.expect("past");
+    assert!(past[0].held, "{past:?}");
+    assert_eq!(
+        store
+            .ack(incident_id + 1, "ana", None, t(720))
+            .await
+            .expect("ack"),
+        Ack::UnknownIncident
+    );
+    assert_eq!(
+        store
+            .ack(
+                incident_id,
+                "ana",
+                Some("bad config, fixed by hand"),
+                t(720)
+            )
+            .await
+            .expect("ack"),
+        Ack::Released {
+            workload: "deployment default/web".into()
+        }
+    );
+    assert!(!store.past_actions().await.expect("past")[0].held);
+    let detail = store
+        .incident(incident_id)
+        .await
+        .expect("read")
+        .expect("incident");
+    assert_eq!(detail.summary.outcome, "not-recovered", "the verdict stays");
+    let ack = detail
+        .timeline
+        .iter()
+        .find(|e| e.kind == "ack")
+        .expect("ack entry");
+    assert!(
+        ack.message
+            .contains("acknowledged by ana (bad config, fixed by hand)"),
+        "{}",
+        ack.message
+    );
+    assert_eq!(
+        store
+            .ack(incident_id, "bo", None, t(730))
+            .await
+            .expect("ack"),
+        Ack::NotHeld {
+            outcome: "not-recovered".into()
+        },
+        "an acknowledgement is recorded once"
+    );
+}
+
+#[tokio::test]
+async fn failed_and_dry_run_actions_are_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _, _) = acted(&dir, ActionStatus::Failed, false).await;
+    assert!(store.verifications().await.expect("due").is_empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _, _) = acted(&dir, ActionStatus::Succeeded, true).await;
+    assert!(store.verifications().await.expect("due").is_empty());
+}
