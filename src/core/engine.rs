@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertStatus};
 use super::correlate::{Correlation, CorrelationLabels, Target, correlate};
+use super::gitops::GitopsPolicy;
 use super::undo::RevisionRef;
 use super::workload::WorkloadIndex;
 
@@ -22,7 +23,8 @@ mod traffic;
 mod workloads;
 
 pub use commands::{
-    AbortRollout, Command, Intent, ResetWeights, SwitchSelector, UndoDeployment, UndoRollout,
+    AbortRollout, ApplicationRef, Command, Intent, ResetWeights, SuspendAndRevert, SwitchSelector,
+    SyncToPrevious, UndoDeployment, UndoRollout,
 };
 
 /// Every outcome rollbackd can record, with its stable code.
@@ -57,10 +59,18 @@ pub enum Outcome {
     /// The revert was sent but its answer was lost (timeout, dropped connection, 5xx, crash);
     /// rollbackd re-reads the object until it knows whether it was applied.
     Unsettled,
+    /// An Argo CD Application with self-heal manages the workload: nothing was changed, and
+    /// on-call is told which Application, which revision was last good, and what to run.
+    GitopsNotify,
+    /// The Application's automated sync was suspended, then the workload was reverted.
+    GitopsSuspended,
+    /// The Application's automated sync was suspended and a sync to the revision before the
+    /// bad one was started.
+    GitopsSynced,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -79,6 +89,9 @@ impl Outcome {
         Outcome::StatusNotObserved,
         Outcome::StaleData,
         Outcome::Unsettled,
+        Outcome::GitopsNotify,
+        Outcome::GitopsSuspended,
+        Outcome::GitopsSynced,
     ];
 
     pub fn code(self) -> &'static str {
@@ -101,6 +114,9 @@ impl Outcome {
             Outcome::StatusNotObserved => "status-not-observed",
             Outcome::StaleData => "stale-data",
             Outcome::Unsettled => "unsettled",
+            Outcome::GitopsNotify => "gitops-notify",
+            Outcome::GitopsSuspended => "gitops-suspended",
+            Outcome::GitopsSynced => "gitops-synced",
         }
     }
 
@@ -132,6 +148,8 @@ pub struct Policy {
     /// An alert that started up to this long before the rollout is still blamed (clock skew).
     pub grace: Duration,
     pub labels: CorrelationLabels,
+    /// `[gitops]`: what to do when an Argo CD Application would revert the revert.
+    pub gitops: GitopsPolicy,
 }
 
 /// The workload an incident concerns.

@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod correlate;
 pub mod engine;
+pub mod gitops;
 pub mod rollout;
 pub mod settle;
 pub mod traffic;

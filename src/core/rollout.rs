@@ -11,6 +11,7 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::alert::LabelSet;
 use super::undo::RevisionRef;
 use super::workload::{
     CurrentRollout, ObjectKey, ReplicaSetState, WorkloadIndex, strip_label,
@@ -41,6 +42,9 @@ pub struct RolloutState {
     pub template: Value,
     /// The Deployment named by `spec.workloadRef`.
     pub workload_ref: Option<String>,
+    /// `metadata.labels` and `metadata.annotations` (Argo CD's tracking lives there).
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
 }
 
 impl RolloutState {

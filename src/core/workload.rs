@@ -38,6 +38,8 @@ pub struct DeploymentState {
     /// `spec.template`, exactly as the API server returned it.
     pub template: Value,
     pub annotations: LabelSet,
+    /// `metadata.labels` (Argo CD's tracking label lives here).
+    pub labels: LabelSet,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +137,8 @@ pub struct WorkloadIndex {
     pub(super) deployment_keys: HashMap<String, ObjectKey>,
     pub(super) rollout_keys: HashMap<String, ObjectKey>,
     rs_by_owner: HashMap<String, BTreeSet<ObjectKey>>,
+    /// Argo CD Applications (see `core::gitops`).
+    pub(super) applications: BTreeMap<ObjectKey, super::gitops::ApplicationState>,
 }
 
 impl WorkloadIndex {
@@ -402,6 +406,7 @@ pub(crate) mod tests {
             paused: false,
             template: mk_template(image, name),
             annotations: LabelSet::new(),
+            labels: LabelSet::new(),
         }
     }
 

@@ -31,6 +31,7 @@ async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
         correlation_window: std::time::Duration::from_secs(1800),
         grace: std::time::Duration::from_secs(30),
         labels: Default::default(),
+        gitops: Default::default(),
     };
     let pipeline = Pipeline::new(
         store,

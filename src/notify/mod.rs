@@ -44,6 +44,9 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::Superseded
             | Outcome::StaleData
             | Outcome::Unsettled
+            | Outcome::GitopsNotify
+            | Outcome::GitopsSuspended
+            | Outcome::GitopsSynced
     )
 }
 

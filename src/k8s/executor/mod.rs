@@ -19,6 +19,7 @@
 
 mod argo;
 mod deployment;
+mod gitops;
 mod settle;
 mod traffic;
 
@@ -99,6 +100,8 @@ impl Executor {
                 Command::UndoRollout(c) => self.undo_rollout_once(c).await,
                 Command::SwitchSelector(c) => self.switch_selector_once(c).await,
                 Command::ResetWeights(c) => self.reset_weights_once(c).await,
+                Command::SuspendAndRevert(c) => self.suspend_and_revert_once(c).await,
+                Command::SyncToPrevious(c) => self.sync_to_previous_once(c).await,
             };
             let result = match attempt {
                 Attempt::Done(result) => result,
@@ -192,6 +195,8 @@ impl Executor {
 fn applied_outcome(command: &Command) -> Outcome {
     match command {
         Command::AbortRollout(_) => Outcome::Aborted,
+        Command::SuspendAndRevert(_) => Outcome::GitopsSuspended,
+        Command::SyncToPrevious(_) => Outcome::GitopsSynced,
         _ => Outcome::RolledBack,
     }
 }
@@ -202,6 +207,8 @@ fn target_of(command: &Command) -> RevisionRef {
         Command::UndoDeployment(c) => c.planned_target.clone(),
         Command::UndoRollout(c) => c.planned_target.clone(),
         Command::AbortRollout(c) => c.stable.clone(),
+        Command::SuspendAndRevert(c) => target_of(&c.revert),
+        Command::SyncToPrevious(c) => c.planned_target.clone(),
         Command::SwitchSelector(c) => {
             traffic::traffic_ref(format!("selector {}", c.back_to), &c.target_key)
         }

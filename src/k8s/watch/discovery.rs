@@ -1,5 +1,6 @@
 //! Which optional kinds the cluster serves: Argo Rollouts (`argoproj.io/v1alpha1` rollouts)
-//! and Istio VirtualServices (`networking.istio.io` v1, else v1beta1).
+//! and Istio VirtualServices (`networking.istio.io` v1, else v1beta1), Argo CD Applications
+//! (`argoproj.io/v1alpha1` applications).
 //!
 //! A kind is "not installed" only when the API server said so: its group version answered
 //! 404, or answered without the resource. Any other outcome (refused, timed out, an error
@@ -48,6 +49,21 @@ pub async fn kinds_served(
     } else {
         info!(
             "Argo Rollouts (argoproj.io/v1alpha1 rollouts) is not installed; Rollouts are not watched"
+        );
+    }
+    if serves(
+        client,
+        "argoproj.io/v1alpha1",
+        "applications",
+        readiness,
+        timings,
+    )
+    .await
+    {
+        kinds.push(Kind::Applications);
+    } else {
+        info!(
+            "Argo CD (argoproj.io/v1alpha1 applications) is not installed; Applications are not watched and no workload is treated as GitOps-managed"
         );
     }
     let mut istio = None;

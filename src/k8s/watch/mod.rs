@@ -1,5 +1,6 @@
 //! Watches that only update the [`WorkloadIndex`]: Deployments and ReplicaSets always; Argo
-//! Rollouts and Istio VirtualServices when their CRDs are served; Services (for the ones that
+//! Rollouts and Istio VirtualServices when their CRDs are served; Argo CD Applications, in
+//! `gitops.argocd_namespace` only, when theirs is; Services (for the ones that
 //! opt in to selector tracking). Fresh data or no decision: [`Readiness`] is true only while
 //! every watch has listed, none is failing and each has heard from the API server within
 //! `kubernetes.stale_after`.
@@ -26,7 +27,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{deployments, replica_sets, rollouts, services, virtual_services};
+use super::{applications, deployments, replica_sets, rollouts, services, virtual_services};
 use crate::core::traffic::TrafficChange;
 use crate::core::workload::WorkloadIndex;
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub enum Kind {
     Services,
     /// At the given version of `networking.istio.io`.
     VirtualServices(String),
+    /// Argo CD Applications, watched in the Argo CD namespace only.
+    Applications,
 }
 
 impl Kind {
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Rollouts => rollouts(),
             Kind::Services => services(),
             Kind::VirtualServices(version) => virtual_services(version),
+            Kind::Applications => applications(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Kind {
             Kind::Rollouts => "rollouts",
             Kind::Services => "services",
             Kind::VirtualServices(_) => "virtualservices",
+            Kind::Applications => "applications",
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct WatchSettings {
     pub stale_after: Duration,
     /// The longest a single watch request lasts (shortened to a third of `stale_after`).
     pub watch_timeout: Duration,
+    /// Where Argo CD Applications are watched (`gitops.argocd_namespace`).
+    pub argocd_namespace: String,
 }
 
 /// Readiness, false until discovery and every first list are done, and the future that runs
@@ -103,12 +110,21 @@ pub fn watches(
     let monitor_every =
         (settings.stale_after / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let (client, index, ready) = (client.clone(), index.clone(), readiness.clone());
+    let argocd_namespace = settings.argocd_namespace.clone();
     let run = async move {
         let kinds = kinds_served(&client, &ready, timings).await;
-        let plan: Vec<(Kind, Option<String>)> = scopes
+        let mut plan: Vec<(Kind, Option<String>)> = scopes
             .iter()
-            .flat_map(|scope| kinds.iter().map(|k| (k.clone(), scope.clone())))
+            .flat_map(|scope| {
+                kinds
+                    .iter()
+                    .filter(|k| **k != Kind::Applications)
+                    .map(|k| (k.clone(), scope.clone()))
+            })
             .collect();
+        if kinds.contains(&Kind::Applications) {
+            plan.push((Kind::Applications, Some(argocd_namespace)));
+        }
         let names = plan
             .iter()
             .map(|(kind, scope)| WatchName {
