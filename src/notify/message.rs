@@ -252,6 +252,11 @@ impl Notification {
             Outcome::Aborted => "ABORTED".to_string(),
             Outcome::WouldRollBack => "WOULD ROLL BACK (dry-run)".to_string(),
             Outcome::Failed => "ROLLBACK FAILED".to_string(),
+            Outcome::GitopsSuspended => "ROLLED BACK (Argo CD sync suspended)".to_string(),
+            Outcome::GitopsSynced => "SYNCING BACK (Argo CD)".to_string(),
+            Outcome::GitopsNotify => {
+                "NOT ROLLED BACK (Argo CD manages it: act in Argo CD)".to_string()
+            }
             other => format!("NOT ROLLED BACK ({other})"),
         };
         match self.kind {
@@ -327,6 +332,15 @@ impl Notification {
                 format!("Dry-run: would have rolled back {workload}{span}. Nothing was changed.")
             }
             Outcome::Failed => format!("The rollback of {workload}{span} failed."),
+            Outcome::GitopsSuspended => {
+                format!("Suspended Argo CD's automated sync and rolled back {workload}{span}.")
+            }
+            Outcome::GitopsSynced => {
+                format!("Started an Argo CD sync of {workload} to the previous Git revision{span}.")
+            }
+            Outcome::GitopsNotify => format!(
+                "Did not roll back {workload}{span}: Argo CD would put it back (the reason says what to run in Argo CD)."
+            ),
             other => format!("Did not roll back {workload}{span}: {other}."),
         }
     }
