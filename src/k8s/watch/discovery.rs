@@ -36,30 +36,16 @@ pub async fn kinds_served(
     timings: Timings,
 ) -> Vec<Kind> {
     let mut kinds = vec![Kind::Deployments, Kind::ReplicaSets, Kind::Services];
-    if serves(
-        client,
-        "argoproj.io/v1alpha1",
-        "rollouts",
-        readiness,
-        timings,
-    )
-    .await
-    {
+    // One question for both Argo projects' kinds in argoproj.io/v1alpha1.
+    let argo = served(client, "argoproj.io/v1alpha1", readiness, timings).await;
+    if argo.iter().any(|r| r == "rollouts") {
         kinds.push(Kind::Rollouts);
     } else {
         info!(
             "Argo Rollouts (argoproj.io/v1alpha1 rollouts) is not installed; Rollouts are not watched"
         );
     }
-    if serves(
-        client,
-        "argoproj.io/v1alpha1",
-        "applications",
-        readiness,
-        timings,
-    )
-    .await
-    {
+    if argo.iter().any(|r| r == "applications") {
         kinds.push(Kind::Applications);
     } else {
         info!(
@@ -69,14 +55,10 @@ pub async fn kinds_served(
     let mut istio = None;
     for version in ["v1", "v1beta1"] {
         let group_version = format!("networking.istio.io/{version}");
-        if serves(
-            client,
-            &group_version,
-            "virtualservices",
-            readiness,
-            timings,
-        )
-        .await
+        if served(client, &group_version, readiness, timings)
+            .await
+            .iter()
+            .any(|r| r == "virtualservices")
         {
             istio = Some(version);
             break;
@@ -91,18 +73,18 @@ pub async fn kinds_served(
     kinds
 }
 
-/// Whether `group_version` serves `plural`, asked until the API server answers.
-async fn serves(
+/// The resources `group_version` serves (none when it is not served), asked until the API
+/// server answers.
+async fn served(
     client: &kube::Client,
     group_version: &str,
-    plural: &str,
     readiness: &Readiness,
     timings: Timings,
-) -> bool {
+) -> Vec<String> {
     let mut backoff = Backoff::new(timings.backoff_max);
     let mut failing = false;
     loop {
-        match ask(client, group_version, plural, timings).await {
+        match ask(client, group_version, timings).await {
             Ok(served) => {
                 if failing {
                     info!(group_version, "discovery answered again");
@@ -124,9 +106,8 @@ async fn serves(
 async fn ask(
     client: &kube::Client,
     group_version: &str,
-    plural: &str,
     timings: Timings,
-) -> Result<bool, DiscoveryError> {
+) -> Result<Vec<String>, DiscoveryError> {
     let answer = tokio::time::timeout(timings.call, client.list_api_group_resources(group_version))
         .await
         .map_err(|_| DiscoveryError::TimedOut {
@@ -134,8 +115,8 @@ async fn ask(
             after: timings.call,
         })?;
     match answer {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Ok(list) => Ok(list.resources.into_iter().map(|r| r.name).collect()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
         Err(source) => Err(DiscoveryError::Failed {
             group_version: group_version.to_string(),
             source,
