@@ -206,6 +206,7 @@ fn index_scale(deployments: usize, per_deployment: usize) {
             paused: false,
             template: template(&format!("d{i}"), per_deployment),
             annotations: Default::default(),
+            labels: Default::default(),
         })
         .collect();
     let all_rs: Vec<ReplicaSetState> = (0..deployments)

@@ -16,7 +16,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod gitops;
 mod notify;
+
+pub use gitops::GitopsConfig;
 
 pub use notify::{
     EmailConfig, EmailRoute, EmailSettings, Matchers, NotifyConfig, SlackConfig, SlackMode,
@@ -124,6 +127,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub correlation: CorrelationConfig,
     pub prometheus: Option<PrometheusConfig>,
+    /// `[gitops]`: Argo CD Applications with self-heal.
+    pub gitops: GitopsConfig,
     /// The full bearer token (webhook and reads), from `server.token_file` or `server.token`.
     pub webhook_token: Option<Secret>,
     /// The read-only bearer token (pages, read API, metrics; never the webhook), from
@@ -440,6 +445,7 @@ impl Config {
                 virtual_service: c.virtualservice_labels.clone(),
                 template: c.template_labels.clone(),
             },
+            gitops: self.gitops.policy(),
         }
     }
 
@@ -472,6 +478,7 @@ impl Config {
         let prometheus = raw
             .get("prometheus")
             .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
+        let gitops: GitopsConfig = section(&raw, "gitops", &mut problems);
         let (notify, slack, email) = notify::parse(&raw, &mut problems);
         let mut config = Config {
             server,
@@ -480,6 +487,7 @@ impl Config {
             policy,
             correlation,
             prometheus,
+            gitops,
             webhook_token: None,
             read_token: None,
             prometheus_auth: PrometheusAuth::None,
@@ -495,6 +503,7 @@ impl Config {
                 message,
             })
         };
+        config.gitops.validate(&mut problem);
         notify::validate_notify(&config.notify, &mut problem);
         config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
         config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
@@ -776,6 +785,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "basic_auth_password_file",
         ],
     ),
+    ("gitops", &["mode", "argocd_namespace"]),
     (
         "notify",
         &[

@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         namespaces: config.kubernetes.namespaces.clone(),
         stale_after: config.kubernetes.stale_after,
         watch_timeout: config.kubernetes.watch_timeout,
+        argocd_namespace: config.gitops.argocd_namespace.clone(),
     };
     let (readiness, watching) = watches(
         &client,

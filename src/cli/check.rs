@@ -92,6 +92,16 @@ fn describe(path: &Path, c: &Config) -> String {
         crate::core::engine::Mode::DryRun => "dry-run (decides and records, changes nothing)",
     };
     let _ = writeln!(out, "policy:      {mode}");
+    let gitops = match c.gitops.mode {
+        crate::core::gitops::GitopsMode::Notify => "notify",
+        crate::core::gitops::GitopsMode::SuspendAndUndo => "suspend-and-undo",
+        crate::core::gitops::GitopsMode::SyncToPrevious => "sync-to-previous",
+    };
+    let _ = writeln!(
+        out,
+        "gitops:      mode {gitops}; argoproj.io applications in namespace {} when the cluster serves them",
+        c.gitops.argocd_namespace
+    );
     let _ = writeln!(out, "store:       {}", c.store.url);
     out.push_str(&crate::cli::describe_notify(c));
     match &c.prometheus {

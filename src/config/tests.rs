@@ -252,3 +252,36 @@ fn verify_window_defaults_to_10m_is_overridable_and_bounded() {
         assert_eq!(err.problems[0].key, "policy.verify_window", "{err}");
     }
 }
+
+#[test]
+fn gitops_defaults_to_notify_and_its_keys_are_checked() {
+    use crate::core::gitops::GitopsMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
+    assert_eq!(cfg.gitops.mode, GitopsMode::Notify);
+    assert_eq!(cfg.policy().gitops.argocd_namespace, "argocd");
+    let path = write(
+        &dir,
+        "g.toml",
+        "[gitops]\nmode = \"sync-to-previous\"\nargocd_namespace = \"gitops\"\n",
+    );
+    let cfg = Config::load_with_env(&path, no_env()).expect("valid");
+    assert_eq!(cfg.gitops.mode, GitopsMode::SyncToPrevious);
+    assert_eq!(cfg.gitops.argocd_namespace, "gitops");
+    let env = vec![(
+        "ROLLBACKD__GITOPS__MODE".to_string(),
+        "suspend-and-undo".to_string(),
+    )];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    assert_eq!(cfg.gitops.mode, GitopsMode::SuspendAndUndo);
+    let path = write(
+        &dir,
+        "bad.toml",
+        "[gitops]\nmode = \"revert\"\nargocd_namespace = \"Argo_CD\"\nself_heal = false\n",
+    );
+    let err = Config::load_with_env(&path, no_env()).expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for key in ["gitops.mode", "gitops.argocd_namespace", "gitops.self_heal"] {
+        assert!(keys.contains(&key), "{key} not reported: {err}");
+    }
+}

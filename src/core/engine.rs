@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertStatus};
 use super::correlate::{Correlation, CorrelationLabels, Target, correlate};
+use super::gitops::GitopsPolicy;
 use super::guard::GuardPolicy;
 use super::undo::RevisionRef;
 use super::workload::WorkloadIndex;
@@ -23,8 +24,8 @@ mod traffic;
 mod workloads;
 
 pub use commands::{
-    AbortRollout, Command, Intent, PauseWorkload, ResetWeights, SwitchSelector, UndoDeployment,
-    UndoRollout,
+    AbortRollout, ApplicationRef, Command, Intent, PauseWorkload, ResetWeights, SuspendAndRevert,
+    SwitchSelector, SyncToPrevious, UndoDeployment, UndoRollout,
 };
 
 /// Every outcome rollbackd can record, with its stable code.
@@ -83,10 +84,18 @@ pub enum Outcome {
     /// An earlier action on this workload did not recover it and no human has acknowledged
     /// that yet: rollbackd takes no further automatic action on it.
     Held,
+    /// An Argo CD Application with self-heal manages the workload: nothing was changed, and
+    /// on-call is told which Application, which revision was last good, and what to run.
+    GitopsNotify,
+    /// The Application's automated sync was suspended, then the workload was reverted.
+    GitopsSuspended,
+    /// The Application's automated sync was suspended and a sync to the revision before the
+    /// bad one was started.
+    GitopsSynced,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 28] = [
+    pub const ALL: [Outcome; 31] = [
         Outcome::NoWorkload,
         Outcome::Ambiguous,
         Outcome::NoRecentRollout,
@@ -115,6 +124,9 @@ impl Outcome {
         Outcome::Recovered,
         Outcome::NotRecovered,
         Outcome::Held,
+        Outcome::GitopsNotify,
+        Outcome::GitopsSuspended,
+        Outcome::GitopsSynced,
     ];
 
     pub fn code(self) -> &'static str {
@@ -147,6 +159,9 @@ impl Outcome {
             Outcome::Recovered => "recovered",
             Outcome::NotRecovered => "not-recovered",
             Outcome::Held => "held",
+            Outcome::GitopsNotify => "gitops-notify",
+            Outcome::GitopsSuspended => "gitops-suspended",
+            Outcome::GitopsSynced => "gitops-synced",
         }
     }
 
@@ -184,6 +199,8 @@ pub struct Policy {
     pub labels: CorrelationLabels,
     /// Scope, cooldown, circuit breaker, freezes.
     pub guard: GuardPolicy,
+    /// `[gitops]`: what to do when an Argo CD Application would revert the revert.
+    pub gitops: GitopsPolicy,
 }
 
 /// The workload an incident concerns.

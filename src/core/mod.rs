@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod correlate;
 pub mod engine;
+pub mod gitops;
 pub mod guard;
 pub mod promote;
 pub mod rollout;

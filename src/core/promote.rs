@@ -172,6 +172,7 @@ mod tests {
             template: mk_template("web:x", "web"),
             workload_ref: None,
             annotations: Default::default(),
+            labels: Default::default(),
         }
     }
 

@@ -8,10 +8,10 @@
 //! (a string in Argo) equals `metadata.generation`. Aborting a Rollout with nothing in progress
 //! is harmful (argo-rollouts#1292), so that is never planned.
 
-use crate::core::alert::LabelSet;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::alert::LabelSet;
 use super::undo::RevisionRef;
 use super::workload::{
     CurrentRollout, ObjectKey, ReplicaSetState, WorkloadIndex, strip_label,
@@ -46,7 +46,8 @@ pub struct RolloutState {
     pub template: Value,
     /// The Deployment named by `spec.workloadRef`.
     pub workload_ref: Option<String>,
-    /// `metadata.annotations` (opt-in/out and per-workload policy).
+    /// `metadata.labels` and `metadata.annotations` (Argo CD's tracking lives there).
+    pub labels: LabelSet,
     pub annotations: LabelSet,
 }
 

@@ -38,6 +38,8 @@ pub struct DeploymentState {
     /// `spec.template`, exactly as the API server returned it.
     pub template: Value,
     pub annotations: LabelSet,
+    /// `metadata.labels` (Argo CD's tracking label lives here).
+    pub labels: LabelSet,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +139,8 @@ pub struct WorkloadIndex {
     rs_by_owner: HashMap<String, BTreeSet<ObjectKey>>,
     /// Annotations of each Namespace, for namespace-wide opt-in and opt-out.
     namespaces: HashMap<String, LabelSet>,
+    /// Argo CD Applications (see `core::gitops`).
+    pub(super) applications: BTreeMap<ObjectKey, super::gitops::ApplicationState>,
 }
 
 impl WorkloadIndex {
@@ -421,6 +425,7 @@ pub(crate) mod tests {
             paused: false,
             template: mk_template(image, name),
             annotations: LabelSet::new(),
+            labels: LabelSet::new(),
         }
     }
 

@@ -32,6 +32,7 @@ async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
         grace: std::time::Duration::from_secs(30),
         labels: Default::default(),
         guard: Default::default(),
+        gitops: Default::default(),
     };
     let pipeline = Pipeline::new(
         store,

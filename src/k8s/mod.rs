@@ -15,8 +15,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 
 pub use objects::{
-    deployment_state, namespace_state, replica_set_state, rollout_state, service_state,
-    virtual_service_state,
+    application_state, deployment_state, namespace_state, replica_set_state, rollout_state,
+    service_state, virtual_service_state,
 };
 pub use selector::selector_string;
 
@@ -47,6 +47,14 @@ pub fn rollouts() -> ApiResource {
 /// Core `v1` Namespaces.
 pub fn namespaces() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces")
+}
+
+/// Argo CD's `argoproj.io/v1alpha1` Applications.
+pub fn applications() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
+        "applications",
+    )
 }
 
 /// Core `v1` Services.

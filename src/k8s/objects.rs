@@ -4,6 +4,9 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::core::alert::LabelSet;
+use crate::core::gitops::{
+    ApplicationState, HistoryEntry, ManagedResource, SUSPENDED_ANNOTATION, automated_of,
+};
 use crate::core::rollout::{ROLLOUT_HASH_LABEL, ROLLOUT_REVISION_ANNOTATION, RolloutState};
 use crate::core::traffic::{
     CANARY_ANNOTATION, STABLE_ANNOTATION, ServiceState, TRACK_SELECTOR_ANNOTATION,
@@ -16,6 +19,15 @@ use crate::core::workload::{
 fn annotations(obj: &DynamicObject) -> LabelSet {
     obj.metadata
         .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+fn labels(obj: &DynamicObject) -> LabelSet {
+    obj.metadata
+        .labels
         .clone()
         .unwrap_or_default()
         .into_iter()
@@ -41,6 +53,7 @@ pub fn deployment_state(obj: &DynamicObject) -> Option<DeploymentState> {
         paused: spec.get("paused").and_then(Value::as_bool).unwrap_or(false),
         template: spec.get("template").cloned().unwrap_or(Value::Null),
         annotations: annotations(obj),
+        labels: labels(obj),
     })
 }
 
@@ -124,6 +137,7 @@ pub fn rollout_state(obj: &DynamicObject) -> Option<RolloutState> {
             .and_then(Value::as_i64),
         template: spec.get("template").cloned().unwrap_or(Value::Null),
         workload_ref,
+        labels: labels(obj),
         annotations: annotations(obj),
     })
 }
@@ -176,5 +190,52 @@ pub fn virtual_service_state(obj: &DynamicObject) -> Option<VirtualServiceState>
         tracked: annotated_true(obj, TRACK_WEIGHTS_ANNOTATION),
         stable: annotation(STABLE_ANNOTATION),
         canary: annotation(CANARY_ANNOTATION),
+    })
+}
+
+/// An Argo CD Application: its automated sync policy, sync history and managed resources.
+pub fn application_state(obj: &DynamicObject) -> Option<ApplicationState> {
+    let spec = obj.data.get("spec")?;
+    let status = obj.data.get("status");
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let mut history: Vec<HistoryEntry> = status
+        .and_then(|s| s.get("history"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| {
+            Some(HistoryEntry {
+                id: h.get("id").and_then(Value::as_i64)?,
+                // Multi-source Applications record `revisions` instead: not handled.
+                revision: text(h, "revision")?,
+                deployed_at: text(h, "deployedAt"),
+            })
+        })
+        .collect();
+    history.sort_by_key(|h| h.id);
+    let resources = status
+        .and_then(|s| s.get("resources"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(ManagedResource {
+                group: text(r, "group").unwrap_or_default(),
+                kind: text(r, "kind")?,
+                namespace: text(r, "namespace").unwrap_or_default(),
+                name: text(r, "name")?,
+            })
+        })
+        .collect();
+    Some(ApplicationState {
+        namespace: obj.metadata.namespace.clone()?,
+        name: obj.metadata.name.clone()?,
+        uid: obj.metadata.uid.clone()?,
+        resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
+        automated: automated_of(spec),
+        history,
+        resources,
+        suspended: annotations(obj).get(SUSPENDED_ANNOTATION).cloned(),
+        operation: obj.data.get("operation").filter(|o| !o.is_null()).cloned(),
     })
 }

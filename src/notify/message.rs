@@ -255,6 +255,11 @@ impl Notification {
             Outcome::Recovered => "RECOVERED".to_string(),
             Outcome::NotRecovered => "NOT RECOVERED after rollback".to_string(),
             Outcome::Held => "HELD: not rolled back".to_string(),
+            Outcome::GitopsSuspended => "ROLLED BACK (Argo CD sync suspended)".to_string(),
+            Outcome::GitopsSynced => "SYNCING BACK (Argo CD)".to_string(),
+            Outcome::GitopsNotify => {
+                "NOT ROLLED BACK (Argo CD manages it: act in Argo CD)".to_string()
+            }
             other => format!("NOT ROLLED BACK ({other})"),
         };
         match self.kind {
@@ -333,6 +338,15 @@ impl Notification {
             Outcome::Recovered => format!("{workload} recovered after the rollback{span}."),
             Outcome::NotRecovered => format!(
                 "{workload} did not recover after the rollback{span}; it is held until a human acknowledges the incident."
+            ),
+            Outcome::GitopsSuspended => {
+                format!("Suspended Argo CD's automated sync and rolled back {workload}{span}.")
+            }
+            Outcome::GitopsSynced => {
+                format!("Started an Argo CD sync of {workload} to the previous Git revision{span}.")
+            }
+            Outcome::GitopsNotify => format!(
+                "Did not roll back {workload}{span}: Argo CD would put it back (the reason says what to run in Argo CD)."
             ),
             other => format!("Did not roll back {workload}{span}: {other}."),
         }

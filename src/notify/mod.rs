@@ -54,6 +54,9 @@ pub fn is_notable(outcome: Outcome) -> bool {
             | Outcome::PausedWorkload
             | Outcome::NotRecovered
             | Outcome::Held
+            | Outcome::GitopsNotify
+            | Outcome::GitopsSuspended
+            | Outcome::GitopsSynced
     )
 }
 

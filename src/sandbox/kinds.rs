@@ -315,6 +315,19 @@ pub fn table() -> Vec<ResourceDef> {
                 "analysistemplate",
             )
         },
+        // Argo CD's Application CRD has no status subresource: the controller writes status
+        // with the rest of the object, and a user's patch may set `operation`.
+        ResourceDef {
+            short_names: &["app", "apps"],
+            status: None,
+            ..custom(
+                "argoproj.io",
+                "v1alpha1",
+                "Application",
+                "applications",
+                "application",
+            )
+        },
         ResourceDef {
             short_names: &["vs"],
             categories: &["istio-io", "networking-istio-io"],

@@ -18,6 +18,44 @@ pub enum Command {
     SwitchSelector(SwitchSelector),
     ResetWeights(ResetWeights),
     PauseWorkload(PauseWorkload),
+    /// GitOps `suspend-and-undo`: an undo preceded by suspending the Application's sync.
+    SuspendAndRevert(SuspendAndRevert),
+    /// GitOps `sync-to-previous`: an Argo CD sync to the revision before the bad one.
+    SyncToPrevious(SyncToPrevious),
+}
+
+/// The Argo CD Application that manages a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApplicationRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Suspend the Application's automated sync (its previous value kept in an annotation), then
+/// carry out `revert` (an [`UndoDeployment`] or an [`UndoRollout`]) as usual.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SuspendAndRevert {
+    pub app: ApplicationRef,
+    pub revert: Box<Command>,
+}
+
+/// Suspend the Application's automated sync and start a sync of it to `revision`, the one
+/// before `bad_revision` in its history. The workload, blamed and target ReplicaSets are the
+/// undo's, so that the store's "one cause, one rollback" and settling work as for an undo.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncToPrevious {
+    pub app: ApplicationRef,
+    /// `Deployment` or `Rollout`.
+    pub workload_kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub blamed: RevisionRef,
+    pub planned_target: RevisionRef,
+    pub revision: String,
+    pub bad_revision: String,
+    pub dry_run: bool,
 }
 
 /// Pause a Deployment or an Argo Rollout instead of reverting it (`rollbackd.io/policy:
@@ -138,6 +176,8 @@ impl Command {
             Command::SwitchSelector(c) => c.dry_run,
             Command::ResetWeights(c) => c.dry_run,
             Command::PauseWorkload(c) => c.dry_run,
+            Command::SuspendAndRevert(c) => c.revert.dry_run(),
+            Command::SyncToPrevious(c) => c.dry_run,
         }
     }
 
@@ -271,6 +311,51 @@ impl Command {
                     c.stable,
                     c.canary,
                     weights_text(&c.blamed)
+                ),
+            },
+            Command::SuspendAndRevert(c) => {
+                let inner = c.revert.intent();
+                Intent {
+                    kind: match inner.kind {
+                        "undo-rollout" => "gitops-suspend-undo-rollout",
+                        _ => "gitops-suspend-undo-deployment",
+                    },
+                    text: format!(
+                        "{} of Argo CD Application {}/{}'s automated sync, then {}",
+                        verb("suspension"),
+                        c.app.namespace,
+                        c.app.name,
+                        inner.text
+                    ),
+                    ..inner
+                }
+            }
+            Command::SyncToPrevious(c) => Intent {
+                kind: if c.workload_kind == "Rollout" {
+                    "gitops-sync-rollout"
+                } else {
+                    "gitops-sync-deployment"
+                },
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                workload_uid: c.uid.clone(),
+                blamed_key: c.blamed.uid.clone(),
+                blamed_name: c.blamed.name.clone(),
+                target_key: c.planned_target.uid.clone(),
+                target_name: c.planned_target.name.clone(),
+                dry_run: c.dry_run,
+                text: format!(
+                    "{} of Argo CD Application {}/{} to revision {} (from {}), automated sync suspended, so that {} {}/{} goes from {} to {}",
+                    verb("sync"),
+                    c.app.namespace,
+                    c.app.name,
+                    c.revision,
+                    c.bad_revision,
+                    c.workload_kind.to_lowercase(),
+                    c.namespace,
+                    c.name,
+                    describe(&c.blamed),
+                    describe(&c.planned_target)
                 ),
             },
         }

@@ -14,6 +14,7 @@ fn mk_policy(guard: GuardPolicy) -> Policy {
         grace: Duration::from_secs(30),
         labels: CorrelationLabels::default(),
         guard,
+        gitops: Default::default(),
     }
 }
 

@@ -6,17 +6,18 @@ use super::*;
 use crate::core::alert::{AlertSource, Fingerprint, LabelSet};
 use crate::core::workload::tests::{mk_deployment, mk_rs, ts};
 
-fn mk_policy(mode: Mode) -> Policy {
+pub(super) fn mk_policy(mode: Mode) -> Policy {
     Policy {
         mode,
         correlation_window: Duration::from_secs(30 * 60),
         grace: Duration::from_secs(30),
         labels: CorrelationLabels::default(),
         guard: Default::default(),
+        gitops: Default::default(),
     }
 }
 
-fn mk_alert(pairs: &[(&str, &str)], starts_at: Timestamp) -> Alert {
+pub(super) fn mk_alert(pairs: &[(&str, &str)], starts_at: Timestamp) -> Alert {
     let labels: LabelSet = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -36,7 +37,7 @@ fn mk_alert(pairs: &[(&str, &str)], starts_at: Timestamp) -> Alert {
 }
 
 /// web rolled out three times: revision 3 (nginx:3) became current at ts(1000).
-fn mk_index() -> WorkloadIndex {
+pub(super) fn mk_index() -> WorkloadIndex {
     let mut index = WorkloadIndex::default();
     index.apply_replica_set(mk_rs("web", "a", "nginx:1", 1, ts(0)), ts(0));
     index.apply_replica_set(mk_rs("web", "b", "nginx:2", 2, ts(500)), ts(500));
@@ -45,7 +46,7 @@ fn mk_index() -> WorkloadIndex {
     index
 }
 
-const WEB: &[(&str, &str)] = &[("namespace", "default"), ("deployment", "web")];
+pub(super) const WEB: &[(&str, &str)] = &[("namespace", "default"), ("deployment", "web")];
 
 #[test]
 fn a_fresh_alert_after_a_rollout_rolls_back_to_the_previous_revision() {
@@ -335,6 +336,7 @@ mod rollouts {
             rollback_window: None,
             template: mk_template(&format!("web:{current}"), "web"),
             workload_ref: None,
+            labels: LabelSet::new(),
             annotations: LabelSet::new(),
         }
     }

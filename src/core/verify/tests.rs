@@ -99,6 +99,7 @@ fn mk_index(stable: &str, phase: &str, observed: &str) -> WorkloadIndex {
             template: mk_template("web:a", "web"),
             workload_ref: None,
             annotations: Default::default(),
+            labels: Default::default(),
             paused: false,
             rollback_window: None,
         },

@@ -20,6 +20,7 @@
 mod argo;
 mod argo_promote;
 mod deployment;
+mod gitops;
 mod pause;
 mod settle;
 mod traffic;
@@ -108,6 +109,8 @@ impl Executor {
                 Command::SwitchSelector(c) => self.switch_selector_once(c).await,
                 Command::ResetWeights(c) => self.reset_weights_once(c).await,
                 Command::PauseWorkload(c) => self.pause_once(c).await,
+                Command::SuspendAndRevert(c) => self.suspend_and_revert_once(c).await,
+                Command::SyncToPrevious(c) => self.sync_to_previous_once(c).await,
             };
             let result = match attempt {
                 Attempt::Done(result) => result,
@@ -202,6 +205,8 @@ fn applied_outcome(command: &Command) -> Outcome {
     match command {
         Command::AbortRollout(_) => Outcome::Aborted,
         Command::PauseWorkload(_) => Outcome::PausedWorkload,
+        Command::SuspendAndRevert(_) => Outcome::GitopsSuspended,
+        Command::SyncToPrevious(_) => Outcome::GitopsSynced,
         _ => Outcome::RolledBack,
     }
 }
@@ -212,6 +217,8 @@ fn target_of(command: &Command) -> RevisionRef {
         Command::UndoDeployment(c) => c.planned_target.clone(),
         Command::UndoRollout(c) => c.planned_target.clone(),
         Command::AbortRollout(c) => c.stable.clone(),
+        Command::SuspendAndRevert(c) => target_of(&c.revert),
+        Command::SyncToPrevious(c) => c.planned_target.clone(),
         Command::SwitchSelector(c) => {
             traffic::traffic_ref(format!("selector {}", c.back_to), &c.target_key)
         }

@@ -22,7 +22,8 @@ use crate::k8s::{
 /// What an action's intent recorded: enough to tell, from the live object, whether it applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// `undo-deployment`, `abort-rollout`, `undo-rollout`, `switch-selector`, `reset-weights`.
+    /// `undo-deployment`, `abort-rollout`, `undo-rollout`, `switch-selector`, `reset-weights`,
+    /// or a GitOps kind (`gitops-suspend-undo-*`, `gitops-sync-*`), settled by its workload.
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -58,8 +59,14 @@ impl Executor {
             ))
         };
         let (key, live): Live = match p.kind.as_str() {
-            "undo-deployment" => self.live_deployment(p).await?,
-            "undo-rollout" => self.live_rollout_template(p).await?,
+            // A GitOps action is applied once its workload runs the target, whether by the
+            // undo after a suspension or by Argo CD's sync.
+            "undo-deployment" | "gitops-suspend-undo-deployment" | "gitops-sync-deployment" => {
+                self.live_deployment(p).await?
+            }
+            "undo-rollout" | "gitops-suspend-undo-rollout" | "gitops-sync-rollout" => {
+                self.live_rollout_template(p).await?
+            }
             "abort-rollout" => self.live_rollout_abort(p).await?,
             "switch-selector" => {
                 let api: Api<DynamicObject> =

@@ -13,8 +13,8 @@ use super::{Kind, SharedIndex};
 use crate::core::traffic::TrafficChange;
 use crate::core::workload::WorkloadIndex;
 use crate::k8s::{
-    deployment_state, namespace_state, replica_set_state, rollout_state, service_state,
-    virtual_service_state,
+    application_state, deployment_state, namespace_state, replica_set_state, rollout_state,
+    service_state, virtual_service_state,
 };
 
 /// One change read from the API server.
@@ -55,6 +55,9 @@ pub fn apply(
             Kind::Rollouts => {
                 index.reset_rollouts(scope, all.iter().filter_map(rollout_state).collect(), now)
             }
+            Kind::Applications => {
+                index.reset_applications(scope, all.iter().filter_map(application_state).collect())
+            }
             Kind::Services | Kind::VirtualServices(_) => {
                 for obj in &all {
                     noted.extend(apply_one(&mut index, kind, ar, obj, now));
@@ -76,6 +79,7 @@ pub fn apply(
                     Kind::Services => index.delete_service(ns, name),
                     Kind::VirtualServices(_) => index.delete_virtual_service(ns, name),
                     Kind::Namespaces => {}
+                    Kind::Applications => index.delete_application(ns, name),
                 }
             }
         }
@@ -101,6 +105,10 @@ fn apply_one(
         }
         Kind::Rollouts => {
             index.apply_rollout(rollout_state(obj)?, now);
+            None
+        }
+        Kind::Applications => {
+            index.apply_application(application_state(obj)?);
             None
         }
         Kind::Services => index.apply_service(service_state(obj)?, now),

@@ -1,5 +1,6 @@
 //! Which optional kinds the cluster serves: Argo Rollouts (`argoproj.io/v1alpha1` rollouts)
-//! and Istio VirtualServices (`networking.istio.io` v1, else v1beta1).
+//! and Istio VirtualServices (`networking.istio.io` v1, else v1beta1), Argo CD Applications
+//! (`argoproj.io/v1alpha1` applications).
 //!
 //! A kind is "not installed" only when the API server said so: its group version answered
 //! 404, or answered without the resource. Any other outcome (refused, timed out, an error
@@ -35,32 +36,29 @@ pub async fn kinds_served(
     timings: Timings,
 ) -> Vec<Kind> {
     let mut kinds = vec![Kind::Deployments, Kind::ReplicaSets, Kind::Services];
-    if serves(
-        client,
-        "argoproj.io/v1alpha1",
-        "rollouts",
-        readiness,
-        timings,
-    )
-    .await
-    {
+    // One question for both Argo projects' kinds in argoproj.io/v1alpha1.
+    let argo = served(client, "argoproj.io/v1alpha1", readiness, timings).await;
+    if argo.iter().any(|r| r == "rollouts") {
         kinds.push(Kind::Rollouts);
     } else {
         info!(
             "Argo Rollouts (argoproj.io/v1alpha1 rollouts) is not installed; Rollouts are not watched"
         );
     }
+    if argo.iter().any(|r| r == "applications") {
+        kinds.push(Kind::Applications);
+    } else {
+        info!(
+            "Argo CD (argoproj.io/v1alpha1 applications) is not installed; Applications are not watched and no workload is treated as GitOps-managed"
+        );
+    }
     let mut istio = None;
     for version in ["v1", "v1beta1"] {
         let group_version = format!("networking.istio.io/{version}");
-        if serves(
-            client,
-            &group_version,
-            "virtualservices",
-            readiness,
-            timings,
-        )
-        .await
+        if served(client, &group_version, readiness, timings)
+            .await
+            .iter()
+            .any(|r| r == "virtualservices")
         {
             istio = Some(version);
             break;
@@ -75,18 +73,18 @@ pub async fn kinds_served(
     kinds
 }
 
-/// Whether `group_version` serves `plural`, asked until the API server answers.
-async fn serves(
+/// The resources `group_version` serves (none when it is not served), asked until the API
+/// server answers.
+async fn served(
     client: &kube::Client,
     group_version: &str,
-    plural: &str,
     readiness: &Readiness,
     timings: Timings,
-) -> bool {
+) -> Vec<String> {
     let mut backoff = Backoff::new(timings.backoff_max);
     let mut failing = false;
     loop {
-        match ask(client, group_version, plural, timings).await {
+        match ask(client, group_version, timings).await {
             Ok(served) => {
                 if failing {
                     info!(group_version, "discovery answered again");
@@ -108,9 +106,8 @@ async fn serves(
 async fn ask(
     client: &kube::Client,
     group_version: &str,
-    plural: &str,
     timings: Timings,
-) -> Result<bool, DiscoveryError> {
+) -> Result<Vec<String>, DiscoveryError> {
     let answer = tokio::time::timeout(timings.call, client.list_api_group_resources(group_version))
         .await
         .map_err(|_| DiscoveryError::TimedOut {
@@ -118,8 +115,8 @@ async fn ask(
             after: timings.call,
         })?;
     match answer {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Ok(list) => Ok(list.resources.into_iter().map(|r| r.name).collect()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
         Err(source) => Err(DiscoveryError::Failed {
             group_version: group_version.to_string(),
             source,

@@ -1,5 +1,6 @@
 //! Watches that only update the [`WorkloadIndex`]: Deployments and ReplicaSets always; Argo
-//! Rollouts and Istio VirtualServices when their CRDs are served; Services (for the ones that
+//! Rollouts and Istio VirtualServices when their CRDs are served; Argo CD Applications, in
+//! `gitops.argocd_namespace` only, when theirs is; Services (for the ones that
 //! opt in to selector tracking). Fresh data or no decision: [`Readiness`] is true only while
 //! every watch has listed, none is failing and each has heard from the API server within
 //! `kubernetes.stale_after`.
@@ -26,7 +27,9 @@ use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{deployments, namespaces, replica_sets, rollouts, services, virtual_services};
+use super::{
+    applications, deployments, namespaces, replica_sets, rollouts, services, virtual_services,
+};
 use crate::core::traffic::TrafficChange;
 use crate::core::workload::WorkloadIndex;
 use crate::metrics::Metrics;
@@ -50,6 +53,8 @@ pub enum Kind {
     VirtualServices(String),
     /// Cluster-scoped: their annotations opt whole namespaces in or out.
     Namespaces,
+    /// Argo CD Applications, watched in the Argo CD namespace only.
+    Applications,
 }
 
 impl Kind {
@@ -61,6 +66,7 @@ impl Kind {
             Kind::Services => services(),
             Kind::VirtualServices(version) => virtual_services(version),
             Kind::Namespaces => namespaces(),
+            Kind::Applications => applications(),
         }
     }
 
@@ -72,6 +78,7 @@ impl Kind {
             Kind::Services => "services",
             Kind::VirtualServices(_) => "virtualservices",
             Kind::Namespaces => "namespaces",
+            Kind::Applications => "applications",
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct WatchSettings {
     pub stale_after: Duration,
     /// The longest a single watch request lasts (shortened to a third of `stale_after`).
     pub watch_timeout: Duration,
+    /// Where Argo CD Applications are watched (`gitops.argocd_namespace`).
+    pub argocd_namespace: String,
 }
 
 /// Readiness, false until discovery and every first list are done, and the future that runs
@@ -107,14 +116,23 @@ pub fn watches(
     let monitor_every =
         (settings.stale_after / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let (client, index, ready) = (client.clone(), index.clone(), readiness.clone());
+    let argocd_namespace = settings.argocd_namespace.clone();
     let run = async move {
         let kinds = kinds_served(&client, &ready, timings).await;
         let mut plan: Vec<(Kind, Option<String>)> = scopes
             .iter()
-            .flat_map(|scope| kinds.iter().map(|k| (k.clone(), scope.clone())))
+            .flat_map(|scope| {
+                kinds
+                    .iter()
+                    .filter(|k| **k != Kind::Applications)
+                    .map(|k| (k.clone(), scope.clone()))
+            })
             .collect();
         // Namespaces are cluster-scoped: one watch, whichever namespaces are configured.
         plan.push((Kind::Namespaces, None));
+        if kinds.contains(&Kind::Applications) {
+            plan.push((Kind::Applications, Some(argocd_namespace)));
+        }
         let names = plan
             .iter()
             .map(|(kind, scope)| WatchName {
