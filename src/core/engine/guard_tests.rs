@@ -198,7 +198,8 @@ fn opt_in_and_opt_out_on_the_workload_win_over_its_namespace_and_the_default() {
     let on = GuardPolicy::default();
     let yes = [("rollbackd.io/auto-rollback", "true")];
     let no = [("rollbackd.io/auto-rollback", "false")];
-    let cases: [(&GuardPolicy, &[(&str, &str)], &[(&str, &str)], Outcome); 6] = [
+    type Annotations<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&GuardPolicy, Annotations, Annotations, Outcome); 6] = [
         (&off, &[], &[], Outcome::OutOfScope),
         (&off, &[], &yes, Outcome::RolledBack),
         (&off, &yes, &no, Outcome::RolledBack),
