@@ -150,7 +150,11 @@ async fn a_rollback_that_does_not_help_holds_the_workload_until_acknowledged() {
                 "[notify.slack]\nwebhook_url_file = {:?}\n",
                 hook.display().to_string()
             ),
-            &[("ROLLBACKD__POLICY__VERIFY_WINDOW", "2s")],
+            // No cooldown: after the acknowledgement, the next rollout is acted on at once.
+            &[
+                ("ROLLBACKD__POLICY__VERIFY_WINDOW", "2s"),
+                ("ROLLBACKD__POLICY__COOLDOWN", "0s"),
+            ],
         )
         .await;
     let config = env.dir.path().join("rollbackd.toml");
