@@ -4,7 +4,9 @@
 //! An action that changed something is followed for `policy.verify_window`. It *recovered*
 //! once every alert it was taken for is resolved and, for an Argo Rollout, the ReplicaSet it
 //! went back to is the Rollout's stable one and the Rollout reports `Healthy` (with a trusted
-//! status). Until the window ends the verdict is pending; at its end, whatever is still
+//! status). An aborted Rollout reports `Degraded` (reason `RolloutAborted`) until its spec is
+//! changed, while its traffic is on the stable ReplicaSet: for it, aborted on the stable
+//! ReplicaSet counts as back. Until the window ends the verdict is pending; at its end, whatever is still
 //! missing makes it *not recovered*, and the sentence says what.
 
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub struct RolloutCheck {
     pub phase: Option<String>,
     /// `status.observedGeneration` matches `metadata.generation`.
     pub trusted: bool,
+    /// `status.abort` is set: Argo reports `Degraded` while all traffic is on stable.
+    pub aborted: bool,
 }
 
 impl RolloutCheck {
@@ -61,6 +65,7 @@ impl RolloutCheck {
                 target_stable: false,
                 phase: None,
                 trusted: false,
+                aborted: false,
             };
         };
         let target_hash = index
@@ -73,6 +78,7 @@ impl RolloutCheck {
             target_stable: target_hash.is_some() && target_hash == r.stable_rs,
             phase: r.phase.clone(),
             trusted: r.status_trusted(),
+            aborted: r.aborted,
         }
     }
 
@@ -96,7 +102,8 @@ impl RolloutCheck {
                 self.target
             ));
         }
-        if self.phase.as_deref() != Some("Healthy") {
+        let aborted_on_stable = self.aborted && self.target_stable;
+        if self.phase.as_deref() != Some("Healthy") && !aborted_on_stable {
             missing.push(format!(
                 "{rollout} is {}, not Healthy",
                 self.phase.as_deref().unwrap_or("without a phase")

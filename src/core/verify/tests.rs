@@ -153,6 +153,39 @@ fn a_rollout_not_on_the_target_is_not_recovered_even_with_the_alerts_resolved() 
 }
 
 #[test]
+fn an_aborted_rollout_on_its_stable_replicaset_counts_as_back() {
+    let mut index = mk_index("a", "Degraded", "3");
+    let mut ro = index.rollout("default", "web").cloned().expect("rollout");
+    ro.aborted = true;
+    index.apply_rollout(ro, ts(0));
+    let c = check(&index);
+    assert!(c.aborted && c.target_stable, "{c:?}");
+    let v = judge(
+        WHAT,
+        ts(100),
+        ts(700),
+        &[resolved("A", ts(110))],
+        Some(&c),
+        ts(111),
+    );
+    assert!(matches!(v, Verdict::Recovered { .. }), "{v:?}");
+    // Aborted but not on the target: still missing.
+    let mut index = mk_index("b", "Degraded", "3");
+    let mut ro = index.rollout("default", "web").cloned().expect("rollout");
+    ro.aborted = true;
+    index.apply_rollout(ro, ts(0));
+    let v = judge(
+        WHAT,
+        ts(100),
+        ts(700),
+        &[resolved("A", ts(110))],
+        Some(&check(&index)),
+        ts(700),
+    );
+    assert!(matches!(v, Verdict::NotRecovered { .. }), "{v:?}");
+}
+
+#[test]
 fn a_degraded_or_unobserved_rollout_says_which_part_is_missing() {
     let c = check(&mk_index("a", "Degraded", "2"));
     let v = judge(WHAT, ts(100), ts(700), &[firing("A")], Some(&c), ts(800));
