@@ -28,24 +28,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
 use crate::core::engine::{Decision, Outcome, PastAction, Policy, decide, decide_at};
-use crate::core::settle::{RetryPolicy, Settled};
-use crate::core::undo::RevisionRef;
-use crate::k8s::executor::{Executor, Probe};
+use crate::core::settle::RetryPolicy;
+use crate::k8s::executor::Executor;
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
 use crate::poller::PollerEvent;
 use crate::store::{
     ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received, Store, StoreError,
-    UnsettledAction,
 };
 
+mod settle;
 mod verify;
 
 /// How often the worker looks for work even without being woken.
@@ -451,176 +449,6 @@ impl Pipeline {
             );
         }
         self.record_quiet(stale).await
-    }
-
-    /// Settles every action left without a known result by reading its object again. After a
-    /// start, each such incident first gets a note that the daemon started.
-    async fn settle_unsettled(&self, after_start: bool) -> Result<(), StoreError> {
-        let actions = self.store.unsettled_actions().await?;
-        for action in actions {
-            let now = Timestamp::now();
-            if after_start {
-                self.store
-                    .record_note(
-                        action.incident_id,
-                        "daemon",
-                        &format!(
-                            "rollbackd {} started (pid {}) and found action {} {}: its result was never recorded; settling it by reading {} {}/{} again",
-                            env!("CARGO_PKG_VERSION"),
-                            std::process::id(),
-                            action.action_id,
-                            action.status,
-                            action.kind,
-                            action.namespace,
-                            action.name
-                        ),
-                        &json!({"action_id": action.action_id}),
-                        now,
-                    )
-                    .await?;
-            }
-            self.settle(&action, after_start).await?;
-        }
-        Ok(())
-    }
-
-    async fn settle(&self, a: &UnsettledAction, after_start: bool) -> Result<(), StoreError> {
-        let what = format!("{} {}/{}", a.kind, a.namespace, a.name);
-        let probe = Probe {
-            kind: a.kind.clone(),
-            namespace: a.namespace.clone(),
-            name: a.name.clone(),
-            workload_uid: a.workload_uid.clone(),
-            blamed_key: a.blamed_key.clone(),
-            target_key: a.target_key.clone(),
-        };
-        let target = RevisionRef {
-            name: a.target_name.clone(),
-            uid: a.target_key.clone(),
-            revision: 0,
-            image: None,
-        };
-        let now = Timestamp::now();
-        let attempts = u32::try_from(a.attempts).unwrap_or(u32::MAX);
-        let (mut result, followup) = match self.executor.probe(&probe).await {
-            Ok((Settled::Applied, live)) => (
-                ActionResult {
-                    status: ActionStatus::Succeeded,
-                    outcome: if a.kind == "abort-rollout" {
-                        Outcome::Aborted
-                    } else {
-                        Outcome::RolledBack
-                    },
-                    message: format!(
-                        "settled: the {what} was applied ({live}); its result had not been recorded"
-                    ),
-                    target: Some(target),
-                    data: json!({"settled": "applied", "live": live}),
-                    transient: false,
-                },
-                Followup::Done,
-            ),
-            Ok((Settled::NotApplied, live)) => (
-                ActionResult {
-                    status: ActionStatus::Failed,
-                    outcome: Outcome::Failed,
-                    message: format!(
-                        "settled: the {what} was not applied ({live}); nothing was changed"
-                    ),
-                    target: None,
-                    data: json!({"settled": "not-applied", "live": live}),
-                    transient: true,
-                },
-                Followup::Done,
-            ),
-            Ok((Settled::Elsewhere(live), _)) => (
-                ActionResult {
-                    status: ActionStatus::Skipped,
-                    outcome: Outcome::Superseded,
-                    message: format!(
-                        "settled: {what} shows neither the blamed nor the target state but {live}; not acting further"
-                    ),
-                    target: None,
-                    data: json!({"settled": "elsewhere", "live": live}),
-                    transient: false,
-                },
-                Followup::Done,
-            ),
-            Err(e) => {
-                // Unreadable: it stays unsettled and blocks its cause. Say so once.
-                warn!(action = a.action_id, error = %e, "cannot settle {what} yet");
-                if a.status != "intended" || !after_start {
-                    return Ok(());
-                }
-                (
-                    ActionResult {
-                        status: ActionStatus::Unknown,
-                        outcome: Outcome::Unsettled,
-                        message: format!(
-                            "the {what} was left without a result and {what} cannot be read ({e}); whether it applied is not known yet, and nothing more is sent for this cause until it is"
-                        ),
-                        target: None,
-                        data: json!({"settled": "unknown"}),
-                        transient: false,
-                    },
-                    Followup::Done,
-                )
-            }
-        };
-        let followup = if result.transient {
-            // Not applied: the cause is still there. Decide it again now, within its attempts.
-            match self.retry.next(attempts, now) {
-                Some(_) => {
-                    result.message =
-                        format!("{}; rollbackd decides the alert again now", result.message);
-                    Followup::RetryAt(now)
-                }
-                None => self.followup(&mut result, attempts, now),
-            }
-        } else {
-            followup
-        };
-        info!(
-            action = a.action_id,
-            incident = a.incident_id,
-            "{}",
-            result.message
-        );
-        self.metrics.action(result.status);
-        if result.status != ActionStatus::Failed {
-            self.metrics.decision(result.outcome);
-        }
-        let decision = Decision {
-            outcome: result.outcome,
-            reason: result.message.clone(),
-            workload: a.workload.clone(),
-            rollout: a.rollout.clone(),
-            command: None,
-        };
-        // Not applied and decided again at once: the next decision reports; no message now.
-        let messages = if is_notable(result.outcome) && !matches!(followup, Followup::RetryAt(_)) {
-            let n = self.notification(a.incident_id, &a.alert, &decision, Some(&result), now);
-            self.messages(&n, format!("settled:{}", a.action_id), now)
-        } else {
-            Vec::new()
-        };
-        self.store
-            .record_outcome(
-                a.action_id,
-                a.incident_id,
-                a.alert_id,
-                &result,
-                followup,
-                &messages,
-                now,
-            )
-            .await?;
-        self.queued(a.incident_id, messages.len());
-        self.start_verify(a.action_id, &result, now).await;
-        if matches!(followup, Followup::RetryAt(_)) {
-            self.wake.notify_one();
-        }
-        Ok(())
     }
 
     fn notification(
