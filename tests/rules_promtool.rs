@@ -1,9 +1,14 @@
 //! The shipped rule files and Alertmanager config pass Prometheus's own tools: `promtool check
 //! rules`, `promtool test rules` and `amtool check-config`. A missing tool fails the test (CI
 //! installs the Debian packages `prometheus` and `prometheus-alertmanager`); nothing is skipped.
+//! The Prometheus Operator objects in `deploy/` say the same as the plain files: the
+//! `PrometheusRule` holds exactly the groups of `rules/rollbackd.yml`, and the
+//! `AlertmanagerConfig` routes like `alertmanager.yml`, grouping by labels the rules emit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use saphyr::{LoadableYamlNode, YamlOwned};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,12 +67,94 @@ fn promtool_unit_tests_of_the_rules_pass() {
 
 #[test]
 fn amtool_accepts_the_alertmanager_config() {
-    let out = run(
-        "amtool",
-        &["check-config"],
-        &yaml_files("deploy/alertmanager"),
+    let config = repo().join("deploy/alertmanager/alertmanager.yml");
+    let out = run("amtool", &["check-config"], &[config]);
+    assert_success(
+        "amtool check-config deploy/alertmanager/alertmanager.yml",
+        &out,
     );
-    assert_success("amtool check-config deploy/alertmanager/*.yml", &out);
+}
+
+/// The one YAML document in `rel` (relative to the repository).
+fn load_yaml(rel: &str) -> YamlOwned {
+    let text = std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut docs = YamlOwned::load_from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!(docs.len(), 1, "{rel} holds one document");
+    docs.remove(0)
+}
+
+fn strings(node: &YamlOwned) -> Vec<String> {
+    node.as_vec()
+        .unwrap_or_else(|| panic!("not a list: {node:?}"))
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_string())
+        .collect()
+}
+
+#[test]
+fn the_prometheusrule_object_holds_exactly_the_shipped_rules() {
+    let rules = load_yaml("rules/rollbackd.yml");
+    let object = load_yaml("deploy/prometheus/prometheusrule.yaml");
+    assert_eq!(
+        object["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(object["kind"].as_str(), Some("PrometheusRule"));
+    let groups = &rules["groups"];
+    assert_eq!(groups.as_vec().map(Vec::len), Some(3), "{groups:?}");
+    assert!(
+        object["spec"]["groups"] == *groups,
+        "deploy/prometheus/prometheusrule.yaml differs from rules/rollbackd.yml: \
+         run scripts/gen-prometheusrule"
+    );
+}
+
+#[test]
+fn the_alertmanagerconfig_routes_like_the_plain_config_by_labels_the_rules_emit() {
+    let plain = load_yaml("deploy/alertmanager/alertmanager.yml");
+    let object = load_yaml("deploy/alertmanager/alertmanagerconfig.yaml");
+    assert_eq!(object["kind"].as_str(), Some("AlertmanagerConfig"));
+    let route = plain["route"]["routes"]
+        .as_vec()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["receiver"].as_str() == Some("rollbackd"))
+        })
+        .expect("a rollbackd route in alertmanager.yml");
+    let group_by = strings(&route["group_by"]);
+    assert_eq!(strings(&object["spec"]["route"]["groupBy"]), group_by);
+    for (plain_key, object_key) in [
+        ("group_wait", "groupWait"),
+        ("group_interval", "groupInterval"),
+        ("repeat_interval", "repeatInterval"),
+    ] {
+        assert_eq!(
+            route[plain_key].as_str(),
+            object["spec"]["route"][object_key].as_str(),
+            "{plain_key}"
+        );
+    }
+    let url = "http://rollbackd.rollbackd.svc:9095/api/v1/alerts";
+    let plain_url = plain["receivers"]
+        .as_vec()
+        .and_then(|r| r.iter().find(|r| r["name"].as_str() == Some("rollbackd")))
+        .map(|r| r["webhook_configs"][0]["url"].as_str().map(str::to_string));
+    assert_eq!(plain_url, Some(Some(url.to_string())));
+    assert_eq!(
+        object["spec"]["receivers"][0]["webhookConfigs"][0]["url"].as_str(),
+        Some(url)
+    );
+    // Every grouping label is one that some rule's alert carries in the unit tests.
+    let tests: String = yaml_files("rules/tests")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read test file"))
+        .collect();
+    for label in group_by.iter().filter(|l| *l != "alertname") {
+        assert!(
+            tests.contains(&format!("              {label}: ")),
+            "no rule emits `{label}` in rules/tests"
+        );
+    }
 }
 
 /// Proves the checks above can fail: promtool rejects a broken rule file.

@@ -4,8 +4,9 @@
 //! `{{ $value }}`, `{{ .Value }}`, `{{ $labels.name }}`, `{{ .Labels.name }}`, each optionally
 //! piped into `humanize`, `humanizePercentage` or `humanizeDuration`. Values print the way Go's
 //! `%v` prints a float64 (`0.06`, `1e+06`, `NaN`, `+Inf`), the humanize functions as in
-//! Prometheus (`%.4g` with SI prefixes), and a label the series does not have prints
-//! `<no value>`, as Go templates do. Any other action (variables, `if`, `range`, other functions)
+//! Prometheus (`%.4g` with SI prefixes), and a label the series does not have prints as an
+//! empty string, as in Prometheus (whose `$labels` map yields "" for a missing key; plain Go
+//! templates would print `<no value>`). Any other action (variables, `if`, `range`, other functions)
 //! is left in the text unexpanded, braces included, so nothing is silently dropped.
 
 use crate::core::alert::LabelSet;
@@ -71,12 +72,7 @@ fn eval(action: &str, labels: &LabelSet, value: f64) -> Option<String> {
         if !super::rules::is_valid_label_name(name) {
             return None;
         }
-        Val::Str(
-            labels
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| "<no value>".into()),
-        )
+        Val::Str(labels.get(name).cloned().unwrap_or_default())
     };
     for func in stages {
         let v = match &val {
@@ -252,7 +248,15 @@ mod tests {
             ),
             "checkout/shop checkout = 0.06 0.06"
         );
-        assert_eq!(expand("{{ $labels.pod }}", &l, 1.0), "<no value>");
+        assert_eq!(expand("{{ $labels.pod }}", &l, 1.0), "");
+        assert_eq!(
+            expand(
+                "{{ $labels.deployment }}{{ $labels.app }} in {{ .Labels.x }}",
+                &l,
+                1.0
+            ),
+            "checkout in "
+        );
         assert_eq!(expand("a  {{- $value -}}  b", &l, 3.0), "a3b");
     }
 
