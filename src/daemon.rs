@@ -89,14 +89,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         index,
         readiness.clone(),
         config.policy(),
-        Executor::with_settings(client, config.executor_settings()),
+        Executor::with_settings(client.clone(), config.executor_settings()),
         channels,
         metrics.clone(),
         config.server.public_url.clone(),
     )
     .with_retry_deadline(config.notify.retry_deadline)
     .with_retries(config.retry_policy(), config.policy.max_decision_wait)
-    .with_verify_window(config.policy.verify_window);
+    .with_verify_window(config.policy.verify_window)
+    .with_cluster_record(crate::k8s::events::ClusterRecord::new(
+        client.clone(),
+        config.kubernetes.call_timeout,
+    ));
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),

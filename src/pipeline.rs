@@ -69,6 +69,8 @@ pub struct Pipeline {
     pub max_decision_wait: Duration,
     /// How long the alerts behind an applied action are followed (`policy.verify_window`).
     pub verify_window: Duration,
+    /// Events and annotations on the cluster (none in tests that build a pipeline by hand).
+    cluster: Option<crate::k8s::events::ClusterRecord>,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
 }
@@ -99,6 +101,7 @@ impl Pipeline {
             retry: RetryPolicy::default(),
             max_decision_wait: defaults.max_decision_wait,
             verify_window: defaults.verify_window,
+            cluster: None,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -116,6 +119,39 @@ impl Pipeline {
         self.retry = retry;
         self.max_decision_wait = max_decision_wait;
         self
+    }
+
+    /// Leaves a Kubernetes Event (and, on a workload it changed, an annotation) for every
+    /// notable decision and result.
+    pub fn with_cluster_record(mut self, cluster: crate::k8s::events::ClusterRecord) -> Pipeline {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Tells the cluster about a notable outcome, in the background; never fails.
+    fn tell_cluster(
+        &self,
+        incident_id: i64,
+        workload: Option<&crate::core::engine::WorkloadRef>,
+        outcome: Outcome,
+        sentence: &str,
+    ) {
+        let (Some(cluster), Some(workload)) = (&self.cluster, workload) else {
+            return;
+        };
+        if !is_notable(outcome) {
+            return;
+        }
+        cluster.report(crate::k8s::events::Report {
+            workload: workload.clone(),
+            incident_id,
+            outcome,
+            sentence: sentence.to_string(),
+            link: self
+                .public_url
+                .as_deref()
+                .map(|base| crate::notify::incident_link(base, incident_id)),
+        });
     }
 
     /// Notified whenever notifications were queued: the delivery worker waits on it.
@@ -321,6 +357,7 @@ impl Pipeline {
             }
             info!(alert = %p.alert.name(), incident = r.incident_id, outcome = d.outcome.code(),
                 "decision: {}", d.reason);
+            self.tell_cluster(r.incident_id, d.workload.as_ref(), d.outcome, &d.reason);
         }
         for (incident_id, n) in queued {
             self.queued(incident_id, n);
@@ -380,6 +417,12 @@ impl Pipeline {
             )
             .await?;
         self.queued(recorded.incident_id, messages.len());
+        self.tell_cluster(
+            recorded.incident_id,
+            decision.workload.as_ref(),
+            result.outcome,
+            &result.message,
+        );
         self.start_verify(action_id, &result, now).await;
         Ok(())
     }

@@ -312,7 +312,14 @@ async fn the_undo_equals_kubectl_rollout_undo() {
         ours.data["spec"]["template"],
         theirs.data["spec"]["template"]
     );
-    assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
+    // Equal but for rollbackd's own note of the incident (`rollbackd.io/last-action`), added
+    // after the undo for `kubectl describe`.
+    let without_ours = |d: &kube::api::DynamicObject| {
+        let mut a = d.metadata.annotations.clone().unwrap_or_default();
+        a.retain(|k, _| !k.starts_with("rollbackd.io/"));
+        a
+    };
+    assert_eq!(without_ours(&ours), without_ours(&theirs));
     assert_eq!(image_of(&ours), "nginx:2.0");
 }
 

@@ -4,6 +4,7 @@
 //! index, and any patch built from them, exactly as the API server sent them: no field is lost
 //! to a typed model that predates it.
 
+pub mod events;
 pub mod executor;
 mod objects;
 mod selector;

@@ -28,7 +28,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::core::engine::Outcome;
 
-pub use message::{ActionInfo, AlertInfo, MessageKind, Notification, RevisionInfo};
+pub use message::{ActionInfo, AlertInfo, MessageKind, Notification, RevisionInfo, incident_link};
 
 /// Whether an outcome is worth waking someone for.
 pub fn is_notable(outcome: Outcome) -> bool {

@@ -179,6 +179,12 @@ impl Pipeline {
             )
             .await?;
         self.queued(a.incident_id, messages.len());
+        self.tell_cluster(
+            a.incident_id,
+            a.workload.as_ref(),
+            result.outcome,
+            &result.message,
+        );
         self.start_verify(a.action_id, &result, now).await;
         if matches!(followup, Followup::RetryAt(_)) {
             self.wake.notify_one();
