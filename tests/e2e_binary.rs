@@ -207,13 +207,16 @@ fn check_reports_every_problem_and_exits_1() {
         "check must not print secrets"
     );
 
-    // The shipped in-cluster config is valid (its token file is mounted in the cluster).
-    let shipped =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rollbackd.toml");
+    // The shipped in-cluster config is valid (its token files are mounted in the cluster).
+    let read_token = dir.path().join("read-token");
+    std::fs::write(&read_token, "another-secret-token").expect("write");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/base/rollbackd.toml");
     let out = Command::new(binary())
         .args(["check", "--config"])
         .arg(&shipped)
         .env("ROLLBACKD__SERVER__TOKEN_FILE", &token)
+        .env("ROLLBACKD__SERVER__READ_TOKEN_FILE", &read_token)
         .output()
         .expect("runs");
     assert!(
