@@ -5,11 +5,13 @@
 //! code, the action result, and why a webhook delivery was rejected. Histograms time what an
 //! operator waits on: the webhook, Kubernetes calls and the poller's queries.
 
+mod process;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -113,6 +115,8 @@ impl Format {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// The `process_*` metrics, which carry no `rollbackd_` prefix.
+    process: Arc<Registry>,
     alerts_received: Family<SourceLabel, Counter>,
     alerts_duplicate: Family<SourceLabel, Counter>,
     decisions: Family<OutcomeLabel, Counter>,
@@ -238,8 +242,11 @@ impl Metrics {
             "Verifications of applied actions, by result (recovered, not-recovered)",
             verifications.clone(),
         );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry: Arc::new(registry),
+            process: Arc::new(process),
             breaker_open,
             alerts_received,
             alerts_duplicate,
@@ -390,7 +397,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 

@@ -542,6 +542,10 @@ async fn metrics_negotiate_the_format_and_pass_promtool() {
         "rollbackd_webhook_request_duration_seconds_count{code=\"200\"} 1",
         "rollbackd_kubernetes_request_duration_seconds_count{verb=\"patch\"} 1",
         "rollbackd_poller_query_duration_seconds_count 1",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(text.contains(expected), "{expected} in {text}");
     }
