@@ -36,7 +36,7 @@ impl Bench {
         sandbox
             .write_kubeconfig(&dir.path().join("kubeconfig"))
             .expect("kubeconfig");
-        let client = rollbackd::k8s::client(Some(&dir.path().join("kubeconfig")))
+        let client = rollbackd::k8s::client(Some(&dir.path().join("kubeconfig")), None)
             .await
             .expect("client");
         Bench {

@@ -459,6 +459,23 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
+        Config::load_keeping(path, env, |_| true)
+    }
+
+    /// For commands that only read the incident store (`incidents`): a problem elsewhere, such
+    /// as a kubeconfig or token file that exists only in the cluster, is no reason to refuse.
+    pub fn load_for_store(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_keeping(path, std::env::vars(), |key| {
+            key.is_empty() || key == "store" || key.starts_with("store.")
+        })
+    }
+
+    /// Loads and validates, failing only on the problems whose key `relevant` keeps.
+    fn load_keeping(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        relevant: impl Fn(&str) -> bool,
+    ) -> Result<Config, ConfigErrors> {
         let fail = |problems| ConfigErrors {
             file: path.to_path_buf(),
             problems,
@@ -507,6 +524,7 @@ impl Config {
         notify::validate_notify(&config.notify, &mut problem);
         config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
         config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
+        problems.retain(|p| relevant(&p.key));
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -44,7 +44,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening store {}", config.store.url))?;
-    let client = crate::k8s::client(config.kubernetes.kubeconfig.as_deref()).await?;
     let index = SharedIndex::default();
     // The previous selector or weights live nowhere but the store: restore them first.
     for change in store.latest_traffic_changes().await? {
@@ -55,6 +54,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let (changes_tx, mut changes_rx) = tokio::sync::mpsc::unbounded_channel::<TrafficChange>();
     let metrics = Metrics::new();
+    let client =
+        crate::k8s::client(config.kubernetes.kubeconfig.as_deref(), Some(&metrics)).await?;
     // Discovery and the lists run in the background (the listener binds without waiting for
     // the API server); readiness stays false until they are done and whenever data is stale.
     let watch_settings = WatchSettings {
@@ -194,7 +195,9 @@ fn build_poller(
     let metrics = metrics.clone();
     let poller = Poller::new(settings)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_eval_hook(move |record| metrics.evaluation(record.rule, record.conclusive));
+        .with_eval_hook(move |record| {
+            metrics.evaluation(record.rule, record.conclusive, record.took)
+        });
     info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
     Ok(poller)
 }

@@ -47,7 +47,7 @@ pub async fn run() -> anyhow::Result<()> {
         kubeconfig.display()
     );
 
-    let client = crate::k8s::client(Some(&kubeconfig)).await?;
+    let client = crate::k8s::client(Some(&kubeconfig), None).await?;
     let api = scenario::deployments_api(client, "default");
     scenario::create(
         &api,

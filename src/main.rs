@@ -1,5 +1,6 @@
 //! The `rollbackd` binary: parse the command line, set up logging, run one command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,8 +15,10 @@ fn init_logging(format: LogFormat, default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // `message` and the event's fields at the top level, as log pipelines expect.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Colour only for a terminal: a file or a pipe gets no escape codes.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -39,8 +42,11 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Command::Serve { config: path } => {
+            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for warning in rollbackd::cli::serve_warnings(&path, &config) {
+                tracing::warn!("{warning}");
+            }
             rollbackd::daemon::serve(config, shutdown_signal()).await?;
         }
         Command::Check { config } => match rollbackd::cli::check(&config) {
@@ -95,11 +101,24 @@ async fn main() -> ExitCode {
         Command::Demo => "warn",
         _ => "info,kube=warn,sqlx=warn",
     };
-    init_logging(cli.log_format, default);
+    let format = cli.log_format;
+    init_logging(format, default);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rollbackd: {e:#}");
+            match format {
+                // One JSON line like every other, whatever ROLLBACKD_LOG filters.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": jiff::Timestamp::now().to_string(),
+                        "level": "ERROR",
+                        "message": format!("{e:#}"),
+                        "target": "rollbackd",
+                    })
+                ),
+                LogFormat::Text => eprintln!("rollbackd: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

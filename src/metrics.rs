@@ -1,15 +1,21 @@
-//! Prometheus metrics of the daemon itself, exposed at `/metrics` in OpenMetrics text.
+//! Prometheus metrics of the daemon itself, exposed at `/metrics` in the Prometheus text format
+//! 0.0.4, or in OpenMetrics text when the scraper asks for it ([`Format::negotiate`]).
 //!
 //! Counters are labelled by what a reviewer filters on: the alert source, the decision outcome
-//! code, the action result, and why a webhook delivery was rejected.
+//! code, the action result, and why a webhook delivery was rejected. Histograms time what an
+//! operator waits on: the webhook, Kubernetes calls and the poller's queries.
+
+mod process;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::core::alert::AlertSource;
@@ -54,10 +60,63 @@ struct WatchLabels {
     scope: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabel {
+    verb: String,
+}
+
+/// 5 ms to about 20 s: a webhook answer, a Kubernetes call or a PromQL query.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// The exposition format of one scrape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: what `promtool check metrics` and most scrapers read.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics only when the `Accept` header names it; the text format otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a)
+                if a.to_ascii_lowercase()
+                    .contains("application/openmetrics-text") =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
 /// All of rollbackd's metrics; clones share the same counters.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// The `process_*` metrics, which carry no `rollbackd_` prefix.
+    process: Arc<Registry>,
     alerts_received: Family<SourceLabel, Counter>,
     alerts_duplicate: Family<SourceLabel, Counter>,
     decisions: Family<OutcomeLabel, Counter>,
@@ -70,6 +129,9 @@ pub struct Metrics {
     watch_healthy: Family<WatchLabels, Gauge>,
     breaker_open: Gauge,
     verifications: Family<ResultLabel, Counter>,
+    webhook_duration: Family<CodeLabel, Histogram>,
+    kubernetes_duration: Family<VerbLabel, Histogram>,
+    poller_query_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -98,6 +160,37 @@ impl Metrics {
             breaker_open.clone(),
         );
         let verifications = Family::<ResultLabel, Counter>::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1, labelled with the version of the running binary",
+            build_info,
+        );
+        let webhook_duration =
+            Family::<CodeLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Time from a webhook request's arrival to its answer, by status code",
+            webhook_duration.clone(),
+        );
+        let kubernetes_duration =
+            Family::<VerbLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "kubernetes_request_duration_seconds",
+            "Time to the response headers of each Kubernetes API call, by HTTP method (a watch counts until it is established)",
+            kubernetes_duration.clone(),
+        );
+        let poller_query_duration = latency_histogram();
+        registry.register(
+            "poller_query_duration_seconds",
+            "Time of each PromQL query the poller sends, failed ones included",
+            poller_query_duration.clone(),
+        );
         registry.register(
             "alerts_received",
             "Alerts received, by source (duplicates included)",
@@ -149,8 +242,11 @@ impl Metrics {
             "Verifications of applied actions, by result (recovered, not-recovered)",
             verifications.clone(),
         );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry: Arc::new(registry),
+            process: Arc::new(process),
             breaker_open,
             alerts_received,
             alerts_duplicate,
@@ -163,7 +259,28 @@ impl Metrics {
             notification_attempts,
             watch_healthy,
             verifications,
+            webhook_duration,
+            kubernetes_duration,
+            poller_query_duration,
         }
+    }
+
+    /// One webhook request, answered with `status` after `took`.
+    pub fn webhook_request(&self, status: u16, took: Duration) {
+        self.webhook_duration
+            .get_or_create(&CodeLabel {
+                code: status.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One Kubernetes API call with this HTTP method.
+    pub fn kubernetes_request(&self, method: &str, took: Duration) {
+        self.kubernetes_duration
+            .get_or_create(&VerbLabel {
+                verb: method.to_ascii_lowercase(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// One verification verdict: `recovered` or `not-recovered`.
@@ -195,7 +312,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn evaluation(&self, rule: &str, conclusive: bool) {
+    /// One poller evaluation: its result, and how long its query took.
+    pub fn evaluation(&self, rule: &str, conclusive: bool, took: Duration) {
+        self.poller_query_duration.observe(took.as_secs_f64());
         let result = if conclusive {
             "conclusive"
         } else {
@@ -278,9 +397,55 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
+
+    /// The exposition in the format a scraper negotiated.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.render(),
+            Format::Text => openmetrics_to_text(&self.render()),
+        }
+    }
+}
+
+/// The Prometheus text format 0.0.4 from OpenMetrics text, which differs in only a few
+/// places for the metric types used here: a counter's HELP and TYPE name its samples'
+/// `_total` name, and there are no `# UNIT` or `# EOF` lines.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
+        match meta {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -306,7 +471,7 @@ mod tests {
             text.contains("rollbackd_actions_total{result=\"failed\"} 1"),
             "{text}"
         );
-        m.evaluation("http/HighErrorRate", false);
+        m.evaluation("http/HighErrorRate", false, Duration::from_millis(20));
         m.rule_health_changed(true);
         let text = m.render();
         assert!(

@@ -202,18 +202,27 @@ fn check_reports_every_problem_and_exits_1() {
         report.contains("deployments and replicasets in all namespaces"),
         "{report}"
     );
+    for kind in ["rollout", "service", "virtualservice"] {
+        assert!(
+            report.contains(&format!("             {kind} from [")),
+            "check lists the {kind} labels: {report}"
+        );
+    }
     assert!(
         !report.contains("very-secret-token"),
         "check must not print secrets"
     );
 
-    // The shipped in-cluster config is valid (its token file is mounted in the cluster).
-    let shipped =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rollbackd.toml");
+    // The shipped in-cluster config is valid (its token files are mounted in the cluster).
+    let read_token = dir.path().join("read-token");
+    std::fs::write(&read_token, "another-secret-token").expect("write");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/base/rollbackd.toml");
     let out = Command::new(binary())
         .args(["check", "--config"])
         .arg(&shipped)
         .env("ROLLBACKD__SERVER__TOKEN_FILE", &token)
+        .env("ROLLBACKD__SERVER__READ_TOKEN_FILE", &read_token)
         .output()
         .expect("runs");
     assert!(
@@ -263,4 +272,84 @@ fn the_sandbox_command_serves_kubectl() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "default");
+}
+
+/// The command-line papercuts of issue 16: `incidents list` reads only the store, JSON logs put
+/// `message` at the top level (the fatal error included), and a pipe gets no colour codes.
+#[test]
+fn logs_and_incidents_work_off_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("r.db");
+    // A store exists; the kubeconfig (and a token file) exist only in the cluster.
+    let config = dir.path().join("rollbackd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntoken_file = \"/nonexistent/token\"\n[kubernetes]\nkubeconfig = \"/nonexistent/kubeconfig\"\n[store]\nurl = \"sqlite://{}?mode=rwc\"\n",
+            db.display()
+        ),
+    )
+    .expect("write");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        rollbackd::store::Store::open(&format!("sqlite://{}?mode=rwc", db.display()))
+            .await
+            .expect("store")
+    });
+    let out = Command::new(binary())
+        .args(["incidents", "list", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // serve: warnings, then a fatal error (no kubeconfig), all one JSON object a line.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(
+        &empty,
+        format!(
+            "# nothing but the store\n[store]\nurl = \"sqlite://{}?mode=rwc\"\n[kubernetes]\nkubeconfig = \"{}\"\n",
+            db.display(),
+            dir.path().join("kc").display()
+        ),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("kc"), "not: a kubeconfig\n").expect("write");
+    let out = Command::new(binary())
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&empty)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("has no token"))),
+        "{stderr}"
+    );
+    let last = lines.last().expect("a line");
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert!(last["message"].as_str().is_some(), "{stderr}");
+
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&empty)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no token"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
 }

@@ -78,15 +78,30 @@ fn describe(path: &Path, c: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "correlation: window {}, grace {}; namespace from {:?}, workload from {:?} / {:?} / {:?} / {:?}",
+        "correlation: window {}, grace {}; namespace from {:?}",
         humantime::format_duration(c.kubernetes.correlation_window),
         humantime::format_duration(c.correlation.grace),
         c.correlation.namespace_labels,
-        c.correlation.deployment_labels,
-        c.correlation.replicaset_labels,
-        c.correlation.pod_labels,
-        c.correlation.template_labels.keys().collect::<Vec<_>>(),
     );
+    let cc = &c.correlation;
+    let by_kind = [
+        ("deployment", &cc.deployment_labels),
+        ("replicaset", &cc.replicaset_labels),
+        ("pod", &cc.pod_labels),
+        ("rollout", &cc.rollout_labels),
+        ("service", &cc.service_labels),
+        ("virtualservice", &cc.virtualservice_labels),
+    ];
+    for (kind, labels) in by_kind {
+        let _ = writeln!(out, "             {kind} from {labels:?}");
+    }
+    if !cc.template_labels.is_empty() {
+        let _ = writeln!(
+            out,
+            "             pod-template labels {:?}",
+            cc.template_labels.keys().collect::<Vec<_>>()
+        );
+    }
     let mode = match c.policy.mode {
         crate::core::engine::Mode::Enforce => "enforce (rolls back)",
         crate::core::engine::Mode::DryRun => "dry-run (decides and records, changes nothing)",

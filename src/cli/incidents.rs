@@ -18,7 +18,7 @@ pub async fn incidents(
     let Some(config) = config else {
         bail!("--config FILE is required: it names the incident store to read");
     };
-    let config = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::load_for_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(file) = config.store.url.strip_prefix("sqlite://")
         && !Path::new(file.split('?').next().unwrap_or(file)).exists()
     {

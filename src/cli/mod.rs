@@ -3,6 +3,7 @@
 mod check;
 mod incidents;
 mod notify;
+mod warnings;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub use check::check;
 pub use incidents::{incidents, render_text};
 pub use notify::{describe_notify, notify_test};
+pub use warnings::serve_warnings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,18 +38,20 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon.
     Serve {
-        #[arg(long)]
+        /// The TOML config file (keys may be overridden by ROLLBACKD__SECTION__KEY).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Validate the config and rule files and print what would be watched.
     Check {
-        #[arg(long)]
+        /// The TOML config file to validate, with the rule files it names.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Review recorded incidents.
     Incidents {
         /// The config file naming the store to read.
-        #[arg(long, global = true)]
+        #[arg(long, global = true, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: IncidentsCommand,
@@ -78,7 +82,8 @@ pub enum NotifyCommand {
     /// Send a test message through every configured channel and destination; exit 1 if any
     /// failed.
     Test {
-        #[arg(long)]
+        /// The config file whose `[notify]` channels are tried.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
 }
@@ -88,22 +93,27 @@ pub enum IncidentsCommand {
     /// List incidents, newest first.
     List {
         /// Only incidents updated within this long, e.g. 2h.
-        #[arg(long)]
+        #[arg(long, value_name = "DURATION")]
         since: Option<String>,
+        /// Only incidents in this namespace.
         #[arg(long)]
         namespace: Option<String>,
+        /// A table for people, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
     /// Show one incident with its timeline.
     Show {
+        /// The incident's id, as `incidents list` shows it.
         id: i64,
+        /// Text, JSON, or a Markdown post-incident review draft.
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
     },
     /// Acknowledge a not-recovered incident: release the hold on its workload, so that
     /// rollbackd may act on it automatically again.
     Ack {
+        /// The incident's id, as `incidents list` shows it.
         id: i64,
         /// Who acknowledges (default: $USER).
         #[arg(long)]
@@ -125,4 +135,30 @@ pub enum ShowFormat {
     Text,
     Json,
     Md,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `--help` explains every flag and argument of every subcommand.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "rollbackd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

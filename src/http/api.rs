@@ -1,7 +1,7 @@
 //! JSON review API, health, readiness and metrics.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -107,12 +107,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
     )
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The text format 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render_as(format),
     )
 }

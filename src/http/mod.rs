@@ -51,7 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", post(webhook::receive))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(layer(state.clone(), webhook::require_json))
-        .route_layer(layer(state.clone(), auth::require_full));
+        .route_layer(layer(state.clone(), auth::require_full))
+        .route_layer(layer(state.clone(), webhook::timed));
     let reads = Router::new()
         .route("/api/v1/incidents", get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))

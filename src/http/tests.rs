@@ -314,7 +314,7 @@ async fn metrics_can_be_left_open_for_a_scraper_without_a_token() {
     state.metrics_auth = false;
     let (status, body) = get(&state, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains("# EOF"), "{body}");
+    assert!(body.contains("# TYPE rollbackd_build_info gauge"), "{body}");
     for uri in READ_ENDPOINTS.iter().filter(|u| **u != "/metrics") {
         assert_eq!(get(&state, uri).await.0, StatusCode::UNAUTHORIZED, "{uri}");
     }
@@ -510,5 +510,92 @@ fn pages_escape_what_they_show() {
     assert_eq!(
         pages::escape("<a href=\"x\">&'"),
         "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+    );
+}
+
+/// `promtool check metrics` reads the text format 0.0.4 that a plain scrape gets; a scraper
+/// asking for OpenMetrics gets that instead.
+#[tokio::test]
+async fn metrics_negotiate_the_format_and_pass_promtool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = mk_state(&dir, None).await;
+    let (status, _) = post(&state, mk_payload().to_string(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    state
+        .metrics
+        .kubernetes_request("PATCH", std::time::Duration::from_millis(12));
+    state.metrics.evaluation(
+        "http/HighErrorRate",
+        true,
+        std::time::Duration::from_millis(30),
+    );
+
+    let (status, headers, text) = get_with(&state, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    for expected in [
+        "# TYPE rollbackd_alerts_received_total counter",
+        "rollbackd_build_info{version=\"",
+        "rollbackd_webhook_request_duration_seconds_count{code=\"200\"} 1",
+        "rollbackd_kubernetes_request_duration_seconds_count{verb=\"patch\"} 1",
+        "rollbackd_poller_query_duration_seconds_count 1",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    assert!(!text.contains("# EOF"), "{text}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("written");
+    }
+    let out = promtool.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let response = router(state.clone())
+        .oneshot(
+            Request::get("/metrics")
+                .header(
+                    header::ACCEPT,
+                    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+                )
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let om = String::from_utf8_lossy(&bytes);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains("# TYPE rollbackd_alerts_received counter"),
+        "{om}"
     );
 }

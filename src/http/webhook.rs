@@ -128,6 +128,17 @@ pub async fn require_json(
     Ok(next.run(request).await)
 }
 
+/// Times every webhook request, refused ones included, into
+/// `rollbackd_webhook_request_duration_seconds`.
+pub async fn timed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .webhook_request(response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// Whether reading the body failed because it did not arrive in time (`server.body_timeout`).
 fn timed_out(rejection: &BytesRejection) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);

@@ -8,6 +8,7 @@ pub mod events;
 pub mod executor;
 mod objects;
 mod selector;
+mod timing;
 pub mod watch;
 
 use std::path::Path;
@@ -86,8 +87,11 @@ pub enum ClientError {
 }
 
 /// A client from an explicit kubeconfig, or inferred (in-cluster, then `$KUBECONFIG`, then
-/// `~/.kube/config`) when none is given.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
+/// `~/.kube/config`) when none is given. With `metrics`, every call is timed.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Result<kube::Client, ClientError> {
     let mut config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
@@ -107,5 +111,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientErr
     // 504 may have been applied. rollbackd retries itself: a write whose answer was lost is
     // settled by reading the object again, never sent again blind.
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(ClientError::Build)
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientError::Build)?;
+    Ok(match metrics {
+        Some(m) => builder.with_layer(&timing::TimingLayer(m.clone())).build(),
+        None => builder.build(),
+    })
 }

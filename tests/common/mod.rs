@@ -42,7 +42,7 @@ pub async fn sandbox_env_with(options: SandboxOptions) -> Env {
     sandbox
         .write_kubeconfig(&kubeconfig)
         .expect("kubeconfig written");
-    let client = rollbackd::k8s::client(Some(&kubeconfig))
+    let client = rollbackd::k8s::client(Some(&kubeconfig), None)
         .await
         .expect("client");
     let api = scenario::deployments_api(client.clone(), "default");

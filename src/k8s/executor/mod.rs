@@ -456,7 +456,7 @@ impl CallError {
     fn explain(&self, verb: &str, resource: &str) -> String {
         match self {
             CallError::Api(s) if s.code == 403 => format!(
-                "{self}; rollbackd's service account needs the RBAC verb \"{verb}\" on {resource} (see deploy/kubernetes/rbac.yaml)"
+                "{self}; rollbackd's service account needs the RBAC verb \"{verb}\" on {resource} (see deploy/kubernetes/base/rbac.yaml)"
             ),
             CallError::Api(s) if s.code == 422 => {
                 let fields: Vec<String> = s
