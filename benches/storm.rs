@@ -12,6 +12,9 @@
 //! alerts/s and the ratio to the floor, non-2xx answers, each Deployment's first alert → its
 //! undo, the storm's first alert → the last undo, undos per Deployment (must be exactly one),
 //! and the daemon's RSS at ready and at its peak.
+//!
+//! `STORM_SCALE=10000 cargo bench --bench storm` measures memory at scale instead: that many
+//! Deployments with three ReplicaSets each, then a daemon's time to ready and its RSS at ready.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -190,6 +193,63 @@ fn undos(sandbox: &Sandbox, namespace: &str) -> BTreeMap<usize, usize> {
     out
 }
 
+/// Creates `namespace` in the sandbox.
+async fn create_namespace(client: &kube::Client, namespace: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let manifest = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+        .expect("namespace");
+    namespaces
+        .create(&kube::api::PostParams::default(), &manifest)
+        .await
+        .expect("namespace created");
+}
+
+/// `count` Deployments of `namespace` with the given revisions, 32 at a time.
+async fn deploy_many(client: &kube::Client, namespace: &str, count: usize, images: &[&str]) {
+    create_namespace(client, namespace).await;
+    let api = scenario::deployments_api(client.clone(), namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                scenario::deploy_revisions(&api, namespace, &format!("d-{i}"), images)
+                    .await
+                    .expect("revisions")
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Memory at scale: `count` Deployments × 3 ReplicaSets, time to ready and RSS at ready.
+async fn scale(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    client: &kube::Client,
+    count: usize,
+) {
+    let seeded = Instant::now();
+    deploy_many(client, "scale", count, &["app:1", "app:2", "app:3"]).await;
+    println!(
+        "{:<40} {:.1}s",
+        format!("seeded {count} Deployments x 3 ReplicaSets"),
+        seeded.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let (daemon, _) = start_daemon(dir, kubeconfig, "scale", true).await;
+    let ready = started.elapsed().as_secs_f64();
+    let pid = daemon.0.id();
+    println!(
+        "{:<40} ready in {ready:.1}s, RSS at ready {:.0} MiB (peak {:.0} MiB), {:.1} kB per Deployment",
+        format!("daemon over {count} Deployments"),
+        mib(pid, "VmRSS"),
+        mib(pid, "VmHWM"),
+        mib(pid, "VmRSS") * 1024.0 / count as f64
+    );
+}
+
 async fn start_daemon(
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
@@ -341,6 +401,13 @@ async fn main() {
         .await
         .expect("client");
 
+    if let Some(count) = std::env::var("STORM_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        scale(dir.path(), &kubeconfig, &client, count).await;
+        return;
+    }
     println!(
         "rollbackd storm benchmark: {posts} single-alert POSTs at {CONNECTIONS} connections, \
          {DEPLOYMENTS} Deployments (2-core shared machine; compare rows of one run)\n"
@@ -357,32 +424,7 @@ async fn main() {
         ("rollbackd, group commit", "grouped", true),
         ("rollbackd, a transaction per delivery", "single", false),
     ] {
-        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
-            kube::Api::all(client.clone());
-        let manifest = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
-            .expect("namespace");
-        namespaces
-            .create(&kube::api::PostParams::default(), &manifest)
-            .await
-            .expect("namespace created");
-        let api = scenario::deployments_api(client.clone(), namespace);
-        futures::stream::iter(0..DEPLOYMENTS)
-            .map(|i| {
-                let api = api.clone();
-                async move {
-                    scenario::deploy_revisions(
-                        &api,
-                        namespace,
-                        &format!("d-{i}"),
-                        &["app:1", "app:2"],
-                    )
-                    .await
-                    .expect("two revisions")
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
+        deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
         let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, group_commit).await;
         daemon_storm(label, &sandbox, &daemon, &url, namespace, posts, floor_rate).await;
     }
