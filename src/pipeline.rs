@@ -159,13 +159,14 @@ impl Pipeline {
         self.outbox_wake.clone()
     }
 
-    /// Records alerts durably, then wakes the worker. An error means nothing may be assumed
-    /// recorded: the webhook answers 503 so that Alertmanager retries.
+    /// Records alerts durably, then wakes the worker. Concurrent deliveries share one
+    /// transaction (a group commit). An error means nothing may be assumed recorded: the
+    /// webhook answers 503 so that Alertmanager retries.
     pub async fn submit(&self, alerts: &[Alert]) -> Result<Vec<Received>, StoreError> {
         let urgent = self.rank(alerts);
         let received = self
             .store
-            .record_alerts_ranked(alerts, &urgent, Timestamp::now())
+            .record_alerts_grouped(alerts, &urgent, Timestamp::now())
             .await?;
         for (alert, r) in alerts.iter().zip(&received) {
             self.metrics.alert_received(alert.source, !r.fresh);

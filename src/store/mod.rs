@@ -14,6 +14,7 @@
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
 mod file;
+mod group;
 mod health;
 mod outbox;
 mod read;
@@ -39,6 +40,7 @@ use tracing::{info, warn};
 
 use file::StoreFile;
 
+pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
 pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
@@ -74,6 +76,15 @@ pub enum StoreError {
     FileReplaced { path: String },
     #[error("the incident store did not take a write within {0:?}")]
     Timeout(Duration),
+    /// The transaction shared by a group of deliveries failed: every member gets this.
+    #[error("the write shared by {members} deliveries failed")]
+    Group {
+        members: usize,
+        #[source]
+        source: Arc<StoreError>,
+    },
+    #[error("the group committer stopped before answering")]
+    CommitterGone,
 }
 
 /// A handle on the store; cheap to clone.
@@ -89,6 +100,9 @@ pub struct Store {
     /// writer that just committed wins again and again: the decision worker, deciding a
     /// backlog page after page, would starve the webhook's deliveries.
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Where webhook deliveries queue for a group commit (`group`); `None` in the
+    /// committer's own handle, and when group commit is off.
+    committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
@@ -160,12 +174,17 @@ impl Store {
             })?;
             Some(Arc::new(file))
         };
-        Ok(Store {
+        let mut store = Store {
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             pool,
             file,
             writable: Arc::new(AtomicBool::new(true)),
-        })
+            committer: None,
+        };
+        if group::enabled() {
+            store.committer = Some(group::spawn(store.clone()));
+        }
+        Ok(store)
     }
 
     /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
@@ -227,5 +246,7 @@ fn json_text<T: Serialize>(value: &T) -> String {
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

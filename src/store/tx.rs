@@ -32,8 +32,11 @@ pub struct WriteTx {
     /// Until COMMIT or ROLLBACK succeeded: close the connection on drop.
     open: bool,
     /// This process's turn to write, held until the transaction ends (dropped after `conn`).
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    _turn: WriteTurn,
 }
+
+/// This process's turn to write: write transactions take turns first come, first served.
+pub(super) type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
 
 impl Store {
     /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
@@ -41,10 +44,21 @@ impl Store {
     /// another connection committed in between; waiting for the lock instead lets the busy
     /// timeout do its job. Refused when the file at the store's path is not the one opened.
     pub(super) async fn write_tx(&self) -> Result<WriteTx> {
+        let turn = self.write_turn().await;
+        self.begin_in_turn(turn).await
+    }
+
+    /// Waits for this process's turn to write. The group committer takes it first and then
+    /// gathers every delivery that queued meanwhile (`group`).
+    pub(super) async fn write_turn(&self) -> WriteTurn {
+        self.write_turn.clone().lock_owned().await
+    }
+
+    /// Begins a write transaction in a turn already taken; see [`Store::write_tx`].
+    pub(super) async fn begin_in_turn(&self, turn: WriteTurn) -> Result<WriteTx> {
         if let Some(file) = &self.file {
             file.check()?;
         }
-        let turn = self.write_turn.clone().lock_owned().await;
         let mut tx = WriteTx {
             conn: self.pool.acquire().await?,
             file: self.file.clone(),

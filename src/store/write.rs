@@ -103,152 +103,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<Received>> {
         let mut tx = self.write_tx().await?;
-        let now_text = ts_text(now);
-        let mut out = Vec::with_capacity(alerts.len());
-        for (i, alert) in alerts.iter().enumerate() {
-            let priority = i64::from(urgent.get(i).copied().unwrap_or(true));
-            let fp = alert.fingerprint.to_string();
-            let starts = ts_text(alert.starts_at);
-            let existing = sqlx::query(
-                "SELECT id, status, incident_id, retry_on_delivery FROM alerts
-                 WHERE fingerprint = $1 AND starts_at = $2",
-            )
-            .bind(&fp)
-            .bind(&starts)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let resolved = alert.status == AlertStatus::Resolved;
-            let ends = alert.ends_at.map(ts_text);
-            let Some(row) = existing else {
-                // A resolved alert never seen firing needs no decision: it is recorded as such.
-                let (outcome, reason, decided) = if resolved {
-                    (
-                        Some(Outcome::NotFiring.code()),
-                        Some("first seen already resolved; nothing to decide"),
-                        Some(now_text.as_str()),
-                    )
-                } else {
-                    (None, None, None)
-                };
-                let id: i64 = sqlx::query(
-                    "INSERT INTO alerts (fingerprint, starts_at, source, alertname, status, labels,
-                        annotations, generator_url, external_url, ends_at, received_at,
-                        last_received_at, outcome, reason, decided_at, resolved_at, priority)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
-                     RETURNING id",
-                )
-                .bind(&fp)
-                .bind(&starts)
-                .bind(alert.source.as_str())
-                .bind(alert.name())
-                .bind(alert.status.as_str())
-                .bind(json_text(&alert.labels))
-                .bind(json_text(&alert.annotations))
-                .bind(&alert.generator_url)
-                .bind(&alert.external_url)
-                .bind(&ends)
-                .bind(&now_text)
-                .bind(outcome)
-                .bind(reason)
-                .bind(decided)
-                .bind(resolved.then_some(now_text.as_str()))
-                .bind(priority)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("id")?;
-                out.push(Received {
-                    alert_id: id,
-                    key: alert.key(),
-                    fresh: true,
-                    resolved_now: false,
-                    reopened: false,
-                });
-                continue;
-            };
-            let id: i64 = row.try_get("id")?;
-            let was_firing = row.try_get::<String, _>("status")? == "firing";
-            let incident_id: Option<i64> = row.try_get("incident_id")?;
-            sqlx::query(
-                "UPDATE alerts SET deliveries = deliveries + 1, last_received_at = $1 WHERE id = $2",
-            )
-            .bind(&now_text)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            let resolved_now = resolved && was_firing;
-            // A transient failure whose retries were used up is decided again now that the
-            // alert is still being delivered as firing.
-            let reopened = !resolved && row.try_get::<i64, _>("retry_on_delivery")? == 1;
-            if reopened {
-                sqlx::query(
-                    "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
-                        priority = 1 WHERE id = $1",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if resolved_now {
-                sqlx::query(
-                    "UPDATE alerts SET status = 'resolved', ends_at = $1, resolved_at = $2 WHERE id = $3",
-                )
-                .bind(&ends)
-                .bind(&now_text)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(incident_id) = incident_id {
-                    let message = format!(
-                        "{} resolved (ended {})",
-                        alert.name(),
-                        ends.as_deref().unwrap_or("now")
-                    );
-                    append(
-                        &mut tx,
-                        incident_id,
-                        now,
-                        "resolved",
-                        None,
-                        &message,
-                        &json!({"alert_id": id}),
-                    )
-                    .await?;
-                    let open: i64 = sqlx::query(
-                        "SELECT COUNT(*) AS n FROM alerts WHERE incident_id = $1 AND status = 'firing'",
-                    )
-                    .bind(incident_id)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("n")?;
-                    if open == 0 {
-                        sqlx::query(
-                            "UPDATE incidents SET status = 'resolved', resolved_at = $1, updated_at = $1 WHERE id = $2",
-                        )
-                        .bind(&now_text)
-                        .bind(incident_id)
-                        .execute(&mut *tx)
-                        .await?;
-                        append(
-                            &mut tx,
-                            incident_id,
-                            now,
-                            "resolved",
-                            None,
-                            "all alerts of this incident are resolved",
-                            &Value::Null,
-                        )
-                        .await?;
-                    }
-                }
-            }
-            out.push(Received {
-                alert_id: id,
-                key: alert.key(),
-                fresh: false,
-                resolved_now,
-                reopened,
-            });
-        }
+        let out = record_in(&mut tx, alerts, urgent, now).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -674,4 +529,162 @@ pub(super) async fn append(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Records one delivery inside a write transaction: the body of
+/// [`Store::record_alerts_ranked`], shared with the group committer (`group`), which runs it
+/// for each delivery of a batch in one transaction.
+pub(super) async fn record_in(
+    tx: &mut sqlx::SqliteConnection,
+    alerts: &[Alert],
+    urgent: &[bool],
+    now: Timestamp,
+) -> Result<Vec<Received>> {
+    let now_text = ts_text(now);
+    let mut out = Vec::with_capacity(alerts.len());
+    for (i, alert) in alerts.iter().enumerate() {
+        let priority = i64::from(urgent.get(i).copied().unwrap_or(true));
+        let fp = alert.fingerprint.to_string();
+        let starts = ts_text(alert.starts_at);
+        let existing = sqlx::query(
+            "SELECT id, status, incident_id, retry_on_delivery FROM alerts
+             WHERE fingerprint = $1 AND starts_at = $2",
+        )
+        .bind(&fp)
+        .bind(&starts)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let resolved = alert.status == AlertStatus::Resolved;
+        let ends = alert.ends_at.map(ts_text);
+        let Some(row) = existing else {
+            // A resolved alert never seen firing needs no decision: it is recorded as such.
+            let (outcome, reason, decided) = if resolved {
+                (
+                    Some(Outcome::NotFiring.code()),
+                    Some("first seen already resolved; nothing to decide"),
+                    Some(now_text.as_str()),
+                )
+            } else {
+                (None, None, None)
+            };
+            let id: i64 = sqlx::query(
+                "INSERT INTO alerts (fingerprint, starts_at, source, alertname, status, labels,
+                    annotations, generator_url, external_url, ends_at, received_at,
+                    last_received_at, outcome, reason, decided_at, resolved_at, priority)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
+                 RETURNING id",
+            )
+            .bind(&fp)
+            .bind(&starts)
+            .bind(alert.source.as_str())
+            .bind(alert.name())
+            .bind(alert.status.as_str())
+            .bind(json_text(&alert.labels))
+            .bind(json_text(&alert.annotations))
+            .bind(&alert.generator_url)
+            .bind(&alert.external_url)
+            .bind(&ends)
+            .bind(&now_text)
+            .bind(outcome)
+            .bind(reason)
+            .bind(decided)
+            .bind(resolved.then_some(now_text.as_str()))
+            .bind(priority)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            out.push(Received {
+                alert_id: id,
+                key: alert.key(),
+                fresh: true,
+                resolved_now: false,
+                reopened: false,
+            });
+            continue;
+        };
+        let id: i64 = row.try_get("id")?;
+        let was_firing = row.try_get::<String, _>("status")? == "firing";
+        let incident_id: Option<i64> = row.try_get("incident_id")?;
+        sqlx::query(
+            "UPDATE alerts SET deliveries = deliveries + 1, last_received_at = $1 WHERE id = $2",
+        )
+        .bind(&now_text)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let resolved_now = resolved && was_firing;
+        // A transient failure whose retries were used up is decided again now that the
+        // alert is still being delivered as firing.
+        let reopened = !resolved && row.try_get::<i64, _>("retry_on_delivery")? == 1;
+        if reopened {
+            sqlx::query(
+                "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
+                    priority = 1 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if resolved_now {
+            sqlx::query(
+                "UPDATE alerts SET status = 'resolved', ends_at = $1, resolved_at = $2 WHERE id = $3",
+            )
+            .bind(&ends)
+            .bind(&now_text)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(incident_id) = incident_id {
+                let message = format!(
+                    "{} resolved (ended {})",
+                    alert.name(),
+                    ends.as_deref().unwrap_or("now")
+                );
+                append(
+                    tx,
+                    incident_id,
+                    now,
+                    "resolved",
+                    None,
+                    &message,
+                    &json!({"alert_id": id}),
+                )
+                .await?;
+                let open: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM alerts WHERE incident_id = $1 AND status = 'firing'",
+                )
+                .bind(incident_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+                if open == 0 {
+                    sqlx::query(
+                        "UPDATE incidents SET status = 'resolved', resolved_at = $1, updated_at = $1 WHERE id = $2",
+                    )
+                    .bind(&now_text)
+                    .bind(incident_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    append(
+                        tx,
+                        incident_id,
+                        now,
+                        "resolved",
+                        None,
+                        "all alerts of this incident are resolved",
+                        &Value::Null,
+                    )
+                    .await?;
+                }
+            }
+        }
+        out.push(Received {
+            alert_id: id,
+            key: alert.key(),
+            fresh: false,
+            resolved_now,
+            reopened,
+        });
+    }
+    Ok(out)
 }

@@ -1,0 +1,431 @@
+//! The storm benchmark: `cargo bench --bench storm` (`STORM_POSTS=N` for another size).
+//!
+//! Measured side by side in one run, over loopback at 32 concurrent connections:
+//! - the *floor*: a bare axum endpoint built here that parses the same JSON with rollbackd's
+//!   own parser (`http::webhook::parse`) and answers 200;
+//! - the release binary with group commit (the default), and the same binary with
+//!   `ROLLBACKD_GROUP_COMMIT=off` (a transaction per delivery, as before group commit).
+//!
+//! Each storm is `STORM_POSTS` single-alert POSTs (default 20,000): three in four are distinct
+//! alerts over 200 Deployments rolled out a moment before, one in four repeats an earlier one.
+//! Each daemon watches its own namespace with its own 200 Deployments. Reported: accepted
+//! alerts/s and the ratio to the floor, non-2xx answers, each Deployment's first alert → its
+//! undo, the storm's first alert → the last undo, undos per Deployment (must be exactly one),
+//! and the daemon's RSS at ready and at its peak.
+//!
+//! `STORM_SCALE=10000 cargo bench --bench storm` measures memory at scale instead: that many
+//! Deployments with three ReplicaSets each, then a daemon's time to ready and its RSS at ready.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use futures::StreamExt;
+use jiff::Timestamp;
+use rollbackd::sandbox::{Sandbox, SandboxOptions};
+use rollbackd::scenario;
+
+const CONNECTIONS: usize = 32;
+const DEPLOYMENTS: usize = 200;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A field of /proc/PID/status in MiB (VmRSS, VmHWM).
+fn mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// The storm's bodies, in posting order, and the Deployment each names.
+fn storm(namespace: &str, posts: usize) -> Vec<(usize, Bytes)> {
+    let starts = Timestamp::now();
+    let alert = |i: usize| {
+        let deployment = i % DEPLOYMENTS;
+        let payload = scenario::alertmanager_payload(
+            &[
+                ("alertname", "HighErrorRate"),
+                ("namespace", namespace),
+                ("deployment", &format!("d-{deployment}")),
+                ("instance", &format!("pod-{i}")),
+            ],
+            starts,
+        );
+        (deployment, Bytes::from(payload.to_string()))
+    };
+    let (mut distinct, mut repeats) = (0, 0);
+    (0..posts)
+        .map(|k| {
+            if k % 4 == 3 {
+                repeats += 1;
+                alert(repeats - 1)
+            } else {
+                distinct += 1;
+                alert(distinct - 1)
+            }
+        })
+        .collect()
+}
+
+struct Storm {
+    secs: f64,
+    accepted: usize,
+    refused: usize,
+    /// When the first alert about each Deployment was sent.
+    first_sent: BTreeMap<usize, Instant>,
+    started: Instant,
+}
+
+/// Posts every body at `CONNECTIONS` concurrent connections.
+async fn post_all(url: &str, bodies: Vec<(usize, Bytes)>) -> Storm {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .expect("client");
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let first_sent = Arc::new(Mutex::new(BTreeMap::new()));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let (http, bodies, next, first_sent) = (
+            http.clone(),
+            bodies.clone(),
+            next.clone(),
+            first_sent.clone(),
+        );
+        let url = url.to_string();
+        workers.spawn(async move {
+            let (mut accepted, mut refused) = (0, 0);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((deployment, body)) = bodies.get(k) else {
+                    break;
+                };
+                if let Ok(mut sent) = first_sent.lock() {
+                    sent.entry(*deployment).or_insert_with(Instant::now);
+                }
+                let answer = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match answer {
+                    Ok(a) if a.status().is_success() => accepted += 1,
+                    _ => refused += 1,
+                }
+            }
+            (accepted, refused)
+        });
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while let Some(counts) = workers.join_next().await {
+        let (a, r) = counts.expect("worker");
+        accepted += a;
+        refused += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let first_sent = first_sent.lock().map(|s| s.clone()).unwrap_or_default();
+    Storm {
+        secs,
+        accepted,
+        refused,
+        first_sent,
+        started,
+    }
+}
+
+/// The floor: rollbackd's own parser behind a bare axum route that answers 200.
+async fn floor() -> String {
+    let app = axum::Router::new().route(
+        "/api/v1/alerts",
+        axum::routing::post(|body: Bytes| async move {
+            match rollbackd::http::webhook::parse(&body) {
+                Ok(_) => StatusCode::OK,
+                Err(_) => StatusCode::BAD_REQUEST,
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/api/v1/alerts")
+}
+
+/// Undo patches seen so far, by Deployment of `namespace`.
+fn undos(sandbox: &Sandbox, namespace: &str) -> BTreeMap<usize, usize> {
+    let prefix = format!("/apis/apps/v1/namespaces/{namespace}/deployments/d-");
+    let mut out = BTreeMap::new();
+    for r in sandbox.requests() {
+        if r.method == "PATCH"
+            && r.status == 200
+            && r.content_type.as_deref() == Some("application/json-patch+json")
+            && let Some(n) = r.path_only().strip_prefix(&prefix)
+            && let Ok(n) = n.parse::<usize>()
+        {
+            *out.entry(n).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Creates `namespace` in the sandbox.
+async fn create_namespace(client: &kube::Client, namespace: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let manifest = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+        .expect("namespace");
+    namespaces
+        .create(&kube::api::PostParams::default(), &manifest)
+        .await
+        .expect("namespace created");
+}
+
+/// `count` Deployments of `namespace` with the given revisions, 32 at a time.
+async fn deploy_many(client: &kube::Client, namespace: &str, count: usize, images: &[&str]) {
+    create_namespace(client, namespace).await;
+    let api = scenario::deployments_api(client.clone(), namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                scenario::deploy_revisions(&api, namespace, &format!("d-{i}"), images)
+                    .await
+                    .expect("revisions")
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Memory at scale: `count` Deployments × 3 ReplicaSets, time to ready and RSS at ready.
+async fn scale(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    client: &kube::Client,
+    count: usize,
+) {
+    let seeded = Instant::now();
+    deploy_many(client, "scale", count, &["app:1", "app:2", "app:3"]).await;
+    println!(
+        "{:<40} {:.1}s",
+        format!("seeded {count} Deployments x 3 ReplicaSets"),
+        seeded.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let (daemon, _) = start_daemon(dir, kubeconfig, "scale", true).await;
+    let ready = started.elapsed().as_secs_f64();
+    let pid = daemon.0.id();
+    println!(
+        "{:<40} ready in {ready:.1}s, RSS at ready {:.0} MiB (peak {:.0} MiB), {:.1} kB per Deployment",
+        format!("daemon over {count} Deployments"),
+        mib(pid, "VmRSS"),
+        mib(pid, "VmHWM"),
+        mib(pid, "VmRSS") * 1024.0 / count as f64
+    );
+}
+
+async fn start_daemon(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    group_commit: bool,
+) -> (Daemon, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = dir.join(format!("{namespace}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[kubernetes]\nkubeconfig = {:?}\nnamespaces = [{namespace:?}]\n[store]\nurl = {:?}\n[policy]\nbreaker_max_actions = 0\n",
+            kubeconfig.display().to_string(),
+            format!("sqlite://{}", dir.join(format!("{namespace}.db")).display())
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("ROLLBACKD_LOG", "error")
+            .env(
+                "ROLLBACKD_GROUP_COMMIT",
+                if group_commit { "on" } else { "off" },
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rollbackd starts"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (daemon, format!("{base}/api/v1/alerts"))
+}
+
+/// One storm against a daemon: prints its rows and returns accepted alerts/s.
+async fn daemon_storm(
+    label: &str,
+    sandbox: &Arc<Sandbox>,
+    daemon: &Daemon,
+    url: &str,
+    namespace: &str,
+    posts: usize,
+    floor_rate: f64,
+) -> f64 {
+    let pid = daemon.0.id();
+    let rss_ready = mib(pid, "VmRSS");
+    let bodies = storm(namespace, posts);
+    let seen: Arc<Mutex<BTreeMap<usize, Instant>>> = Arc::default();
+    let watching = {
+        let (sandbox, seen, namespace) = (sandbox.clone(), seen.clone(), namespace.to_string());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let now = Instant::now();
+                let done = undos(&sandbox, &namespace);
+                if let Ok(mut seen) = seen.lock() {
+                    for n in done.keys() {
+                        seen.entry(*n).or_insert(now);
+                    }
+                    if seen.len() == DEPLOYMENTS {
+                        return;
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let storm = post_all(url, bodies).await;
+    watching.await.expect("watcher");
+    // Late duplicates would show here as a second undo.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = undos(sandbox, namespace);
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut latency: Vec<f64> = seen
+        .iter()
+        .filter_map(|(n, at)| {
+            let sent = storm.first_sent.get(n)?;
+            Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latency.sort_by(f64::total_cmp);
+    let last = seen
+        .values()
+        .max()
+        .map(|at| at.duration_since(storm.started).as_secs_f64())
+        .unwrap_or(f64::NAN);
+    let rate = storm.accepted as f64 / storm.secs;
+    let exactly_one = counts.len() == DEPLOYMENTS && counts.values().all(|c| *c == 1);
+    println!(
+        "{label:<40} {rate:>8.0} alerts/s ({:.1}% of the floor), {} refused, storm {:.1}s",
+        100.0 * rate / floor_rate,
+        storm.refused,
+        storm.secs
+    );
+    if !latency.is_empty() {
+        println!(
+            "{:<40} p50={:.1}ms p99={:.1}ms max={:.1}ms; last undo {last:.2}s after the first alert",
+            "  first alert -> undo, per Deployment",
+            percentile(&latency, 0.5),
+            percentile(&latency, 0.99),
+            latency[latency.len() - 1]
+        );
+    }
+    println!(
+        "{:<40} {} of {DEPLOYMENTS} undone, exactly one each: {exactly_one}",
+        "  undos",
+        counts.len()
+    );
+    println!(
+        "{:<40} at ready {rss_ready:.0} MiB, peak {:.0} MiB, after {:.0} MiB",
+        "  daemon RSS",
+        mib(pid, "VmHWM"),
+        mib(pid, "VmRSS")
+    );
+    rate
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let posts: usize = std::env::var("STORM_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let sandbox = Sandbox::start(SandboxOptions {
+        rollout_delay: Duration::from_millis(20),
+        ..SandboxOptions::default()
+    })
+    .await
+    .map(Arc::new)
+    .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = rollbackd::k8s::client(Some(&kubeconfig))
+        .await
+        .expect("client");
+
+    if let Some(count) = std::env::var("STORM_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        scale(dir.path(), &kubeconfig, &client, count).await;
+        return;
+    }
+    println!(
+        "rollbackd storm benchmark: {posts} single-alert POSTs at {CONNECTIONS} connections, \
+         {DEPLOYMENTS} Deployments (2-core shared machine; compare rows of one run)\n"
+    );
+    let floor_url = floor().await;
+    let floor = post_all(&floor_url, storm("floor", posts)).await;
+    let floor_rate = floor.accepted as f64 / floor.secs;
+    println!(
+        "{:<40} {floor_rate:>8.0} alerts/s, {} refused",
+        "floor: bare axum + parse", floor.refused
+    );
+
+    for (label, namespace, group_commit) in [
+        ("rollbackd, group commit", "grouped", true),
+        ("rollbackd, a transaction per delivery", "single", false),
+    ] {
+        deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
+        let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, group_commit).await;
+        daemon_storm(label, &sandbox, &daemon, &url, namespace, posts, floor_rate).await;
+    }
+}
