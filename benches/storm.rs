@@ -397,7 +397,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let client = rollbackd::k8s::client(Some(&kubeconfig))
+    let client = rollbackd::k8s::client(Some(&kubeconfig), None)
         .await
         .expect("client");
 
