@@ -394,7 +394,10 @@ impl Pipeline {
         let now = Timestamp::now();
         let attempts = u32::try_from(pending.attempts + 1).unwrap_or(u32::MAX);
         let followup = self.followup(&mut result, attempts, now);
-        let messages = if is_notable(result.outcome) {
+        // A transient failure is told once, at the first attempt, and again when the attempts
+        // are used up: not at every retry in between.
+        let retry_in_between = attempts > 1 && matches!(followup, Followup::RetryAt(_));
+        let messages = if is_notable(result.outcome) && !retry_in_between {
             let n = self.notification(recorded.incident_id, alert, &decision, Some(&result), now);
             self.messages(&n, format!("result:{action_id}"), now)
         } else {
@@ -460,7 +463,8 @@ impl Pipeline {
     async fn note_stale(&self) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let wait = SignedDuration::try_from(self.max_decision_wait).unwrap_or(SignedDuration::MAX);
-        let page = self.store.undecided_page(PAGE, now).await?;
+        let cutoff = now.checked_sub(wait).unwrap_or(now);
+        let page = self.store.overdue_page(PAGE, cutoff).await?;
         let past = self.store.past_actions().await?;
         let why = self
             .readiness
@@ -468,8 +472,6 @@ impl Pipeline {
             .unwrap_or_else(|| "the Kubernetes watches are not fresh".into());
         let stale: Vec<(PendingAlert, Decision)> = page
             .into_iter()
-            .filter(|p| p.outcome.as_deref() != Some(Outcome::StaleData.code()))
-            .filter(|p| now.duration_since(p.received_at) > wait)
             .map(|p| {
                 // Correlated on the stale index only to file it under the right incident.
                 let mut d = self.decide(&p.alert, &past);

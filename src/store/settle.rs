@@ -76,6 +76,37 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` undecided alerts received before `received_before` and not yet recorded
+    /// `stale-data`: those that waited too long for fresh data, however long the backlog.
+    pub async fn overdue_page(
+        &self,
+        limit: usize,
+        received_before: Timestamp,
+    ) -> Result<Vec<PendingAlert>> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, starts_at, source, status, labels, annotations,
+                    generator_url, external_url, ends_at, received_at, outcome, attempts
+             FROM alerts WHERE decided_at IS NULL AND received_at < $1
+                AND (outcome IS NULL OR outcome <> 'stale-data')
+             ORDER BY priority DESC, id LIMIT $2",
+        )
+        .bind(ts_text(received_before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingAlert {
+                    alert_id: r.try_get("id")?,
+                    alert: alert_from_row(r)?,
+                    received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
+                    outcome: r.try_get("outcome")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
     /// How many alerts wait for a decision (including those waiting to be decided again).
     pub async fn pending_count(&self) -> Result<i64> {
         Ok(

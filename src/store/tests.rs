@@ -480,3 +480,40 @@ async fn unsettled_actions_carry_what_settling_needs() {
         Some("uid-web-c")
     );
 }
+
+#[tokio::test]
+async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let alerts: Vec<Alert> = (0..3)
+        .map(|i| {
+            let mut a = mk_alert(AlertStatus::Firing);
+            a.labels.insert("deployment".into(), format!("w-{i}"));
+            a.fingerprint = Fingerprint::of(&a.labels);
+            a
+        })
+        .collect();
+    let ids: Vec<i64> = store
+        .record_alerts(&alerts[..2], t(100))
+        .await
+        .expect("early")
+        .iter()
+        .map(|r| r.alert_id)
+        .collect();
+    store
+        .record_alerts(&alerts[2..], t(200))
+        .await
+        .expect("late");
+    let mut stale = mk_decision();
+    stale.outcome = Outcome::StaleData;
+    stale.command = None;
+    store
+        .record_decision(ids[0], &alerts[0], &stale, t(150))
+        .await
+        .expect("noted")
+        .expect("recorded");
+    let overdue = store.overdue_page(10, t(180)).await.expect("overdue");
+    let got: Vec<i64> = overdue.iter().map(|p| p.alert_id).collect();
+    assert_eq!(got, vec![ids[1]], "noted once, and the late one is not overdue yet");
+    assert_eq!(store.pending_count().await.expect("count"), 3, "stale-data stays undecided");
+}
