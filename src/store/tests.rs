@@ -514,6 +514,14 @@ async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_s
         .expect("recorded");
     let overdue = store.overdue_page(10, t(180)).await.expect("overdue");
     let got: Vec<i64> = overdue.iter().map(|p| p.alert_id).collect();
-    assert_eq!(got, vec![ids[1]], "noted once, and the late one is not overdue yet");
-    assert_eq!(store.pending_count().await.expect("count"), 3, "stale-data stays undecided");
+    assert_eq!(
+        got,
+        vec![ids[1]],
+        "noted once, and the late one is not overdue yet"
+    );
+    assert_eq!(
+        store.pending_count().await.expect("count"),
+        3,
+        "stale-data stays undecided"
+    );
 }
