@@ -132,6 +132,7 @@ pub struct Metrics {
     webhook_duration: Family<CodeLabel, Histogram>,
     kubernetes_duration: Family<VerbLabel, Histogram>,
     poller_query_duration: Histogram,
+    alert_to_action: Histogram,
 }
 
 impl Default for Metrics {
@@ -186,6 +187,12 @@ impl Metrics {
             kubernetes_duration.clone(),
         );
         let poller_query_duration = latency_histogram();
+        let alert_to_action = latency_histogram();
+        registry.register(
+            "alert_to_action_seconds",
+            "From an alert's receipt to the recorded result of the action it caused",
+            alert_to_action.clone(),
+        );
         registry.register(
             "poller_query_duration_seconds",
             "Time of each PromQL query the poller sends, failed ones included",
@@ -262,6 +269,7 @@ impl Metrics {
             webhook_duration,
             kubernetes_duration,
             poller_query_duration,
+            alert_to_action,
         }
     }
 
@@ -310,6 +318,11 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// An action's result was recorded `took` after its alert was received.
+    pub fn action_after_alert(&self, took: Duration) {
+        self.alert_to_action.observe(took.as_secs_f64());
     }
 
     /// One poller evaluation: its result, and how long its query took.

@@ -421,6 +421,9 @@ impl Pipeline {
             )
             .await?;
         self.queued(recorded.incident_id, messages.len());
+        let took = now.duration_since(pending.received_at);
+        self.metrics
+            .action_after_alert(Duration::try_from(took).unwrap_or_default());
         self.tell_cluster(
             recorded.incident_id,
             decision.workload.as_ref(),
