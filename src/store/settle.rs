@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::read::alert_from_row;
 use super::write::append;
@@ -63,17 +64,7 @@ impl Store {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingAlert {
-                    alert_id: r.try_get("id")?,
-                    alert: alert_from_row(r)?,
-                    received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
-                    outcome: r.try_get("outcome")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(pending_from_row).collect()
     }
 
     /// Up to `limit` undecided alerts received before `received_before` and not yet recorded
@@ -94,17 +85,7 @@ impl Store {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingAlert {
-                    alert_id: r.try_get("id")?,
-                    alert: alert_from_row(r)?,
-                    received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
-                    outcome: r.try_get("outcome")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(pending_from_row).collect()
     }
 
     /// How many alerts wait for a decision (including those waiting to be decided again).
@@ -136,45 +117,16 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let namespace: String = r.try_get("a_namespace")?;
-                let name: String = r.try_get("workload_name")?;
-                let workload_uid: String = r.try_get("a_uid")?;
-                let workload = r
-                    .try_get::<Option<String>, _>("workload_kind")?
-                    .map(|kind| WorkloadRef {
-                        kind,
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        uid: workload_uid.clone(),
-                    });
-                let rollout = match (
-                    r.try_get::<Option<String>, _>("rollout_uid")?,
-                    r.try_get::<Option<String>, _>("rollout_since")?,
-                ) {
-                    (Some(uid), Some(since)) => Some(RolloutRef {
-                        revision: RevisionRef {
-                            name: r
-                                .try_get::<Option<String>, _>("rollout_name")?
-                                .unwrap_or_default(),
-                            uid,
-                            revision: r
-                                .try_get::<Option<i64>, _>("rollout_revision")?
-                                .unwrap_or(0),
-                            image: r.try_get("rollout_image")?,
-                        },
-                        since: parse_ts(&since)?,
-                    }),
-                    _ => None,
-                };
+                let (workload, rollout) = refs_from_row(r)?;
                 Ok(UnsettledAction {
                     action_id: r.try_get("action_id")?,
                     incident_id: r.try_get("incident_id")?,
                     alert_id: r.try_get("alert_id")?,
                     status: r.try_get("action_status")?,
                     kind: r.try_get("kind")?,
-                    namespace,
-                    name,
-                    workload_uid,
+                    namespace: r.try_get("a_namespace")?,
+                    name: r.try_get("workload_name")?,
+                    workload_uid: r.try_get("a_uid")?,
                     blamed_key: r.try_get("blamed_uid")?,
                     blamed_name: r.try_get("blamed_name")?,
                     target_key: r
@@ -207,4 +159,50 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// An undecided alert, from the columns both backlog queries select.
+fn pending_from_row(r: &SqliteRow) -> Result<PendingAlert> {
+    Ok(PendingAlert {
+        alert_id: r.try_get("id")?,
+        alert: alert_from_row(r)?,
+        received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
+        outcome: r.try_get("outcome")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+/// The workload and the rollout blamed, from the incident's columns.
+pub(super) fn refs_from_row(r: &SqliteRow) -> Result<(Option<WorkloadRef>, Option<RolloutRef>)> {
+    let namespace: String = r.try_get("a_namespace")?;
+    let name: String = r.try_get("workload_name")?;
+    let uid: String = r.try_get("a_uid")?;
+    let workload = r
+        .try_get::<Option<String>, _>("workload_kind")?
+        .map(|kind| WorkloadRef {
+            kind,
+            namespace,
+            name,
+            uid,
+        });
+    let rollout = match (
+        r.try_get::<Option<String>, _>("rollout_uid")?,
+        r.try_get::<Option<String>, _>("rollout_since")?,
+    ) {
+        (Some(uid), Some(since)) => Some(RolloutRef {
+            revision: RevisionRef {
+                name: r
+                    .try_get::<Option<String>, _>("rollout_name")?
+                    .unwrap_or_default(),
+                uid,
+                revision: r
+                    .try_get::<Option<i64>, _>("rollout_revision")?
+                    .unwrap_or(0),
+                image: r.try_get("rollout_image")?,
+            },
+            since: parse_ts(&since)?,
+        }),
+        _ => None,
+    };
+    Ok((workload, rollout))
 }

@@ -13,11 +13,11 @@ use sqlx::sqlite::SqliteRow;
 
 use super::outbox::{NewMessage, enqueue};
 use super::read::alert_from_row;
+use super::settle::refs_from_row;
 use super::write::append;
 use super::{Result, Store, parse_ts, ts_text};
 use crate::core::alert::Alert;
 use crate::core::engine::{Outcome, RolloutRef, WorkloadRef};
-use crate::core::undo::RevisionRef;
 use crate::core::verify::FollowedAlert;
 
 /// An applied action whose verification is under way.
@@ -264,41 +264,6 @@ fn followed_from_row(r: &SqliteRow) -> Result<FollowedAlert> {
             _ => None,
         },
     })
-}
-
-/// The workload and the rollout blamed, from the incident's columns.
-fn refs_from_row(r: &SqliteRow) -> Result<(Option<WorkloadRef>, Option<RolloutRef>)> {
-    let namespace: String = r.try_get("a_namespace")?;
-    let name: String = r.try_get("workload_name")?;
-    let uid: String = r.try_get("a_uid")?;
-    let workload = r
-        .try_get::<Option<String>, _>("workload_kind")?
-        .map(|kind| WorkloadRef {
-            kind,
-            namespace,
-            name,
-            uid,
-        });
-    let rollout = match (
-        r.try_get::<Option<String>, _>("rollout_uid")?,
-        r.try_get::<Option<String>, _>("rollout_since")?,
-    ) {
-        (Some(uid), Some(since)) => Some(RolloutRef {
-            revision: RevisionRef {
-                name: r
-                    .try_get::<Option<String>, _>("rollout_name")?
-                    .unwrap_or_default(),
-                uid,
-                revision: r
-                    .try_get::<Option<i64>, _>("rollout_revision")?
-                    .unwrap_or(0),
-                image: r.try_get("rollout_image")?,
-            },
-            since: parse_ts(&since)?,
-        }),
-        _ => None,
-    };
-    Ok((workload, rollout))
 }
 
 #[cfg(test)]

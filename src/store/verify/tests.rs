@@ -3,6 +3,7 @@
 use super::*;
 use crate::core::alert::{AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::core::engine::{Command, Decision, UndoDeployment};
+use crate::core::undo::RevisionRef;
 use crate::store::{ActionResult, ActionStatus, Followup};
 
 fn t(secs: i64) -> Timestamp {
