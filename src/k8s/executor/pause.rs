@@ -3,7 +3,7 @@
 //! change in between is a conflict, never overwritten. Nothing is sent when the revision the
 //! alert blamed is no longer the current one.
 
-use kube::api::{Api, DynamicObject, ListParams, Patch};
+use kube::api::{Api, DynamicObject, Patch};
 use serde_json::json;
 
 use super::{
@@ -11,10 +11,7 @@ use super::{
 };
 use crate::core::engine::{Outcome, PauseWorkload, describe};
 use crate::core::workload::current_replica_set;
-use crate::k8s::{
-    deployment_state, deployments, replica_set_state, replica_sets, rollout_state, rollouts,
-    selector_string,
-};
+use crate::k8s::{deployment_state, deployments, rollout_state, rollouts, selector_string};
 
 impl Executor {
     pub(super) async fn pause_once(&self, c: &PauseWorkload) -> Attempt {
@@ -38,56 +35,34 @@ impl Executor {
                 format!("{what} was deleted and recreated since the alert was correlated"),
             ));
         }
+        let selector = obj.data.pointer("/spec/selector").and_then(selector_string);
+        let owned = match self
+            .owned_replica_sets(
+                &c.namespace,
+                &c.uid,
+                selector.as_deref().filter(|_| !rollout),
+            )
+            .await
+        {
+            Ok(owned) => owned,
+            Err(e) => {
+                let doing = format!("listing ReplicaSets of {what}");
+                return Attempt::Done(read_failed(&doing, "list", "replicasets.apps", e));
+            }
+        };
         let current = if rollout {
             let Some(state) = rollout_state(&obj) else {
                 return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
             };
-            let rs_api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
-            match self.timed(rs_api.list(&ListParams::default())).await {
-                Ok(list) => list
-                    .items
-                    .iter()
-                    .filter_map(replica_set_state)
-                    .find(|rs| {
-                        rs.owner_uid.as_deref() == Some(c.uid.as_str())
-                            && rs.pod_hash == state.current_pod_hash
-                    })
-                    .map(|rs| rs.uid),
-                Err(e) => {
-                    let doing = format!("listing ReplicaSets of {what}");
-                    return Attempt::Done(read_failed(&doing, "list", "replicasets.apps", e));
-                }
-            }
+            owned
+                .iter()
+                .find(|rs| rs.pod_hash == state.current_pod_hash)
+                .map(|rs| rs.uid.clone())
         } else {
             let Some(state) = deployment_state(&obj) else {
                 return Attempt::Done(failed(format!("{what} as read lacks metadata or spec")));
             };
-            let selector = obj
-                .data
-                .pointer("/spec/selector")
-                .and_then(selector_string)
-                .unwrap_or_default();
-            let rs_api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &c.namespace, &replica_sets());
-            match self
-                .timed(rs_api.list(&ListParams::default().labels(&selector)))
-                .await
-            {
-                Ok(list) => {
-                    let owned: Vec<_> = list
-                        .items
-                        .iter()
-                        .filter_map(replica_set_state)
-                        .filter(|rs| rs.owner_uid.as_deref() == Some(c.uid.as_str()))
-                        .collect();
-                    current_replica_set(&state, owned.iter()).map(|rs| rs.uid.clone())
-                }
-                Err(e) => {
-                    let doing = format!("listing ReplicaSets of {what}");
-                    return Attempt::Done(read_failed(&doing, "list", "replicasets.apps", e));
-                }
-            }
+            current_replica_set(&state, owned.iter()).map(|rs| rs.uid.clone())
         };
         if current.as_deref() != Some(c.blamed.uid.as_str()) {
             return Attempt::Done(skipped(

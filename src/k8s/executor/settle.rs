@@ -260,7 +260,7 @@ impl Executor {
     }
 
     /// The ReplicaSets in `namespace` controlled by `owner_uid`.
-    async fn owned_replica_sets(
+    pub(super) async fn owned_replica_sets(
         &self,
         namespace: &str,
         owner_uid: &str,
