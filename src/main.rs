@@ -49,7 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             rollbackd::daemon::serve(config, shutdown_signal()).await?;
         }
-        Command::Check { config } => match rollbackd::cli::check(&config) {
+        Command::Check { config, offline } => match rollbackd::cli::check(&config, offline) {
             Ok(report) => print!("{report}"),
             Err(problems) => {
                 eprint!("{problems}");

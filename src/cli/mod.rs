@@ -47,6 +47,10 @@ pub enum Command {
         /// The TOML config file to validate, with the rule files it names.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Validate off the cluster, e.g. the shipped config in a checkout: the files only the
+        /// pod has (token and password files, the kubeconfig) are listed, not read.
+        #[arg(long)]
+        offline: bool,
     },
     /// Review recorded incidents.
     Incidents {
