@@ -23,15 +23,13 @@ pub fn check(path: &Path, offline: bool) -> Result<String, String> {
         }
     })?;
     let mut report = describe(path, &config);
-    if offline {
-        if !config.deployed_files.is_empty() {
-            let _ = writeln!(
-                report,
-                "offline:     not read here (they must exist where rollbackd runs):"
-            );
-            for (key, file) in &config.deployed_files {
-                let _ = writeln!(report, "               {key} = {}", file.display());
-            }
+    if offline && !config.deployed_files.is_empty() {
+        let _ = writeln!(
+            report,
+            "offline:     not read here (they must exist where rollbackd runs):"
+        );
+        for (key, file) in &config.deployed_files {
+            let _ = writeln!(report, "               {key} = {}", file.display());
         }
     }
     if let Some(prom) = &config.prometheus {
