@@ -42,7 +42,7 @@ use file::StoreFile;
 
 pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
-pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
+pub use outbox::{AttemptEnd, Backlog, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
