@@ -110,8 +110,12 @@ async fn the_quick_start_from_dry_run_to_enforce() {
         let served: Vec<&str> = rendered
             .split("\n---\n")
             .filter(|doc| {
-                let kind = parse_yaml(doc)[0]["kind"].as_str().unwrap_or_default().to_string();
-                ["Namespace", "ConfigMap", "Secret", "Service", "Deployment"].contains(&kind.as_str())
+                let kind = parse_yaml(doc)[0]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                ["Namespace", "ConfigMap", "Secret", "Service", "Deployment"]
+                    .contains(&kind.as_str())
             })
             .collect();
         let applied = env
@@ -119,7 +123,14 @@ async fn the_quick_start_from_dry_run_to_enforce() {
             .await;
         assert!(applied.ok, "{}{}", applied.stdout, applied.stderr);
         let status = env
-            .ok(&["-n", "rollbackd", "rollout", "status", "deployment/rollbackd", "--timeout=30s"])
+            .ok(&[
+                "-n",
+                "rollbackd",
+                "rollout",
+                "status",
+                "deployment/rollbackd",
+                "--timeout=30s",
+            ])
             .await;
         assert!(status.contains("successfully rolled out"), "{status}");
         // The Secret holds the token the file had, as the pod will read it.
@@ -130,7 +141,12 @@ async fn the_quick_start_from_dry_run_to_enforce() {
             .iter()
             .filter_map(|s| s["metadata"]["name"].as_str())
             .collect();
-        assert!(names.iter().any(|n| n.starts_with("rollbackd-webhook-token-")), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("rollbackd-webhook-token-")),
+            "{names:?}"
+        );
 
         // The shipped config, as the pod sees it, with the pod's paths replaced by local files.
         let port = free_port();
@@ -139,27 +155,40 @@ async fn the_quick_start_from_dry_run_to_enforce() {
         let text = std::fs::read_to_string(&shipped)
             .unwrap()
             .replace("0.0.0.0:9095", &addr)
-            .replace("/etc/rollbackd/token", &base.join("webhook-token").display().to_string())
-            .replace("/etc/rollbackd/read-token", &base.join("read-token").display().to_string())
+            .replace(
+                "/etc/rollbackd/token",
+                &base.join("webhook-token").display().to_string(),
+            )
+            .replace(
+                "/etc/rollbackd/read-token",
+                &base.join("read-token").display().to_string(),
+            )
             .replace(
                 "/var/lib/rollbackd/rollbackd.db",
                 &env.dir.path().join("rollbackd.db").display().to_string(),
             )
             .replace(
                 "[kubernetes]\n",
-                &format!("[kubernetes]\nkubeconfig = {:?}\n", env.kubeconfig.display().to_string()),
+                &format!(
+                    "[kubernetes]\nkubeconfig = {:?}\n",
+                    env.kubeconfig.display().to_string()
+                ),
             );
         std::fs::write(&local, &text).unwrap();
         stdout_of(&["check"], &local);
 
         // A workload with a bad rollout.
-        env.ok(&["create", "deployment", "web", "--image=nginx:1.0"]).await;
-        env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]).await;
-        env.ok(&["set", "image", "deployment/web", "nginx=nginx:2.0"]).await;
-        env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]).await;
+        env.ok(&["create", "deployment", "web", "--image=nginx:1.0"])
+            .await;
+        env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+            .await;
+        env.ok(&["set", "image", "deployment/web", "nginx=nginx:2.0"])
+            .await;
+        env.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+            .await;
         let image = || async {
-            env.json(&["get", "deployment", "web"]).await["spec"]["template"]["spec"]["containers"][0]
-                ["image"]
+            env.json(&["get", "deployment", "web"]).await["spec"]["template"]["spec"]["containers"]
+                [0]["image"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -190,12 +219,18 @@ async fn the_quick_start_from_dry_run_to_enforce() {
         let daemon = serve(&local);
         ready(addr.clone()).await;
         assert_eq!(
-            post(&read_token, alert(&jiff::Timestamp::now().to_string())).await.unwrap().status(),
+            post(&read_token, alert(&jiff::Timestamp::now().to_string()))
+                .await
+                .unwrap()
+                .status(),
             401,
             "the read token cannot post alerts"
         );
         assert_eq!(
-            post(&webhook_token, alert(&jiff::Timestamp::now().to_string())).await.unwrap().status(),
+            post(&webhook_token, alert(&jiff::Timestamp::now().to_string()))
+                .await
+                .unwrap()
+                .status(),
             200
         );
         let list = eventually(20, "a dry-run decision", || async {
@@ -221,12 +256,18 @@ async fn the_quick_start_from_dry_run_to_enforce() {
 
         // 5. Enforce: the mode line changed as the page says, the daemon restarted with it.
         let enforcing = text.replace("mode = \"dry-run\"", "mode = \"enforce\"");
-        assert_ne!(enforcing, text, "the shipped config has the mode line the page names");
+        assert_ne!(
+            enforcing, text,
+            "the shipped config has the mode line the page names"
+        );
         std::fs::write(&local, enforcing).unwrap();
         let _daemon = serve(&local);
         ready(addr.clone()).await;
         assert_eq!(
-            post(&webhook_token, alert(&jiff::Timestamp::now().to_string())).await.unwrap().status(),
+            post(&webhook_token, alert(&jiff::Timestamp::now().to_string()))
+                .await
+                .unwrap()
+                .status(),
             200
         );
         eventually(20, "the undo", || async {
