@@ -126,6 +126,13 @@ pub enum IncidentsCommand {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Copy the incident store to a new file, consistently, while the daemon runs; the copy
+    /// is checked before the command succeeds.
+    Backup {
+        /// Where to write the copy; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@
 //! transaction ([`tx`]), no write into a file that is no longer at the store's path
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
+mod backup;
 mod file;
 mod group;
 mod health;
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 
 use file::StoreFile;
 
+pub use backup::BackupSummary;
 pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
 pub use outbox::{AttemptEnd, Backlog, NewMessage, OutboxRow, OutboxStatus};
@@ -66,6 +68,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0} exists already; a backup never overwrites a file")]
+    BackupExists(String),
     #[error("the incident store file {path} is gone")]
     FileGone {
         path: String,
