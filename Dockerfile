@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # rollbackd's container image: `docker build -t rollbackd:0.1.0 .`
 #
-# The builder compiles the locked dependency set with the pinned toolchain; the runtime is
+# The builder compiles the locked dependency set with the pinned toolchain, without the default
+# `sandbox` feature (the simulated API server and the demo are for tests); the runtime is
 # distroless (no shell, no package manager) and runs as the non-root user 65532. TLS roots are
 # compiled in (webpki-roots), so the image needs no CA bundle of its own.
 #
@@ -23,7 +24,7 @@ COPY migrations ./migrations
 COPY rules ./rules
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked --no-default-features \
     && install -D -m 0755 target/release/rollbackd /out/rollbackd
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -396,4 +396,8 @@ fn the_dockerfile_passes_hadolint_and_copies_what_cargo_reads() {
         builder.contains("--locked"),
         "the build uses Cargo.lock as it is"
     );
+    assert!(
+        builder.contains("--no-default-features"),
+        "the image leaves out the sandbox and the demo"
+    );
 }

@@ -66,6 +66,7 @@ pub enum Command {
         command: NotifyCommand,
     },
     /// Run the simulated Kubernetes API server alone.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Address to listen on, e.g. 127.0.0.1:6443 (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -78,6 +79,7 @@ pub enum Command {
         rollout_delay: std::time::Duration,
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
+    #[cfg(feature = "sandbox")]
     Demo,
 }
 
