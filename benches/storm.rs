@@ -248,6 +248,20 @@ async fn scale(
         mib(pid, "VmHWM"),
         mib(pid, "VmRSS") * 1024.0 / count as f64
     );
+    println!(
+        "{:<40} anonymous {:.0} MiB, file-backed (the binary's pages) {:.0} MiB",
+        "  of which",
+        mib(pid, "RssAnon"),
+        mib(pid, "RssFile")
+    );
+    // A profiler writes its report at exit: stop the daemon with SIGTERM, not SIGKILL.
+    if std::env::var("STORM_DAEMON_WRAPPER").is_ok() {
+        let mut daemon = daemon;
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = daemon.0.wait();
+    }
 }
 
 async fn start_daemon(
@@ -270,8 +284,18 @@ async fn start_daemon(
         ),
     )
     .expect("config");
+    // STORM_DAEMON_WRAPPER runs the daemon under a profiler, e.g. "valgrind --tool=massif".
+    let wrapper = std::env::var("STORM_DAEMON_WRAPPER").unwrap_or_default();
+    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_rollbackd"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_rollbackd")),
+    };
     let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .env("ROLLBACKD_LOG", "error")
@@ -289,10 +313,92 @@ async fn start_daemon(
     let started = Instant::now();
     while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        assert!(started.elapsed() < Duration::from_secs(300), "not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (daemon, format!("{base}/api/v1/alerts"))
+}
+
+/// B1, at rest: one alert at a time, alert → undo applied, against `kubectl rollout undo` as a
+/// whole process on equivalent Deployments of the same sandbox (discovery cache warm).
+async fn at_rest(
+    sandbox: &Arc<Sandbox>,
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    client: &kube::Client,
+) {
+    const N: usize = 50;
+    deploy_many(client, "rest", N, &["app:1", "app:2"]).await;
+    deploy_many(client, "kubectl", N, &["app:1", "app:2"]).await;
+    let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true).await;
+    let http = reqwest::Client::new();
+    let mut ours = Vec::new();
+    for i in 0..N {
+        let body = scenario::alertmanager_payload(
+            &[
+                ("alertname", "HighErrorRate"),
+                ("namespace", "rest"),
+                ("deployment", &format!("d-{i}")),
+            ],
+            Timestamp::now(),
+        );
+        // A short log, so that looking for the undo costs little beside what is measured.
+        sandbox.clear_requests();
+        let started = Instant::now();
+        let answer = http.post(&url).json(&body).send().await.expect("posted");
+        assert!(answer.status().is_success());
+        while !undos(sandbox, "rest").contains_key(&i) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no undo of d-{i}"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        ours.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cache = dir.join("kubectl-cache");
+    let mut theirs = Vec::new();
+    for i in 0..N {
+        let started = Instant::now();
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args([
+                "-n",
+                "kubectl",
+                "rollout",
+                "undo",
+                &format!("deployment/d-{i}"),
+            ])
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        theirs.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    for v in [&mut ours, &mut theirs] {
+        v.sort_by(f64::total_cmp);
+    }
+    let row = |label: &str, v: &[f64]| {
+        println!(
+            "{label:<40} n={N} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            v[v.len() - 1]
+        );
+    };
+    row("B1 rollbackd: alert -> undo applied", &ours);
+    row("B1 kubectl rollout undo (whole process)", &theirs);
+    println!(
+        "{:<40} {:.1}x\n",
+        "B1 ratio of medians, kubectl / rollbackd",
+        percentile(&theirs, 0.5) / percentile(&ours, 0.5)
+    );
 }
 
 /// One storm against a daemon: prints its rows and returns accepted alerts/s.
@@ -412,6 +518,7 @@ async fn main() {
         "rollbackd storm benchmark: {posts} single-alert POSTs at {CONNECTIONS} connections, \
          {DEPLOYMENTS} Deployments (2-core shared machine; compare rows of one run)\n"
     );
+    at_rest(&sandbox, dir.path(), &kubeconfig, &client).await;
     let floor_url = floor().await;
     let floor = post_all(&floor_url, storm("floor", posts)).await;
     let floor_rate = floor.accepted as f64 / floor.secs;
