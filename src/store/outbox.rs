@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::write::append;
 use super::{Result, Store, parse_ts, ts_text};
@@ -111,7 +111,7 @@ const COLUMNS: &str = "id, incident_id, channel, destination, event, payload, st
 /// Inserts queued messages inside the caller's transaction, with a `notify` timeline entry
 /// each. A message already queued for the same event and destination is left as it is.
 pub(super) async fn enqueue(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     incident_id: i64,
     messages: &[NewMessage],
     now: Timestamp,
@@ -313,7 +313,7 @@ impl Store {
     }
 }
 
-fn outbox_row(r: &SqliteRow) -> Result<OutboxRow> {
+fn outbox_row(r: &AnyRow) -> Result<OutboxRow> {
     let ts = |name: &str| -> Result<Timestamp> { parse_ts(&r.try_get::<String, _>(name)?) };
     let payload: String = r.try_get("payload")?;
     Ok(OutboxRow {

@@ -203,7 +203,7 @@ impl Store {
 /// One decision inside a write transaction; `None` (and nothing written) if the alert was
 /// already decided.
 async fn record_decision_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     alert_id: i64,
     alert: &Alert,
     decision: &Decision,
@@ -378,7 +378,7 @@ async fn record_decision_in(
             .bind(&intent.blamed_name)
             .bind(&intent.target_key)
             .bind(&intent.target_name)
-            .bind(intent.dry_run)
+            .bind(i64::from(intent.dry_run))
             .bind(&now_text)
             .fetch_one(&mut *tx)
             .await?
@@ -509,7 +509,7 @@ impl Store {
 }
 
 pub(super) async fn append(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     incident_id: i64,
     at: Timestamp,
     kind: &str,
@@ -535,7 +535,7 @@ pub(super) async fn append(
 /// [`Store::record_alerts_ranked`], shared with the group committer (`group`), which runs it
 /// for each delivery of a batch in one transaction.
 pub(super) async fn record_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     alerts: &[Alert],
     urgent: &[bool],
     now: Timestamp,
