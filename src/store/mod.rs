@@ -351,4 +351,6 @@ mod fault_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod test_db;
+#[cfg(test)]
 mod tests;

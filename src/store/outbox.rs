@@ -345,6 +345,7 @@ mod tests {
     use crate::core::engine::{Decision, Outcome};
 
     use super::*;
+    use crate::store::test_db::{TestDb, on_both};
 
     fn alert(i: usize) -> Alert {
         let labels: LabelSet = [("alertname", format!("A{i}")), ("namespace", "x".into())]
@@ -366,12 +367,8 @@ mod tests {
 
     /// The delivery worker writes while the webhook records alerts: recording must wait for
     /// the write lock, never fail (a failure is a 503 to Alertmanager).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn alerts_are_recorded_while_the_worker_writes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
-            .await
-            .expect("store");
+    async fn alerts_are_recorded_while_the_worker_writes(db: TestDb) {
+        let store = db.open().await;
         let now = Timestamp::now();
         let first = alert(0);
         let received = store
@@ -421,4 +418,6 @@ mod tests {
         }
         writer.await.expect("writer");
     }
+
+    on_both!(alerts_are_recorded_while_the_worker_writes);
 }

@@ -1,5 +1,6 @@
-//! Store tests against a real SQLite file.
+//! Store tests, each against a real SQLite file and a real PostgreSQL ([`on_both!`]).
 
+use super::test_db::{TestDb, on_both};
 use super::*;
 use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::core::engine::{Command, Decision, Outcome, RolloutRef, UndoDeployment, WorkloadRef};
@@ -65,11 +66,6 @@ fn mk_decision() -> Decision {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
-        .await
-        .expect("open")
-}
 
 #[test]
 fn timestamps_have_a_fixed_width() {
@@ -77,10 +73,8 @@ fn timestamps_have_a_fixed_width() {
     assert_eq!(parse_ts(&ts_text(t(5))).expect("parse"), t(5));
 }
 
-#[tokio::test]
-async fn duplicates_are_counted_not_recorded_twice() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn duplicates_are_counted_not_recorded_twice(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let first = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -94,10 +88,8 @@ async fn duplicates_are_counted_not_recorded_twice() {
     assert_eq!(store.undecided_alerts().await.expect("undecided").len(), 1);
 }
 
-#[tokio::test]
-async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -143,7 +135,7 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
         .expect("resolve");
     drop(store);
 
-    let store = open(&dir).await;
+    let store = db.open().await;
     let detail = store
         .incident(recorded.incident_id)
         .await
@@ -186,10 +178,8 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
     );
 }
 
-#[tokio::test]
-async fn the_timeline_refuses_updates_and_deletes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn the_timeline_refuses_updates_and_deletes(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -212,12 +202,18 @@ async fn the_timeline_refuses_updates_and_deletes() {
             .await
             .is_err()
     );
+    if store.backend() == Backend::Postgres {
+        assert!(
+            sqlx::query("TRUNCATE timeline")
+                .execute(&store.pool)
+                .await
+                .is_err()
+        );
+    }
 }
 
-#[tokio::test]
-async fn a_second_live_action_for_the_same_cause_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_second_live_action_for_the_same_cause_is_refused(db: TestDb) {
+    let store = db.open().await;
     let mut other = mk_alert(AlertStatus::Firing);
     other
         .labels
@@ -243,12 +239,10 @@ async fn a_second_live_action_for_the_same_cause_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_never_see_a_locked_database() {
+async fn concurrent_writers_never_see_a_locked_database(db: TestDb) {
     // The webhook records alerts while the worker records decisions: a read-then-write
     // transaction must not fail with SQLITE_BUSY when another commits first.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+    let store = db.open().await;
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..4 {
         let store = store.clone();
@@ -286,10 +280,8 @@ fn failed_transiently() -> ActionResult {
     }
 }
 
-#[tokio::test]
-async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -318,10 +310,8 @@ async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided() {
     assert_eq!(at("decision"), ts_text(t(190)));
 }
 
-#[tokio::test]
-async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -418,10 +408,8 @@ async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attemp
     assert_eq!(received_entries, 1, "an alert is received once");
 }
 
-#[tokio::test]
-async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time(db: TestDb) {
+    let store = db.open().await;
     let quiet: Vec<Alert> = (0..5)
         .map(|i| {
             let mut a = mk_alert(AlertStatus::Firing);
@@ -449,10 +437,8 @@ async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time() {
     assert_eq!(store.pending_count().await.expect("count"), 6);
 }
 
-#[tokio::test]
-async fn unsettled_actions_carry_what_settling_needs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn unsettled_actions_carry_what_settling_needs(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -481,10 +467,8 @@ async fn unsettled_actions_carry_what_settling_needs() {
     );
 }
 
-#[tokio::test]
-async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale(db: TestDb) {
+    let store = db.open().await;
     let alerts: Vec<Alert> = (0..3)
         .map(|i| {
             let mut a = mk_alert(AlertStatus::Firing);
@@ -525,3 +509,16 @@ async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_s
         "stale-data stays undecided"
     );
 }
+
+on_both!(
+    duplicates_are_counted_not_recorded_twice,
+    a_decision_and_its_result_build_the_timeline_and_survive_reopening,
+    the_timeline_refuses_updates_and_deletes,
+    a_second_live_action_for_the_same_cause_is_refused,
+    concurrent_writers_never_see_a_locked_database,
+    received_is_stamped_when_the_alert_arrived_not_when_it_was_decided,
+    a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts,
+    urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time,
+    unsettled_actions_carry_what_settling_needs,
+    overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale,
+);

@@ -479,7 +479,7 @@ impl Store {
         .bind(result.outcome.code())
         .bind(&result.message)
         .bind(&retry_at)
-        .bind(on_delivery)
+        .bind(i64::from(on_delivery))
         .bind(alert_id)
         .execute(&mut *tx)
         .await?;
