@@ -698,13 +698,14 @@ impl Config {
             );
         }
         let url = &self.store.url;
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if crate::store::Backend::of(url).is_none() {
             problem(
                 "store.url",
-                "PostgreSQL is not supported yet; use sqlite://FILE".into(),
+                format!(
+                    "{:?} is neither a sqlite:// nor a postgres:// URL",
+                    crate::store::redact_url(url)
+                ),
             );
-        } else if !url.starts_with("sqlite:") {
-            problem("store.url", format!("{url:?} is not a sqlite:// URL"));
         }
         if let Some(prom) = &self.prometheus {
             if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
