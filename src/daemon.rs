@@ -41,9 +41,12 @@ impl Running {
 
 /// Starts every part and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store.url)
-        .await
-        .with_context(|| format!("opening store {}", crate::store::redact_url(&config.store.url)))?;
+    let store = Store::open(&config.store.url).await.with_context(|| {
+        format!(
+            "opening store {}",
+            crate::store::redact_url(&config.store.url)
+        )
+    })?;
     let index = SharedIndex::default();
     // The previous selector or weights live nowhere but the store: restore them first.
     for change in store.latest_traffic_changes().await? {

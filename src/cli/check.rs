@@ -117,7 +117,11 @@ fn describe(path: &Path, c: &Config) -> String {
         "gitops:      mode {gitops}; argoproj.io applications in namespace {} when the cluster serves them",
         c.gitops.argocd_namespace
     );
-    let _ = writeln!(out, "store:       {}", crate::store::redact_url(&c.store.url));
+    let _ = writeln!(
+        out,
+        "store:       {}",
+        crate::store::redact_url(&c.store.url)
+    );
     out.push_str(&crate::cli::describe_notify(c));
     match &c.prometheus {
         None => {

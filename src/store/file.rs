@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn the_pool_url_names_the_file_and_never_creates_it() {
-        assert_eq!(pool_url(Path::new("/a b/x?#%.db")), "sqlite:/a b/x%3F%23%25.db?mode=rw");
+        assert_eq!(
+            pool_url(Path::new("/a b/x?#%.db")),
+            "sqlite:/a b/x%3F%23%25.db?mode=rw"
+        );
         assert_eq!(pool_url(Path::new("rel.db")), "sqlite:rel.db?mode=rw");
     }
 

@@ -13,6 +13,7 @@
 //! transaction ([`tx`]), no write into a file that is no longer at the store's path
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
+mod fence;
 mod file;
 mod group;
 mod health;
@@ -32,14 +33,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tracing::{info, warn};
 
 use file::StoreFile;
 
+pub use fence::{Fence, Term};
 pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
 pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
@@ -85,6 +85,13 @@ pub enum StoreError {
     },
     #[error("the group committer stopped before answering")]
     CommitterGone,
+    /// An action intent from a replica that does not lead (docs/ha.md).
+    #[error("this replica does not hold the lease: no action is recorded")]
+    NotLeader,
+    /// An action intent from a leader whose epoch is no longer the newest: another replica
+    /// took over since (docs/ha.md).
+    #[error("leader epoch {epoch} was superseded by epoch {newest}: no action is recorded")]
+    Fenced { epoch: i64, newest: i64 },
 }
 
 /// A handle on the store; cheap to clone.
@@ -102,6 +109,8 @@ pub struct Store {
     /// writer that just committed wins again and again: the decision worker, deciding a
     /// backlog page after page, would starve the webhook's deliveries.
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Whether action intents need the leader's epoch to be the newest (`fence`).
+    fence: Arc<std::sync::Mutex<Fence>>,
     /// Where webhook deliveries queue for a group commit (`group`); `None` in the
     /// committer's own handle, and when group commit is off.
     committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
@@ -138,6 +147,7 @@ impl Store {
             pool,
             backend,
             file,
+            fence: Arc::new(std::sync::Mutex::new(Fence::Off)),
             writable: Arc::new(AtomicBool::new(true)),
             committer: None,
         };

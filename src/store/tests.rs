@@ -66,7 +66,6 @@ fn mk_decision() -> Decision {
     }
 }
 
-
 #[test]
 fn timestamps_have_a_fixed_width() {
     assert_eq!(ts_text(t(0)), "2027-01-15T08:00:00.000000000Z");
@@ -510,12 +509,78 @@ async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_s
     );
 }
 
+/// Two replicas on one store: the one whose epoch was superseded cannot record an intent,
+/// however late its decision comes; one that lost the lease cannot either.
+async fn an_intent_from_a_superseded_leader_is_refused(db: TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut other = mk_alert(AlertStatus::Firing);
+    other
+        .labels
+        .insert("alertname".into(), "HighLatencyP95".into());
+    other.fingerprint = Fingerprint::of(&other.labels);
+    let alerts = [mk_alert(AlertStatus::Firing), other];
+    let received = a.record_alerts(&alerts, t(101)).await.expect("record");
+    let first = a
+        .take_leadership("replica-a", t(101))
+        .await
+        .expect("a leads");
+    assert_eq!(
+        first,
+        Term {
+            epoch: 1,
+            previous: None
+        }
+    );
+    let second = b
+        .take_leadership("replica-b", t(102))
+        .await
+        .expect("b leads");
+    assert_eq!(
+        second,
+        Term {
+            epoch: 2,
+            previous: Some("replica-a".into())
+        }
+    );
+    let refused = a
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(103))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Fenced {
+                epoch: 1,
+                newest: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    a.lose_leadership();
+    let refused = a
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(103))
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotLeader)), "{refused:?}");
+    assert!(
+        a.past_actions().await.expect("past").is_empty(),
+        "nothing was recorded"
+    );
+    // The newest leader records the same decision, intent included.
+    let recorded = b
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(104))
+        .await
+        .expect("the newest leader records")
+        .expect("undecided");
+    assert!(recorded.action_id.is_some());
+}
+
 on_both!(
     duplicates_are_counted_not_recorded_twice,
     a_decision_and_its_result_build_the_timeline_and_survive_reopening,
     the_timeline_refuses_updates_and_deletes,
     a_second_live_action_for_the_same_cause_is_refused,
     concurrent_writers_never_see_a_locked_database,
+    an_intent_from_a_superseded_leader_is_refused,
     received_is_stamped_when_the_alert_arrived_not_when_it_was_decided,
     a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts,
     urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time,

@@ -162,7 +162,16 @@ impl Store {
         notify: impl FnOnce(i64) -> Vec<NewMessage>,
     ) -> Result<Option<Recorded>> {
         let mut tx = self.write_tx().await?;
-        let recorded = record_decision_in(&mut tx, alert_id, alert, decision, now, notify).await?;
+        let recorded = record_decision_in(
+            &mut tx,
+            self.fence(),
+            alert_id,
+            alert,
+            decision,
+            now,
+            notify,
+        )
+        .await?;
         if recorded.is_none() {
             tx.rollback().await?;
             return Ok(None);
@@ -181,6 +190,7 @@ impl Store {
         now: Timestamp,
         mut notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
     ) -> Result<Vec<Option<Recorded>>> {
+        let fence = self.fence();
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(batch.len());
         for (i, (alert_id, alert, decision)) in batch.iter().enumerate() {
@@ -188,11 +198,16 @@ impl Store {
                 decision.command.is_none(),
                 "acting decisions are recorded alone"
             );
-            let recorded =
-                record_decision_in(&mut tx, *alert_id, alert, decision, now, |incident| {
-                    notify(i, incident)
-                })
-                .await?;
+            let recorded = record_decision_in(
+                &mut tx,
+                fence,
+                *alert_id,
+                alert,
+                decision,
+                now,
+                |incident| notify(i, incident),
+            )
+            .await?;
             out.push(recorded);
         }
         tx.commit().await?;
@@ -202,8 +217,10 @@ impl Store {
 
 /// One decision inside a write transaction; `None` (and nothing written) if the alert was
 /// already decided.
+#[allow(clippy::too_many_arguments)]
 async fn record_decision_in(
     tx: &mut sqlx::AnyConnection,
+    fence: super::Fence,
     alert_id: i64,
     alert: &Alert,
     decision: &Decision,
@@ -360,6 +377,7 @@ async fn record_decision_in(
 
         let mut action_id = None;
         if let Some(command) = &decision.command {
+            super::fence::check(tx, fence).await?;
             let intent = command.intent();
             let id: i64 = sqlx::query(
                 "INSERT INTO actions (incident_id, alert_id, kind, namespace, workload_name,

@@ -1,10 +1,10 @@
 //! Verification bookkeeping, against a real SQLite file and a real PostgreSQL.
 
 use super::*;
-use crate::store::test_db::{TestDb, on_both};
 use crate::core::alert::{AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::core::engine::{Command, Decision, UndoDeployment};
 use crate::core::undo::RevisionRef;
+use crate::store::test_db::{TestDb, on_both};
 use crate::store::{ActionResult, ActionStatus, Followup};
 
 fn t(secs: i64) -> Timestamp {
