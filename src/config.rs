@@ -17,9 +17,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 mod gitops;
+mod leader;
 mod notify;
 
 pub use gitops::GitopsConfig;
+pub use leader::LeaderElectionConfig;
 
 pub use notify::{
     EmailConfig, EmailRoute, EmailSettings, Matchers, NotifyConfig, SlackConfig, SlackMode,
@@ -129,6 +131,8 @@ pub struct Config {
     pub prometheus: Option<PrometheusConfig>,
     /// `[gitops]`: Argo CD Applications with self-heal.
     pub gitops: GitopsConfig,
+    /// `[leader_election]`: on whenever the store is PostgreSQL (docs/ha.md).
+    pub leader_election: LeaderElectionConfig,
     /// The full bearer token (webhook and reads), from `server.token_file` or `server.token`.
     pub webhook_token: Option<Secret>,
     /// The read-only bearer token (pages, read API, metrics; never the webhook), from
@@ -496,6 +500,7 @@ impl Config {
             .get("prometheus")
             .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
         let gitops: GitopsConfig = section(&raw, "gitops", &mut problems);
+        let leader_election: LeaderElectionConfig = section(&raw, "leader_election", &mut problems);
         let (notify, slack, email) = notify::parse(&raw, &mut problems);
         let mut config = Config {
             server,
@@ -505,6 +510,7 @@ impl Config {
             correlation,
             prometheus,
             gitops,
+            leader_election,
             webhook_token: None,
             read_token: None,
             prometheus_auth: PrometheusAuth::None,
@@ -521,6 +527,7 @@ impl Config {
             })
         };
         config.gitops.validate(&mut problem);
+        config.leader_election.validate(&mut problem);
         notify::validate_notify(&config.notify, &mut problem);
         config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
         config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
@@ -806,6 +813,17 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("gitops", &["mode", "argocd_namespace"]),
     (
+        "leader_election",
+        &[
+            "lease_name",
+            "lease_namespace",
+            "identity",
+            "lease_duration",
+            "renew_deadline",
+            "retry_period",
+        ],
+    ),
+    (
         "notify",
         &[
             "retry_deadline",
@@ -1058,6 +1076,11 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(Secret::new(value))
+}
+
+/// A DNS subdomain (RFC 1123): what most object names must be.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn is_dns_label(s: &str) -> bool {
