@@ -173,7 +173,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
             }))
         };
+        let listening = {
+            let pipeline = pipeline.clone();
+            let url = config.store.url.clone();
+            async move {
+                let store = pipeline.store.clone();
+                store.listen_for_alerts(&url, || pipeline.wake()).await
+            }
+        };
         tokio::select! {
+            () = listening => bail!("the store's alert notifications stopped"),
             _ = persist_changes => bail!("the traffic change recorder stopped"),
             () = server => bail!("the HTTP server stopped"),
             _ = watching => bail!("a Kubernetes watch ended"),

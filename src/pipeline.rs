@@ -165,6 +165,11 @@ impl Pipeline {
         });
     }
 
+    /// Wakes the worker: alerts await a decision (recorded by another replica).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Notified whenever notifications were queued: the delivery worker waits on it.
     pub fn outbox_wake(&self) -> Arc<Notify> {
         self.outbox_wake.clone()

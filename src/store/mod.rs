@@ -162,6 +162,39 @@ impl Store {
         self.backend
     }
 
+    /// Calls `wake` each time another connection commits new alerts (on PostgreSQL, whichever
+    /// replica recorded them), so that the leader decides them at once rather than at its next
+    /// sweep. Never returns; a lost connection is opened again, and what was announced
+    /// meanwhile is found by the sweep. Returns at once for SQLite, where the recording
+    /// process wakes its own worker.
+    pub async fn listen_for_alerts(&self, url: &str, wake: impl Fn()) {
+        if self.backend != Backend::Postgres {
+            return std::future::pending().await;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(url).await {
+                Ok(mut listener) => match listener.listen(write::ALERTS_CHANNEL).await {
+                    Ok(()) => loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => wake(),
+                            // Reconnected: something may have been missed.
+                            Ok(None) => wake(),
+                            Err(e) => {
+                                warn!(error = %e, "lost the store's alert notifications; the sweep still finds new alerts");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "cannot listen for the store's alert notifications")
+                    }
+                },
+                Err(e) => warn!(error = %e, "cannot listen for the store's alert notifications"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -704,5 +704,15 @@ pub(super) async fn record_in(
             reopened,
         });
     }
+    // Replicas share a PostgreSQL store: the leader is told at commit that alerts await a
+    // decision (`Store::listen_for_alerts`), wherever they were received.
+    if tx.backend_name() == "PostgreSQL" && out.iter().any(|r| r.fresh || r.reopened) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {ALERTS_CHANNEL}")))
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(out)
 }
+
+/// The PostgreSQL notification channel on which a commit of new alerts is announced.
+pub(super) const ALERTS_CHANNEL: &str = "rollbackd_alerts";
