@@ -148,7 +148,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 None => pipeline.clone(),
             };
             let poller = match &prometheus {
-                Some((prom, auth)) => Some(build_poller(prom, auth, &metrics)?),
+                Some((prom, auth)) => {
+                    let poller = build_poller(prom, auth, &metrics)?;
+                    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
+                    Some(poller)
+                }
                 None => None,
             };
             let delivery = delivery.clone();
@@ -337,7 +341,6 @@ fn build_poller(
         .with_eval_hook(move |record| {
             metrics.evaluation(record.rule, record.conclusive, record.took)
         });
-    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
     Ok(poller)
 }
 

@@ -307,3 +307,40 @@ async fn alerts_sent_to_either_replica_during_the_switch_each_roll_back_once() {
     }
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_store_is_unreachable_answers_503_and_records_once_it_is_back() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let store = pg::fresh_database().await;
+    let db = pg::database_of(&store).to_string();
+    let a = Replica::spawn(&env, &store, "replica-a", None);
+    a.wait_ready().await;
+
+    // The database refuses every connection, and those open are cut.
+    pg::admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await;
+    pg::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .await;
+    let payload = alert("web", "HighErrorRate");
+    let (status, body) = post_alert(&a.addr, &payload).await;
+    assert_eq!(status, 503, "Alertmanager must retry: {body}");
+
+    // Back: Alertmanager's retry is recorded, and acted on once.
+    pg::admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = post_alert(&a.addr, &payload).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 until the store is back");
+        assert!(Instant::now() < deadline, "the store did not take writes again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = wait_incidents(&a.addr, 1, Duration::from_secs(30)).await;
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_rolled_back_once(&env, "web").await;
+    drop(a);
+}

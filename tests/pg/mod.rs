@@ -76,6 +76,22 @@ pub async fn fresh_database() -> String {
     server.url(&name)
 }
 
+/// Runs `sql` on the server as its superuser, outside any test database (to make a database
+/// unreachable and reachable again, for instance).
+pub async fn admin(sql: &str) {
+    let mut admin = server().connect("postgres").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    admin.close().await.ok();
+}
+
+/// The database name at the end of a URL from [`fresh_database`].
+pub fn database_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
 impl PgServer {
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
