@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -185,15 +185,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 store.listen_for_alerts(&url, || pipeline.wake()).await
             }
         };
-        tokio::select! {
-            () = listening => bail!("the store's alert notifications stopped"),
-            _ = persist_changes => bail!("the traffic change recorder stopped"),
-            () = server => bail!("the HTTP server stopped"),
-            _ = watching => bail!("a Kubernetes watch ended"),
-            e = election.lead(term) => return Err(e),
-            _ = stopped => info!("shutting down"),
-        }
-        Ok(())
+        let mut election = election;
+        let ended = tokio::select! {
+            () = listening => Err(anyhow::anyhow!("the store's alert notifications stopped")),
+            _ = persist_changes => Err(anyhow::anyhow!("the traffic change recorder stopped")),
+            () = server => Err(anyhow::anyhow!("the HTTP server stopped")),
+            _ = watching => Err(anyhow::anyhow!("a Kubernetes watch ended")),
+            e = election.lead(term) => Err(e),
+            _ = stopped => {
+                info!("shutting down");
+                Ok(())
+            }
+        };
+        // The work of the term was dropped with the select: give the Lease up.
+        election.stop().await;
+        ended
     });
     Ok(Running {
         addr,
@@ -211,6 +217,8 @@ struct Election {
     leading: watch::Receiver<bool>,
     /// Keeps the constant "leading" of a single replica from reading as a stopped election.
     _always: Option<watch::Sender<bool>>,
+    /// The Lease election, with PostgreSQL; its receiver is `leading`.
+    lease: Option<(crate::k8s::lease::Election, std::time::Duration)>,
     /// This replica's identity in the election; `None` without one.
     identity: Option<String>,
     store: Store,
@@ -224,6 +232,7 @@ impl Election {
                 Election {
                     leading,
                     _always: Some(always),
+                    lease: None,
                     identity: None,
                     store: store.clone(),
                 }
@@ -239,9 +248,12 @@ impl Election {
                 // No intent is recorded until this replica leads.
                 store.lose_leadership();
                 let identity = settings.identity.clone();
+                let give_up_within = settings.retry_period;
                 let api = kube::Api::namespaced(client.clone(), &settings.namespace);
+                let election = crate::k8s::lease::elect(api, settings);
                 Election {
-                    leading: crate::k8s::lease::elect(api, settings),
+                    leading: election.leading.clone(),
+                    lease: Some((election, give_up_within)),
                     _always: None,
                     identity: Some(identity),
                     store: store.clone(),
@@ -253,7 +265,7 @@ impl Election {
     /// Runs `term`'s work for as long as each term of leadership lasts, and stops it at once
     /// when the term ends. Returns only when something failed for good.
     async fn lead(
-        mut self,
+        &mut self,
         term: impl Fn(Option<String>) -> anyhow::Result<Term>,
     ) -> anyhow::Error {
         loop {
@@ -302,6 +314,18 @@ impl Election {
                     info!("no longer leading: stopped deciding, acting, notifying and polling");
                 }
             }
+        }
+    }
+}
+
+impl Election {
+    /// Leaves the election at shutdown: nothing of a term runs any more, so a leader gives
+    /// the Lease up and another replica takes over at once.
+    async fn stop(self) {
+        self.store.lose_leadership();
+        drop(self.leading);
+        if let Some((lease, limit)) = self.lease {
+            lease.stop(limit).await;
         }
     }
 }

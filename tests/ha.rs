@@ -336,11 +336,46 @@ async fn a_replica_whose_store_is_unreachable_answers_503_and_records_once_it_is
             break;
         }
         assert_eq!(status, 503, "only 503 until the store is back");
-        assert!(Instant::now() < deadline, "the store did not take writes again");
+        assert!(
+            Instant::now() < deadline,
+            "the store did not take writes again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let list = wait_incidents(&a.addr, 1, Duration::from_secs(30)).await;
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_rolled_back_once(&env, "web").await;
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_by_sigterm_gives_the_lease_up_to_the_other() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let store = pg::fresh_database().await;
+    let leases = lease_api(&env);
+    let mut a = Replica::spawn(&env, &store, "replica-a", None);
+    a.wait_ready().await;
+    wait_holder(&leases, "replica-a", Duration::from_secs(20)).await;
+    let b = Replica::spawn(&env, &store, "replica-b", None);
+    b.wait_ready().await;
+    b.wait_for_line("leader election is on", Duration::from_secs(10));
+
+    // What the kubelet does to the old pod of a rolling update.
+    let pid = a.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    a.wait_for_line("gave the lease up", Duration::from_secs(10));
+    let status = a.child.wait().expect("replica-a exits");
+    assert!(status.success(), "a clean exit: {status:?}");
+    wait_holder(&leases, "replica-b", LEASE_DURATION * 5).await;
+
+    // The new leader acts.
+    let (status, _) = post_alert(&b.addr, &alert("web", "HighErrorRate")).await;
+    assert_eq!(status, 200);
+    wait_incidents(&b.addr, 1, Duration::from_secs(30)).await;
+    assert_rolled_back_once(&env, "web").await;
 }

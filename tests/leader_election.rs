@@ -1,6 +1,7 @@
 //! Leader election against the sandbox, in process: the sandbox refuses a Lease update based
 //! on a stale resourceVersion (409), of several electors exactly one leads, and a leader
-//! whose renewals fail (sandbox fault injection) stops leading before its Lease expires.
+//! whose renewals fail (sandbox fault injection) stops leading before its Lease expires. A
+//! leader that leaves gives the Lease up; one killed is replaced once it expires (tests/ha.rs).
 
 mod common;
 
@@ -9,9 +10,8 @@ use std::time::Duration;
 use common::{sandbox_env, wait_until};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, PostParams};
-use rollbackd::k8s::lease::{LeaseSettings, elect};
+use rollbackd::k8s::lease::{Election, LeaseSettings, elect};
 use rollbackd::sandbox::{Fault, FaultAction};
-use tokio::sync::watch;
 
 fn settings(identity: &str) -> LeaseSettings {
     LeaseSettings {
@@ -77,14 +77,14 @@ async fn a_lease_update_from_a_stale_resource_version_is_refused() {
 async fn of_three_electors_exactly_one_leads_and_another_takes_over_when_it_stops() {
     let env = sandbox_env().await;
     let api: Api<Lease> = Api::namespaced(env.client.clone(), "default");
-    let mut electors: Vec<(String, watch::Receiver<bool>)> = ["a", "b", "c"]
+    let mut electors: Vec<(String, Election)> = ["a", "b", "c"]
         .iter()
         .map(|id| (id.to_string(), elect(api.clone(), settings(id))))
         .collect();
-    let leaders = |electors: &[(String, watch::Receiver<bool>)]| -> Vec<String> {
+    let leaders = |electors: &[(String, Election)]| -> Vec<String> {
         electors
             .iter()
-            .filter(|(_, leading)| *leading.borrow())
+            .filter(|(_, election)| *election.leading.borrow())
             .map(|(id, _)| id.clone())
             .collect()
     };
@@ -101,9 +101,25 @@ async fn of_three_electors_exactly_one_leads_and_another_takes_over_when_it_stop
     let first = leaders(&electors).remove(0);
     assert_eq!(holder(&api).await.as_deref(), Some(first.as_str()));
 
-    // The leader stops (its receiver dropped ends its loop); another takes over once the
-    // Lease has expired, and the count of transitions goes up.
-    electors.retain(|(id, _)| *id != first);
+    // The leader leaves the election and gives the Lease up; another takes it, and the count
+    // of transitions goes up by one for each change of holder (to none, then to it).
+    let at = electors
+        .iter()
+        .position(|(id, _)| *id == first)
+        .expect("leader");
+    let (_, leaving) = electors.remove(at);
+    leaving.stop(Duration::from_secs(5)).await;
+    let after = api
+        .get("rollbackd")
+        .await
+        .expect("lease")
+        .spec
+        .expect("spec");
+    assert_ne!(
+        after.holder_identity.as_deref(),
+        Some(first.as_str()),
+        "given up: {after:?}"
+    );
     wait_until("another leader", Duration::from_secs(10), || {
         let n = leaders(&electors).len();
         async move { n == 1 }
@@ -122,7 +138,8 @@ async fn a_leader_whose_renewals_fail_stops_before_its_lease_expires() {
     let env = sandbox_env().await;
     let api: Api<Lease> = Api::namespaced(env.client.clone(), "default");
     let s = settings("cut-off");
-    let mut leading = elect(api.clone(), s.clone());
+    let election = elect(api.clone(), s.clone());
+    let mut leading = election.leading.clone();
     tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
         .await
         .expect("leads within 10s")

@@ -49,12 +49,30 @@ struct Observed {
     at: Instant,
 }
 
-/// Runs the election until the returned receiver and its clones are all dropped; the
-/// value is `true` while this replica leads.
-pub fn elect(api: Api<Lease>, settings: LeaseSettings) -> watch::Receiver<bool> {
+/// This replica's part in the election.
+pub struct Election {
+    /// `true` while this replica leads.
+    pub leading: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the election until [`Election::stop`], or until `leading` and its clones are all
+/// dropped.
+pub fn elect(api: Api<Lease>, settings: LeaseSettings) -> Election {
     let (leading, rx) = watch::channel(false);
-    tokio::spawn(run(api, settings, leading));
-    rx
+    Election {
+        leading: rx,
+        task: tokio::spawn(run(api, settings, leading)),
+    }
+}
+
+impl Election {
+    /// Leaves the election: a leader gives the Lease up, so that another replica takes it at
+    /// once rather than when it expires. Waits at most `limit` for that.
+    pub async fn stop(self, limit: Duration) {
+        drop(self.leading);
+        let _ = tokio::time::timeout(limit, self.task).await;
+    }
 }
 
 async fn run(api: Api<Lease>, settings: LeaseSettings, leading: watch::Sender<bool>) {
@@ -75,7 +93,12 @@ async fn run(api: Api<Lease>, settings: LeaseSettings, leading: watch::Sender<bo
             (sent, result)
         };
         tokio::select! {
-            () = leading.closed() => return,
+            () = leading.closed() => {
+                if renewed.is_some() {
+                    release(&api, &settings).await;
+                }
+                return;
+            }
             () = sleep_until_some(deadline) => {
                 warn!(
                     lease = %settings.name,
@@ -117,6 +140,34 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Gives the Lease up (no holder, renewed now): the next replica to try takes it at once.
+/// Best effort, bounded by `retry_period`: if it fails, the Lease expires as after a crash.
+async fn release(api: &Api<Lease>, settings: &LeaseSettings) {
+    let attempt = async {
+        let mut lease = api.get(&settings.name).await?;
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        api.replace(&settings.name, &PostParams::default(), &lease)
+            .await
+            .map(drop)
+    };
+    match tokio::time::timeout(settings.retry_period, attempt).await {
+        Ok(Ok(())) => info!(lease = %settings.name, "gave the lease up"),
+        Ok(Err(e)) => {
+            warn!(lease = %settings.name, error = %e, "could not give the lease up; it expires instead")
+        }
+        Err(_) => {
+            warn!(lease = %settings.name, "giving the lease up timed out; it expires instead")
+        }
     }
 }
 
@@ -191,8 +242,9 @@ fn spec_for(settings: &LeaseSettings, previous: Option<&LeaseSpec>) -> LeaseSpec
             Some(now.clone())
         },
         renew_time: Some(now),
+        // A change of holder, from another replica or from none (a Lease given up).
         lease_transitions: Some(match previous {
-            Some(p) if !held_by_me && p.holder_identity.is_some() => transitions + 1,
+            Some(_) if !held_by_me => transitions + 1,
             _ => transitions,
         }),
         ..LeaseSpec::default()
