@@ -105,7 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         client.clone(),
         config.kubernetes.call_timeout,
     ));
-    let election = Election::start(&config, &store, &client);
+    let election = Election::start(&config, &store, &client, &metrics);
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),
@@ -222,10 +222,11 @@ struct Election {
     /// This replica's identity in the election; `None` without one.
     identity: Option<String>,
     store: Store,
+    metrics: Metrics,
 }
 
 impl Election {
-    fn start(config: &Config, store: &Store, client: &kube::Client) -> Election {
+    fn start(config: &Config, store: &Store, client: &kube::Client, metrics: &Metrics) -> Election {
         match store.backend() {
             Backend::Sqlite => {
                 let (always, leading) = watch::channel(true);
@@ -235,6 +236,7 @@ impl Election {
                     lease: None,
                     identity: None,
                     store: store.clone(),
+                    metrics: metrics.clone(),
                 }
             }
             Backend::Postgres => {
@@ -257,6 +259,7 @@ impl Election {
                     _always: None,
                     identity: Some(identity),
                     store: store.clone(),
+                    metrics: metrics.clone(),
                 }
             }
         }
@@ -303,11 +306,13 @@ impl Election {
                 Ok(work) => work,
                 Err(e) => return e,
             };
+            self.metrics.set_leader(true);
             tokio::select! {
                 e = work => return e,
                 ended = self.leading.wait_for(|leading| !*leading) => {
                     // Intents are refused first; then the work of the term is dropped.
                     self.store.lose_leadership();
+                    self.metrics.set_leader(false);
                     if ended.is_err() {
                         return anyhow::anyhow!("the leader election stopped");
                     }
@@ -323,6 +328,7 @@ impl Election {
     /// the Lease up and another replica takes over at once.
     async fn stop(self) {
         self.store.lose_leadership();
+        self.metrics.set_leader(false);
         drop(self.leading);
         if let Some((lease, limit)) = self.lease {
             lease.stop(limit).await;

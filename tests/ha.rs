@@ -198,6 +198,20 @@ async fn assert_rolled_back_once(env: &Env, deployment: &str) {
     );
 }
 
+/// `rollbackd_leader` as a replica exposes it.
+async fn leader_metric(addr: &str) -> i64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("rollbackd_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rollbackd_leader in {text}"))
+}
+
 fn lease_api(env: &Env) -> Api<Lease> {
     Api::namespaced(env.client.clone(), "default")
 }
@@ -226,6 +240,8 @@ async fn the_follower_takes_over_from_a_leader_killed_mid_action() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(holder(&leases).await.as_deref(), Some("replica-a"));
     }
+    assert_eq!(leader_metric(&a.addr).await, 1);
+    assert_eq!(leader_metric(&b.addr).await, 0);
 
     // The alert goes to the follower: it records it, and the leader acts on it.
     let (status, _) = post_alert(&b.addr, &alert("web", "HighErrorRate")).await;
@@ -243,6 +259,11 @@ async fn the_follower_takes_over_from_a_leader_killed_mid_action() {
     eprintln!(
         "replica-b took the lease {took:?} after the kill (lease duration {LEASE_DURATION:?})"
     );
+    wait_until("replica-b reports leading", Duration::from_secs(10), || {
+        let addr = b.addr.clone();
+        async move { leader_metric(&addr).await == 1 }
+    })
+    .await;
     let list = wait_incidents(&b.addr, 1, Duration::from_secs(30)).await;
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["outcome"], "rolled-back", "{:#}", list[0]);
