@@ -400,3 +400,41 @@ async fn a_leader_stopped_by_sigterm_gives_the_lease_up_to_the_other() {
     wait_incidents(&b.addr, 1, Duration::from_secs(30)).await;
     assert_rolled_back_once(&env, "web").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_lease_stops_acting_and_records_alerts_only() {
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let store = pg::fresh_database().await;
+    let leases = lease_api(&env);
+    let a = Replica::spawn(&env, &store, "replica-a", None);
+    a.wait_ready().await;
+    wait_holder(&leases, "replica-a", Duration::from_secs(20)).await;
+    a.wait_for_line("leading: deciding", Duration::from_secs(10));
+
+    // Every Lease request fails from now on: the leader can no longer renew.
+    env.sandbox.inject_fault(rollbackd::sandbox::Fault {
+        verb: None,
+        resource: Some("leases".into()),
+        count: 100_000,
+        action: rollbackd::sandbox::FaultAction::Status(503),
+    });
+    a.wait_for_line("no longer leading", Duration::from_secs(10));
+    assert_eq!(leader_metric(&a.addr).await, 0);
+
+    // An alert is recorded (200) but nobody acts on it while nobody leads.
+    let (status, _) = post_alert(&a.addr, &alert("web", "HighErrorRate")).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        applied_patches(&env, "web"),
+        0,
+        "a replica that does not lead acts on nothing"
+    );
+
+    // The API server answers again: it leads under a new epoch and acts, once.
+    env.sandbox.clear_faults();
+    a.wait_for_line("leading: deciding", Duration::from_secs(10));
+    wait_incidents(&a.addr, 1, Duration::from_secs(30)).await;
+    assert_rolled_back_once(&env, "web").await;
+}
