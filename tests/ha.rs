@@ -51,8 +51,19 @@ impl Drop for Replica {
 
 impl Replica {
     fn spawn(env: &Env, store_url: &str, identity: &str, fault: Option<&str>) -> Replica {
+        Replica::spawn_with(env, store_url, identity, fault, "")
+    }
+
+    /// As [`Replica::spawn`], with `extra` TOML appended to the config.
+    fn spawn_with(
+        env: &Env,
+        store_url: &str,
+        identity: &str,
+        fault: Option<&str>,
+        extra: &str,
+    ) -> Replica {
         let addr = format!("127.0.0.1:{}", free_port());
-        let config = write_config(env, store_url, identity, &addr);
+        let config = write_config(env, store_url, identity, &addr, extra);
         let mut command = Command::new(binary());
         command
             .args(["serve", "--config"])
@@ -77,6 +88,11 @@ impl Replica {
             }
         });
         Replica { child, addr, lines }
+    }
+
+    /// The log lines printed since the last look, without waiting.
+    fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// Waits for a log line containing `needle`; panics after `limit`.
@@ -112,7 +128,7 @@ impl Replica {
     }
 }
 
-fn write_config(env: &Env, store_url: &str, identity: &str, addr: &str) -> PathBuf {
+fn write_config(env: &Env, store_url: &str, identity: &str, addr: &str, extra: &str) -> PathBuf {
     let path = env.dir.path().join(format!("{identity}.toml"));
     let text = format!(
         "[server]\nlisten = \"{addr}\"\n\
@@ -120,7 +136,7 @@ fn write_config(env: &Env, store_url: &str, identity: &str, addr: &str) -> PathB
          [store]\nurl = {store_url:?}\n\
          [policy]\nbreaker_max_actions = 0\n\
          [leader_election]\nidentity = {identity:?}\nlease_duration = \"2s\"\n\
-         renew_deadline = \"1s\"\nretry_period = \"200ms\"\n",
+         renew_deadline = \"1s\"\nretry_period = \"200ms\"\n{extra}",
         env.kubeconfig.display().to_string(),
     );
     std::fs::write(&path, text).expect("config written");
@@ -223,16 +239,25 @@ async fn the_follower_takes_over_from_a_leader_killed_mid_action() {
     let store = pg::fresh_database().await;
     let leases = lease_api(&env);
 
+    // Only the leader polls Prometheus (here one that is not there: every poll is
+    // inconclusive, never a reason to act).
+    let polling = format!(
+        "[prometheus]\nurl = \"http://127.0.0.1:{}\"\nrules = [{:?}]\n",
+        free_port(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/rules/*.yml")
+    );
     // Replica a starts first and leads; it will stop for good right after its PATCH.
-    let a = Replica::spawn(
+    let a = Replica::spawn_with(
         &env,
         &store,
         "replica-a",
         Some(rollbackd::fault::AFTER_PATCH),
+        &polling,
     );
     a.wait_ready().await;
     wait_holder(&leases, "replica-a", Duration::from_secs(20)).await;
-    let b = Replica::spawn(&env, &store, "replica-b", None);
+    a.wait_for_line("polling Prometheus", Duration::from_secs(10));
+    let b = Replica::spawn_with(&env, &store, "replica-b", None, &polling);
     b.wait_ready().await;
     b.wait_for_line("leader election is on", Duration::from_secs(10));
     // Exactly one holds the Lease, through several renewals.
@@ -246,6 +271,13 @@ async fn the_follower_takes_over_from_a_leader_killed_mid_action() {
     // The alert goes to the follower: it records it, and the leader acts on it.
     let (status, _) = post_alert(&b.addr, &alert("web", "HighErrorRate")).await;
     assert_eq!(status, 200);
+    let follower_said = b.lines_so_far();
+    assert!(
+        !follower_said
+            .iter()
+            .any(|l| l.contains("polling Prometheus")),
+        "the follower polls nothing: {follower_said:#?}"
+    );
     a.wait_for_line(
         &format!("fault point {} reached", rollbackd::fault::AFTER_PATCH),
         Duration::from_secs(20),
@@ -259,6 +291,7 @@ async fn the_follower_takes_over_from_a_leader_killed_mid_action() {
     eprintln!(
         "replica-b took the lease {took:?} after the kill (lease duration {LEASE_DURATION:?})"
     );
+    b.wait_for_line("polling Prometheus", Duration::from_secs(10));
     wait_until("replica-b reports leading", Duration::from_secs(10), || {
         let addr = b.addr.clone();
         async move { leader_metric(&addr).await == 1 }
