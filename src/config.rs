@@ -36,14 +36,27 @@ use crate::core::engine::{Mode, Policy};
 pub struct ConfigProblem {
     pub key: String,
     pub message: String,
+    /// The environment variable that set the key, when the bad value came from there and not
+    /// from the file.
+    pub from_env: Option<String>,
+}
+
+impl ConfigProblem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+        ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+            from_env: None,
+        }
+    }
 }
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
+        match (self.key.is_empty(), &self.from_env) {
+            (true, _) => write!(f, "{}", self.message),
+            (false, None) => write!(f, "{}: {}", self.key, self.message),
+            (false, Some(var)) => write!(f, "{} (set by {var}): {}", self.key, self.message),
         }
     }
 }
@@ -57,9 +70,14 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let overrides = if self.problems.iter().any(|p| p.from_env.is_some()) {
+            " and its environment overrides"
+        } else {
+            ""
+        };
         writeln!(
             f,
-            "{} problem(s) in {}:",
+            "{} problem(s) in {}{overrides}:",
             self.problems.len(),
             self.file.display()
         )?;
@@ -146,6 +164,9 @@ pub struct Config {
     pub slack: Option<SlackSettings>,
     /// `[notify.email]`, validated, its password read; `None` when not configured.
     pub email: Option<EmailSettings>,
+    /// The files named for secrets and cluster credentials, by key, resolved: what
+    /// `check --offline` lists instead of reading.
+    pub deployed_files: Vec<(&'static str, PathBuf)>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -474,6 +495,14 @@ impl Config {
         })
     }
 
+    /// For `check --offline`: everything but the files that exist only where rollbackd is
+    /// deployed (`Config::deployed_files`), which are not read.
+    pub fn load_offline(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_keeping(path, std::env::vars(), |key| {
+            !DEPLOYED_FILE_KEYS.contains(&key)
+        })
+    }
+
     /// Loads and validates, failing only on the problems whose key `relevant` keeps.
     fn load_keeping(
         path: &Path,
@@ -484,10 +513,16 @@ impl Config {
             file: path.to_path_buf(),
             problems,
         };
-        let raw = read_raw(path, env).map_err(|message| {
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ROLLBACKD__"))
+            .collect();
+        let overridden: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+        let raw = read_raw(path, env.clone()).map_err(|message| {
             fail(vec![ConfigProblem {
                 key: String::new(),
                 message,
+                from_env: None,
             }])
         })?;
         let mut problems = unknown_keys(&raw);
@@ -501,7 +536,15 @@ impl Config {
             .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
         let gitops: GitopsConfig = section(&raw, "gitops", &mut problems);
         let leader_election: LeaderElectionConfig = section(&raw, "leader_election", &mut problems);
-        let (notify, slack, email) = notify::parse(&raw, &mut problems);
+        let (notify, mut slack, mut email) = notify::parse(&raw, &mut problems);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(slack) = &mut slack {
+            rebase(dir, &mut slack.webhook_url_file);
+            rebase(dir, &mut slack.bot_token_file);
+        }
+        if let Some(email) = &mut email {
+            rebase(dir, &mut email.password_file);
+        }
         let mut config = Config {
             server,
             kubernetes,
@@ -517,13 +560,51 @@ impl Config {
             notify,
             slack: None,
             email: None,
+            deployed_files: Vec::new(),
         };
-        config.resolve_relative_to(path.parent().unwrap_or(Path::new(".")));
+        config.resolve_relative_to(dir);
+        let named = |key, file: Option<&PathBuf>| file.map(|f| (key, f.clone()));
+        let prom = config.prometheus.as_ref();
+        config.deployed_files = [
+            named("server.token_file", config.server.token_file.as_ref()),
+            named(
+                "server.read_token_file",
+                config.server.read_token_file.as_ref(),
+            ),
+            named(
+                "kubernetes.kubeconfig",
+                config.kubernetes.kubeconfig.as_ref(),
+            ),
+            named(
+                "prometheus.bearer_token_file",
+                prom.and_then(|p| p.bearer_token_file.as_ref()),
+            ),
+            named(
+                "prometheus.basic_auth_password_file",
+                prom.and_then(|p| p.basic_auth_password_file.as_ref()),
+            ),
+            named(
+                "notify.slack.webhook_url_file",
+                slack.as_ref().and_then(|s| s.webhook_url_file.as_ref()),
+            ),
+            named(
+                "notify.slack.bot_token_file",
+                slack.as_ref().and_then(|s| s.bot_token_file.as_ref()),
+            ),
+            named(
+                "notify.email.password_file",
+                email.as_ref().and_then(|e| e.password_file.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         config.validate(&mut problems);
         let mut problem = |key: &str, message: String| {
             problems.push(ConfigProblem {
                 key: key.into(),
                 message,
+                from_env: None,
             })
         };
         config.gitops.validate(&mut problem);
@@ -532,6 +613,9 @@ impl Config {
         config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
         config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
         problems.retain(|p| relevant(&p.key));
+        for p in &mut problems {
+            p.from_env = env_var_for(&p.key, &overridden);
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -539,14 +623,28 @@ impl Config {
         }
     }
 
-    /// Rule globs are relative to the config file's directory, as in Prometheus.
+    /// Every relative path in the config, from the file or an environment override, is
+    /// relative to the config file's directory, as in Prometheus: rule globs, token and
+    /// password files, the kubeconfig, and the SQLite file of `store.url`.
     fn resolve_relative_to(&mut self, dir: &Path) {
+        rebase(dir, &mut self.server.token_file);
+        rebase(dir, &mut self.server.read_token_file);
+        rebase(dir, &mut self.kubernetes.kubeconfig);
+        if let Some(file) = self.store.url.strip_prefix("sqlite://")
+            && !file.is_empty()
+            && !file.starts_with(':')
+            && Path::new(file).is_relative()
+        {
+            self.store.url = format!("sqlite://{}", dir.join(file).display());
+        }
         if let Some(prom) = &mut self.prometheus {
             for pattern in &mut prom.rules {
                 if Path::new(pattern.as_str()).is_relative() {
                     *pattern = dir.join(pattern.as_str()).display().to_string();
                 }
             }
+            rebase(dir, &mut prom.bearer_token_file);
+            rebase(dir, &mut prom.basic_auth_password_file);
         }
     }
 
@@ -555,6 +653,7 @@ impl Config {
             problems.push(ConfigProblem {
                 key: key.into(),
                 message,
+                from_env: None,
             })
         };
         let server = &self.server;
@@ -915,6 +1014,46 @@ fn read_raw(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
     Ok(raw)
 }
 
+/// The keys naming files that exist only where rollbackd is deployed.
+pub const DEPLOYED_FILE_KEYS: &[&str] = &[
+    "server.token_file",
+    "server.read_token_file",
+    "kubernetes.kubeconfig",
+    "prometheus.bearer_token_file",
+    "prometheus.basic_auth_password_file",
+    "notify.slack.webhook_url_file",
+    "notify.slack.bot_token_file",
+    "notify.email.password_file",
+];
+
+/// Makes a relative `path` relative to `dir` instead of the working directory.
+fn rebase(dir: &Path, path: &mut Option<PathBuf>) {
+    if let Some(p) = path
+        && p.is_relative()
+    {
+        *p = dir.join(&*p);
+    }
+}
+
+/// The environment variable among `vars` that set `key` (`policy.mode` is set by
+/// `ROLLBACKD__POLICY__MODE`), or set a part of it, or the whole section it is in.
+fn env_var_for(key: &str, vars: &[&str]) -> Option<String> {
+    if key.is_empty() {
+        return None;
+    }
+    vars.iter()
+        .find(|var| {
+            let Some(rest) = var.strip_prefix("ROLLBACKD__") else {
+                return false;
+            };
+            let dotted = rest.to_ascii_lowercase().replace("__", ".");
+            dotted == key
+                || key.starts_with(&format!("{dotted}."))
+                || dotted.starts_with(&format!("{key}."))
+        })
+        .map(|var| var.to_string())
+}
+
 /// Sets `raw[a][b]…` to `value`, creating tables on the way (and replacing non-tables).
 fn set_path(raw: &mut Value, path: &[&str], value: Value) {
     let Some((last, parents)) = path.split_last() else {
@@ -956,6 +1095,7 @@ fn unknown_keys(raw: &Value) -> Vec<ConfigProblem> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
+                from_env: None,
             });
             continue;
         };
@@ -970,6 +1110,7 @@ fn unknown_in(name: &str, keys: &[&str], value: &Value, problems: &mut Vec<Confi
         problems.push(ConfigProblem {
             key: name.to_string(),
             message: "must be a table".into(),
+            from_env: None,
         });
         return;
     };
@@ -978,6 +1119,7 @@ fn unknown_in(name: &str, keys: &[&str], value: &Value, problems: &mut Vec<Confi
             problems.push(ConfigProblem {
                 key: format!("{name}.{key}"),
                 message: format!("unknown key (known in [{name}]: {})", keys.join(", ")),
+                from_env: None,
             });
             continue;
         }
@@ -1029,6 +1171,7 @@ fn section_at<T: DeserializeOwned + Default>(
             Err(e) => problems.push(ConfigProblem {
                 key: format!("{name}.{key}"),
                 message: e.to_string(),
+                from_env: None,
             }),
         }
     }
@@ -1036,6 +1179,7 @@ fn section_at<T: DeserializeOwned + Default>(
         problems.push(ConfigProblem {
             key: name.into(),
             message: e.to_string(),
+            from_env: None,
         });
         T::default()
     })

@@ -257,10 +257,7 @@ fn demo_config(dir: &Path, kubeconfig: &Path) -> Result<Config, ConfigErrors> {
     );
     std::fs::write(&path, text).map_err(|e| ConfigErrors {
         file: path.clone(),
-        problems: vec![ConfigProblem {
-            key: String::new(),
-            message: e.to_string(),
-        }],
+        problems: vec![ConfigProblem::new("", e.to_string())],
     })?;
     Config::load_with_env(&path, Vec::new())
 }

@@ -49,7 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             rollbackd::daemon::serve(config, shutdown_signal()).await?;
         }
-        Command::Check { config } => match rollbackd::cli::check(&config) {
+        Command::Check { config, offline } => match rollbackd::cli::check(&config, offline) {
             Ok(report) => print!("{report}"),
             Err(problems) => {
                 eprint!("{problems}");
@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             listen,
             kubeconfig,
@@ -88,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             rollbackd::sandbox::serve_forever(options, &kubeconfig).await?;
         }
+        #[cfg(feature = "sandbox")]
         Command::Demo => rollbackd::demo::run().await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -98,6 +100,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the daemon's info lines would drown it.
     let default = match cli.command {
+        #[cfg(feature = "sandbox")]
         Command::Demo => "warn",
         _ => "info,kube=warn,sqlx=warn",
     };

@@ -8,6 +8,7 @@
 mod process;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +48,11 @@ struct EvaluationLabels {
 struct AttemptLabels {
     channel: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,6 +132,8 @@ pub struct Metrics {
     evaluations: Family<EvaluationLabels, Counter>,
     inconclusive_rules: Gauge,
     notification_attempts: Family<AttemptLabels, Counter>,
+    outbox_pending: Family<ChannelLabel, Gauge>,
+    outbox_oldest: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
     watch_healthy: Family<WatchLabels, Gauge>,
     breaker_open: Gauge,
     leader: Gauge,
@@ -154,6 +162,8 @@ impl Metrics {
         let evaluations = Family::<EvaluationLabels, Counter>::default();
         let inconclusive_rules = Gauge::default();
         let notification_attempts = Family::<AttemptLabels, Counter>::default();
+        let outbox_pending = Family::<ChannelLabel, Gauge>::default();
+        let outbox_oldest = Family::<ChannelLabel, Gauge<f64, AtomicU64>>::default();
         let watch_healthy = Family::<WatchLabels, Gauge>::default();
         let breaker_open = Gauge::default();
         registry.register(
@@ -242,6 +252,16 @@ impl Metrics {
             notification_attempts.clone(),
         );
         registry.register(
+            "outbox_pending",
+            "Notifications queued and not yet delivered or given up, by channel",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_timestamp_seconds",
+            "When the oldest undelivered notification was queued, by channel (0: none)",
+            outbox_oldest.clone(),
+        );
+        registry.register(
             "poller_inconclusive_rules",
             "Polled rules whose last evaluation was inconclusive",
             inconclusive_rules.clone(),
@@ -272,6 +292,8 @@ impl Metrics {
             evaluations,
             inconclusive_rules,
             notification_attempts,
+            outbox_pending,
+            outbox_oldest,
             watch_healthy,
             verifications,
             webhook_duration,
@@ -326,6 +348,16 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// A channel's undelivered notifications: how many, and when the oldest was queued.
+    pub fn outbox_backlog(&self, channel: &str, pending: i64, oldest: Option<jiff::Timestamp>) {
+        let label = ChannelLabel {
+            channel: channel.into(),
+        };
+        self.outbox_pending.get_or_create(&label).set(pending);
+        let at = oldest.map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+        self.outbox_oldest.get_or_create(&label).set(at);
     }
 
     /// An action's result was recorded `took` after its alert was received.

@@ -6,7 +6,7 @@
 mod deploy;
 mod sandbox_common;
 
-use deploy::{all, deploy_copy, find, kustomize, parse_yaml, repo};
+use deploy::{all, deploy_copy, find, kustomize, parse_yaml, repo, tool};
 use serde_json::{Value, json};
 
 const SANDBOX_KINDS: &[&str] = &["Namespace", "ConfigMap", "Secret", "Service", "Deployment"];
@@ -178,6 +178,59 @@ fn namespaced_render_binds_each_listed_namespace_only() {
     assert_eq!(bound, listed, "one RoleBinding per namespace in the config");
 }
 
+/// The config each overlay ships passes `rollbackd check --offline` off the cluster, which
+/// names the token files instead of reading them; a plain `check` here fails and says so.
+#[test]
+fn shipped_configs_pass_check_offline() {
+    let dir = deploy_copy();
+    for overlay in [
+        dir.path().to_path_buf(),
+        dir.path().join("overlays/namespaced"),
+        dir.path().join("overlays/ha"),
+    ] {
+        let docs = parse_yaml(&kustomize(&overlay));
+        let cm = all(&docs, "ConfigMap")
+            .find(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("rollbackd-config"))
+            })
+            .expect("config map");
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("rollbackd.toml");
+        std::fs::write(&file, cm["data"]["rollbackd.toml"].as_str().unwrap()).unwrap();
+        let run = |extra: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+                .arg("check")
+                .args(extra)
+                .arg("--config")
+                .arg(&file)
+                .env_remove("KUBECONFIG")
+                .output()
+                .unwrap()
+        };
+        let offline = run(&["--offline"]);
+        let stdout = String::from_utf8_lossy(&offline.stdout);
+        assert!(
+            offline.status.success(),
+            "{}: {stdout}{}",
+            overlay.display(),
+            String::from_utf8_lossy(&offline.stderr)
+        );
+        assert!(
+            stdout.contains("server.token_file = /etc/rollbackd/token"),
+            "{stdout}"
+        );
+        let online = run(&[]);
+        let stderr = String::from_utf8_lossy(&online.stderr);
+        assert!(
+            !online.status.success(),
+            "the token file is not here: {stderr}"
+        );
+        assert!(stderr.contains("check --offline"), "{stderr}");
+    }
+}
+
 #[test]
 fn ha_render_runs_two_replicas_on_postgres_with_the_lease_granted() {
     let dir = deploy_copy();
@@ -290,7 +343,25 @@ fn monitoring_component_renders() {
         .as_str()
         .expect("scrapes with a token");
     assert!(secret.starts_with("rollbackd-read-token"), "{secret}");
-    find(&docs, "PrometheusRule", "rollbackd");
+    find(&docs, "PrometheusRule", "rollbackd-self");
+    let generated = |prefix: &str| {
+        all(&docs, "Secret")
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .find(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no Secret {prefix}"))
+            .to_string()
+    };
+    assert_eq!(secret, generated("rollbackd-read-token"));
+    let amc = find(&docs, "AlertmanagerConfig", "rollbackd");
+    assert_eq!(amc["metadata"]["namespace"], "rollbackd");
+    let credentials = &amc["spec"]["receivers"][0]["webhookConfigs"][0]["httpConfig"]["authorization"]
+        ["credentials"];
+    assert_eq!(
+        credentials["name"].as_str(),
+        Some(generated("rollbackd-webhook-token").as_str()),
+        "the route must name the Secret as generated, hash suffix included"
+    );
+    assert_eq!(credentials["key"], "token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,4 +416,112 @@ async fn dry_run(env: &sandbox_common::Env, rendered: &str, served_docs: usize) 
     // A dry run leaves nothing behind.
     let deps = env.json(&["get", "deployments", "-n", "rollbackd"]).await;
     assert_eq!(deps["items"], json!([]));
+}
+
+/// Every overlay, with the monitoring component, is valid against the Kubernetes schemas
+/// (strict: an unknown field fails). The operator's kinds have no schema there and are checked
+/// structurally above.
+#[test]
+fn every_overlay_passes_the_kubernetes_schemas() {
+    let dir = deploy_copy();
+    let kustomization = dir.path().join("kustomization.yaml");
+    let text = std::fs::read_to_string(&kustomization).unwrap();
+    std::fs::write(
+        &kustomization,
+        text.replace(
+            "# components:\n#   - components/monitoring",
+            "components:\n  - components/monitoring",
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (name, overlay) in [
+        ("cluster-wide", dir.path().to_path_buf()),
+        ("namespaced", dir.path().join("overlays/namespaced")),
+        ("ha", dir.path().join("overlays/ha")),
+    ] {
+        let file = out.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, kustomize(&overlay)).unwrap();
+        let run = std::process::Command::new(tool("kubernetes-validate"))
+            .args(["--kubernetes-version", "1.33.0", "--strict", "--no-warn"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&run.stdout).to_string()
+            + &String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{name}: {report}");
+        for kind in [
+            "deployment",
+            "networkpolicy",
+            "poddisruptionbudget",
+            "service",
+        ] {
+            assert!(
+                report.contains(&format!("passed for resource {kind}/rollbackd")),
+                "{name}: {kind} was not validated: {report}"
+            );
+        }
+    }
+    // The validator does fail on a field the schema does not know.
+    let bad = out.path().join("bad.yaml");
+    let rendered = kustomize(dir.path());
+    std::fs::write(&bad, rendered.replacen("strategy:", "strateggy:", 1)).unwrap();
+    let run = std::process::Command::new(tool("kubernetes-validate"))
+        .args(["--kubernetes-version", "1.33.0", "--strict", "--no-warn"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "a misspelt field must fail");
+}
+
+/// The Dockerfile passes hadolint, and its builder copies everything cargo reads: every bench
+/// the manifest declares, and the migrations compiled into the binary.
+#[test]
+fn the_dockerfile_passes_hadolint_and_copies_what_cargo_reads() {
+    let dockerfile = repo().join("Dockerfile");
+    let run = std::process::Command::new(tool("hadolint"))
+        .arg(&dockerfile)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    let builder = text
+        .split("\nFROM ")
+        .find(|stage| stage.contains("AS builder"))
+        .expect("a builder stage");
+    let copied: Vec<&str> = builder
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let mut needed = vec!["Cargo.toml", "Cargo.lock", "src", "migrations"];
+    if manifest.contains("[[bench]]") {
+        needed.push("benches");
+    }
+    for path in needed {
+        assert!(
+            copied.contains(&path),
+            "the builder does not COPY {path}: {copied:?}"
+        );
+    }
+    let build = builder.find("cargo build").expect("a cargo build");
+    let last_copy = builder.rfind("\nCOPY ").expect("COPY lines");
+    assert!(last_copy < build, "everything is copied before the build");
+    assert!(
+        builder.contains("--locked"),
+        "the build uses Cargo.lock as it is"
+    );
+    assert!(
+        builder.contains("--no-default-features"),
+        "the image leaves out the sandbox and the demo"
+    );
 }

@@ -86,6 +86,7 @@ fn exposed() -> BTreeSet<String> {
     m.verification(Outcome::RolledBack);
     m.webhook_rejected("unauthorized");
     m.notification_attempt("slack", "failed");
+    m.outbox_backlog("slack", 1, Some(jiff::Timestamp::UNIX_EPOCH));
     m.watch_health("deployments", "*", true);
     m.webhook_request(200, took);
     m.kubernetes_request("GET", took);
@@ -137,6 +138,8 @@ fn every_metric_the_rules_and_the_dashboard_name_exists() {
         "rollbackd_circuit_breaker_open",
         "rollbackd_pending_alerts",
         "rollbackd_notification_attempts_total",
+        "rollbackd_outbox_pending",
+        "rollbackd_outbox_oldest_pending_timestamp_seconds",
     ] {
         assert!(named.contains(core), "{core} is watched");
     }

@@ -136,6 +136,40 @@ async fn one_alert_one_undo_duplicates_and_restart() {
     let md = incidents(&config, &["show", &id, "--format", "md"]);
     assert!(md.starts_with(&format!("# Incident {id}")), "{md}");
 
+    // An online backup while the daemon runs: checked, readable, and never over a file.
+    let copy = env.dir.path().join("backup.db");
+    let copy_arg = copy.display().to_string();
+    let said = incidents(&config, &["backup", "--to", &copy_arg]);
+    assert!(
+        said.contains("1 incidents") && said.contains("integrity ok"),
+        "{said}"
+    );
+    let copy_config = env.dir.path().join("backup.toml");
+    std::fs::write(
+        &copy_config,
+        format!("[store]\nurl = \"sqlite://{}\"\n", copy.display()),
+    )
+    .expect("config written");
+    let restored = incidents(&copy_config, &["show", &id]);
+    assert_eq!(restored, shown, "the copy holds the same incident");
+    let before = std::fs::read(&copy).expect("copy");
+    let again = Command::new(binary())
+        .args(["incidents", "backup", "--to", &copy_arg, "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&copy).expect("copy"),
+        before,
+        "left untouched"
+    );
+
     // Kill it and restart on the same SQLite file.
     drop(daemon);
     let _daemon = spawn(&config);

@@ -419,3 +419,61 @@ async fn permanent_refusals_are_not_retried() {
         assert_eq!(sink.received().len(), 1);
     }
 }
+
+/// `rollbackd_outbox_pending` and `rollbackd_outbox_oldest_pending_timestamp_seconds` show a
+/// message Slack keeps refusing, and fall to zero once it is delivered.
+#[tokio::test]
+async fn the_backlog_gauges_follow_an_undelivered_message() {
+    use rollbackd::metrics::{Format, Metrics};
+    let sink = SlackSink::start(Reply::Status(500, "down".into(), None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path()).await;
+    let alert = mk_alert(CHECKOUT, "2026-01-02T03:04:05Z");
+    queue(
+        &store,
+        &alert,
+        &paused_decision("default", "checkout"),
+        "2026-01-02T03:05:00Z",
+        &[("slack", "webhook")],
+    )
+    .await;
+    let queued_at = store.outbox().await.expect("outbox")[0].created_at;
+    let metrics = Metrics::new();
+    let run = tokio::spawn(
+        worker(&store, webhook(&sink))
+            .with_metrics(metrics.clone())
+            .run(),
+    );
+    let gauges = |text: &str| {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{channel=\"slack\"}} ")))
+                .map(|v| v.parse::<f64>().expect("a number"))
+        };
+        (
+            value("rollbackd_outbox_pending"),
+            value("rollbackd_outbox_oldest_pending_timestamp_seconds"),
+        )
+    };
+    let until = |want: fn((Option<f64>, Option<f64>), f64) -> bool| {
+        let metrics = metrics.clone();
+        async move {
+            for _ in 0..200 {
+                let got = gauges(&metrics.render_as(Format::Text));
+                if want(got, queued_at.as_millisecond() as f64 / 1000.0) {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("gauges never matched: {}", metrics.render_as(Format::Text));
+        }
+    };
+    let failing = until(|(pending, oldest), queued| {
+        pending == Some(1.0) && oldest.is_some_and(|o| (o - queued).abs() < 0.002)
+    })
+    .await;
+    assert!(!sink.received().is_empty(), "it was tried: {failing:?}");
+    sink.set_default(Reply::Status(200, "ok".into(), None));
+    until(|(pending, oldest), _| pending == Some(0.0) && oldest == Some(0.0)).await;
+    run.abort();
+}

@@ -112,7 +112,7 @@ fn the_prometheusrule_object_holds_exactly_the_shipped_rules() {
 #[test]
 fn the_alertmanagerconfig_routes_like_the_plain_config_by_labels_the_rules_emit() {
     let plain = load_yaml("deploy/alertmanager/alertmanager.yml");
-    let object = load_yaml("deploy/alertmanager/alertmanagerconfig.yaml");
+    let object = load_yaml("deploy/kubernetes/components/monitoring/alertmanagerconfig.yaml");
     assert_eq!(object["kind"].as_str(), Some("AlertmanagerConfig"));
     let route = plain["route"]["routes"]
         .as_vec()

@@ -3,13 +3,35 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, DEPLOYED_FILE_KEYS};
 use crate::poller::rules::load_rule_files;
 
-/// Returns the report to print, or every problem found.
-pub fn check(path: &Path) -> Result<String, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+/// Returns the report to print, or every problem found. `offline` leaves unread the files
+/// that exist only where rollbackd is deployed, and lists them instead.
+pub fn check(path: &Path, offline: bool) -> Result<String, String> {
+    let config = if offline {
+        Config::load_offline(path)
+    } else {
+        Config::load(path)
+    }
+    .map_err(|e| {
+        let deployed_only = e.problems.iter().any(|p| DEPLOYED_FILE_KEYS.contains(&p.key.as_str()));
+        if deployed_only && !offline {
+            format!("{e}(off the cluster, `rollbackd check --offline` lists those files instead of reading them)\n")
+        } else {
+            e.to_string()
+        }
+    })?;
     let mut report = describe(path, &config);
+    if offline && !config.deployed_files.is_empty() {
+        let _ = writeln!(
+            report,
+            "offline:     not read here (they must exist where rollbackd runs):"
+        );
+        for (key, file) in &config.deployed_files {
+            let _ = writeln!(report, "               {key} = {}", file.display());
+        }
+    }
     if let Some(prom) = &config.prometheus {
         match load_rule_files(&prom.rules) {
             Ok(loaded) => {

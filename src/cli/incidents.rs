@@ -73,6 +73,19 @@ pub async fn incidents(
                 ),
             }
         }
+        IncidentsCommand::Backup { to } => {
+            let copy = store
+                .backup_to(to)
+                .await
+                .with_context(|| format!("backing up {} to {}", config.store.url, to.display()))?;
+            Ok(format!(
+                "backed up {} to {}: {} incidents, {} timeline entries, integrity ok\n",
+                config.store.url,
+                to.display(),
+                copy.incidents,
+                copy.timeline_entries
+            ))
+        }
     }
 }
 

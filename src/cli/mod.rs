@@ -47,6 +47,10 @@ pub enum Command {
         /// The TOML config file to validate, with the rule files it names.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Validate off the cluster, e.g. the shipped config in a checkout: the files only the
+        /// pod has (token and password files, the kubeconfig) are listed, not read.
+        #[arg(long)]
+        offline: bool,
     },
     /// Review recorded incidents.
     Incidents {
@@ -62,6 +66,7 @@ pub enum Command {
         command: NotifyCommand,
     },
     /// Run the simulated Kubernetes API server alone.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Address to listen on, e.g. 127.0.0.1:6443 (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -74,6 +79,7 @@ pub enum Command {
         rollout_delay: std::time::Duration,
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
+    #[cfg(feature = "sandbox")]
     Demo,
 }
 
@@ -121,6 +127,13 @@ pub enum IncidentsCommand {
         /// Why, for the timeline.
         #[arg(long)]
         note: Option<String>,
+    },
+    /// Copy the incident store to a new file, consistently, while the daemon runs; the copy
+    /// is checked before the command succeeds.
+    Backup {
+        /// Where to write the copy; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
     },
 }
 

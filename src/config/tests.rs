@@ -18,7 +18,11 @@ fn an_empty_file_gives_the_documented_defaults() {
     let cfg = Config::load_with_env(&write(&dir, "c.toml", ""), no_env()).expect("valid");
     assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:9095");
     assert_eq!(cfg.kubernetes.correlation_window, Duration::from_secs(1800));
-    assert_eq!(cfg.store.url, "sqlite://rollbackd.db");
+    assert_eq!(
+        cfg.store.url,
+        format!("sqlite://{}", dir.path().join("rollbackd.db").display()),
+        "the default store lies beside the config file"
+    );
     assert_eq!(cfg.policy.mode, Mode::Enforce);
     assert!(cfg.prometheus.is_none());
     assert!(cfg.webhook_token.is_none());
@@ -284,6 +288,136 @@ fn gitops_defaults_to_notify_and_its_keys_are_checked() {
     for key in ["gitops.mode", "gitops.argocd_namespace", "gitops.self_heal"] {
         assert!(keys.contains(&key), "{key} not reported: {err}");
     }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_is_blamed_on_its_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "c.toml",
+        "[policy]\nmode = \"dry-run\"\ncooldown = \"nonsense\"\n",
+    );
+    let env = vec![
+        ("ROLLBACKD__POLICY__MODE".to_string(), "bogus".to_string()),
+        (
+            "ROLLBACKD__SERVER__MAX_BODY_BYTES".to_string(),
+            "abc".to_string(),
+        ),
+        ("ROLLBACKD__NOTASECTION__X".to_string(), "1".to_string()),
+        ("HOME".to_string(), "elsewhere".to_string()),
+    ];
+    let err = Config::load_with_env(&path, env).expect_err("invalid");
+    let by_key = |key: &str| {
+        err.problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no problem for {key}: {err}"))
+    };
+    assert_eq!(
+        by_key("policy.mode").from_env.as_deref(),
+        Some("ROLLBACKD__POLICY__MODE")
+    );
+    assert_eq!(
+        by_key("server.max_body_bytes").from_env.as_deref(),
+        Some("ROLLBACKD__SERVER__MAX_BODY_BYTES")
+    );
+    assert_eq!(
+        by_key("notasection").from_env.as_deref(),
+        Some("ROLLBACKD__NOTASECTION__X")
+    );
+    assert_eq!(
+        by_key("policy.cooldown").from_env,
+        None,
+        "this one is the file's"
+    );
+    let text = err.to_string();
+    assert!(text.contains("and its environment overrides"), "{text}");
+    assert!(
+        text.contains("policy.mode (set by ROLLBACKD__POLICY__MODE): unknown variant"),
+        "{text}"
+    );
+    assert!(text.contains("  - policy.cooldown: "), "{text}");
+}
+
+#[test]
+fn relative_paths_resolve_from_the_config_file_whatever_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("etc")).expect("mkdir");
+    std::fs::write(dir.path().join("etc/token"), "full-token-0123456789").expect("token");
+    std::fs::write(dir.path().join("etc/read"), "read-token-0123456789").expect("token");
+    std::fs::write(dir.path().join("etc/kubeconfig"), "apiVersion: v1\n").expect("kubeconfig");
+    let path = write(
+        &dir,
+        "c.toml",
+        r#"
+[server]
+token_file = "etc/token"
+[kubernetes]
+kubeconfig = "etc/kubeconfig"
+[store]
+url = "sqlite://data/rollbackd.db"
+"#,
+    );
+    let env = vec![(
+        "ROLLBACKD__SERVER__READ_TOKEN_FILE".to_string(),
+        "etc/read".to_string(),
+    )];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    assert_eq!(cfg.server.token_file, Some(dir.path().join("etc/token")));
+    assert_eq!(
+        cfg.server.read_token_file,
+        Some(dir.path().join("etc/read"))
+    );
+    assert_eq!(
+        cfg.kubernetes.kubeconfig,
+        Some(dir.path().join("etc/kubeconfig"))
+    );
+    assert_eq!(
+        cfg.store.url,
+        format!(
+            "sqlite://{}",
+            dir.path().join("data/rollbackd.db").display()
+        )
+    );
+    assert!(cfg.webhook_token.is_some() && cfg.read_token.is_some());
+    let absolute = write(
+        &dir,
+        "abs.toml",
+        "[store]\nurl = \"sqlite:///var/lib/x.db\"\n",
+    );
+    let cfg = Config::load_with_env(&absolute, no_env()).expect("valid");
+    assert_eq!(
+        cfg.store.url, "sqlite:///var/lib/x.db",
+        "absolute paths stay"
+    );
+}
+
+#[test]
+fn offline_loading_lists_the_deployed_files_instead_of_reading_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "c.toml",
+        "[server]\ntoken_file = \"/nonexistent/token\"\n[policy]\nmode = \"dry-run\"\n",
+    );
+    assert!(
+        Config::load_with_env(&path, no_env()).is_err(),
+        "online, the file must be read"
+    );
+    let cfg = Config::load_offline(&path).expect("offline, it is only named");
+    assert_eq!(
+        cfg.deployed_files,
+        vec![("server.token_file", PathBuf::from("/nonexistent/token"))]
+    );
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[server]\ntoken_file = \"/nonexistent/token\"\n[policy]\nmode = \"x\"\n",
+    );
+    let err = Config::load_offline(&bad).expect_err("other problems still count");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "policy.mode");
 }
 
 #[test]

@@ -108,6 +108,7 @@ impl DeliveryWorker {
                     0
                 }
             };
+            self.publish_backlog().await;
             if sent > 0 {
                 continue; // follow-ups of what was just delivered may be due now
             }
@@ -123,6 +124,23 @@ impl DeliveryWorker {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// `rollbackd_outbox_pending` and `…_oldest_pending_timestamp_seconds` for every channel,
+    /// zero for a channel with nothing waiting. Unchanged when the store cannot be read.
+    async fn publish_backlog(&self) {
+        let Some(metrics) = &self.metrics else { return };
+        let Ok(backlog) = self.store.outbox_backlog().await else {
+            return;
+        };
+        for channel in self.channels.iter().map(|c| c.name()) {
+            let found = backlog.iter().find(|b| b.channel == channel);
+            metrics.outbox_backlog(
+                channel,
+                found.map_or(0, |b| b.pending),
+                found.map(|b| b.oldest),
+            );
         }
     }
 

@@ -16,6 +16,7 @@
 //! transaction ([`tx`]), no write into a file that is no longer at the store's path
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
+mod backup;
 mod fence;
 mod file;
 mod group;
@@ -40,12 +41,13 @@ use tracing::{info, warn};
 
 use file::StoreFile;
 
+pub use backup::BackupSummary;
 pub use fence::{Fence, Term};
 pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
 pub use open::{Backend, redact_url};
 use open::{open_postgres, open_sqlite};
-pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
+pub use outbox::{AttemptEnd, Backlog, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
@@ -69,6 +71,11 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0} exists already; a backup never overwrites a file")]
+    BackupExists(String),
+    /// `VACUUM INTO` is SQLite's; a PostgreSQL store has the database's own tools.
+    #[error("a PostgreSQL store is backed up with pg_dump (or the database's snapshots), not with rollbackd")]
+    BackupUnsupported,
     #[error("the incident store file {path} is gone")]
     FileGone {
         path: String,

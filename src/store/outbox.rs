@@ -151,6 +151,15 @@ pub(super) async fn enqueue(
     Ok(())
 }
 
+/// One channel's undelivered messages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backlog {
+    pub channel: String,
+    pub pending: i64,
+    /// When the oldest of them was queued.
+    pub oldest: Timestamp,
+}
+
 impl Store {
     /// Pending messages that are due, oldest first. A message waits while an earlier message
     /// about the same incident to the same destination is still pending, so that follow-ups
@@ -180,6 +189,26 @@ impl Store {
                 .await?
                 .try_get("next")?;
         next.as_deref().map(parse_ts).transpose()
+    }
+
+    /// The undelivered messages by channel: how many, and when the oldest was queued.
+    pub async fn outbox_backlog(&self) -> Result<Vec<Backlog>> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS pending, MIN(created_at) AS oldest FROM outbox
+             WHERE status = 'pending' GROUP BY channel ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let oldest: String = r.try_get("oldest")?;
+                Ok(Backlog {
+                    channel: r.try_get("channel")?,
+                    pending: r.try_get("pending")?,
+                    oldest: parse_ts(&oldest)?,
+                })
+            })
+            .collect()
     }
 
     /// Where the first delivered message about this incident to this destination landed:

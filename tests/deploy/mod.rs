@@ -13,6 +13,17 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A linter that `scripts/test` installs into `target/tools` (kubernetes-validate, hadolint).
+pub fn tool(name: &str) -> PathBuf {
+    let path = repo().join("target/tools/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: ./scripts/test installs it (see the tools step there)",
+        path.display()
+    );
+    path
+}
+
 /// A copy of `deploy/kubernetes` with the token files (and the HA layout's store URL) the
 /// README tells a user to create.
 pub fn deploy_copy() -> tempfile::TempDir {

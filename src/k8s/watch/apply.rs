@@ -10,8 +10,11 @@ use kube::api::DynamicObject;
 use kube::core::ApiResource;
 
 use super::{Kind, SharedIndex};
+use crate::core::alert::LabelSet;
+use crate::core::gitops::ApplicationState;
+use crate::core::rollout::RolloutState;
 use crate::core::traffic::TrafficChange;
-use crate::core::workload::WorkloadIndex;
+use crate::core::workload::{DeploymentState, ReplicaSetState, WorkloadIndex};
 use crate::k8s::{
     application_state, deployment_state, namespace_state, replica_set_state, rollout_state,
     service_state, virtual_service_state,
@@ -20,10 +23,66 @@ use crate::k8s::{
 /// One change read from the API server.
 pub enum Change {
     /// A complete list of the kind in the watch's scope.
-    Listed(Vec<DynamicObject>),
+    Listed(Listed),
     /// Added or modified.
     Applied(DynamicObject),
     Deleted(DynamicObject),
+}
+
+/// A list being read page by page, each page turned into the index's compact states as it
+/// arrives: a list of 10,000 objects never holds 10,000 API objects at once. Services and
+/// VirtualServices stay objects (they are few, and applied one by one for change detection).
+pub enum Listed {
+    Deployments(Vec<DeploymentState>),
+    ReplicaSets(Vec<ReplicaSetState>),
+    Rollouts(Vec<RolloutState>),
+    Applications(Vec<ApplicationState>),
+    Namespaces(Vec<(String, LabelSet)>),
+    Objects(Vec<DynamicObject>),
+}
+
+impl Listed {
+    pub fn new(kind: &Kind) -> Listed {
+        match kind {
+            Kind::Deployments => Listed::Deployments(Vec::new()),
+            Kind::ReplicaSets => Listed::ReplicaSets(Vec::new()),
+            Kind::Rollouts => Listed::Rollouts(Vec::new()),
+            Kind::Applications => Listed::Applications(Vec::new()),
+            Kind::Namespaces => Listed::Namespaces(Vec::new()),
+            Kind::Services | Kind::VirtualServices(_) => Listed::Objects(Vec::new()),
+        }
+    }
+
+    /// Adds one page; the page's objects are dropped once converted.
+    pub fn add_page(&mut self, page: Vec<DynamicObject>) {
+        match self {
+            Listed::Deployments(all) => {
+                all.extend(page.iter().filter_map(deployment_state).map(slim_deployment))
+            }
+            Listed::ReplicaSets(all) => all.extend(page.iter().filter_map(replica_set_state)),
+            Listed::Rollouts(all) => {
+                all.extend(page.iter().filter_map(rollout_state).map(slim_rollout))
+            }
+            Listed::Applications(all) => all.extend(page.iter().filter_map(application_state)),
+            Listed::Namespaces(all) => all.extend(page.iter().filter_map(namespace_state)),
+            Listed::Objects(all) => all.extend(page),
+        }
+    }
+}
+
+/// `kubectl apply` keeps a copy of the whole object in this annotation. No decision reads it
+/// (an undo keeps the Deployment's own, and the executor reads the object fresh before it acts),
+/// so the index does not hold it.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn slim_deployment(mut d: DeploymentState) -> DeploymentState {
+    d.annotations.remove(LAST_APPLIED);
+    d
+}
+
+fn slim_rollout(mut r: RolloutState) -> RolloutState {
+    r.annotations.remove(LAST_APPLIED);
+    r
 }
 
 /// Applies one change to the index; returns the traffic changes it noted.
@@ -41,30 +100,16 @@ pub fn apply(
     };
     let mut noted = Vec::new();
     match change {
-        Change::Listed(all) => match kind {
-            Kind::Deployments => index.reset_deployments(
-                scope,
-                all.iter().filter_map(deployment_state).collect(),
-                now,
-            ),
-            Kind::ReplicaSets => index.reset_replica_sets(
-                scope,
-                all.iter().filter_map(replica_set_state).collect(),
-                now,
-            ),
-            Kind::Rollouts => {
-                index.reset_rollouts(scope, all.iter().filter_map(rollout_state).collect(), now)
-            }
-            Kind::Applications => {
-                index.reset_applications(scope, all.iter().filter_map(application_state).collect())
-            }
-            Kind::Services | Kind::VirtualServices(_) => {
+        Change::Listed(listed) => match listed {
+            Listed::Deployments(all) => index.reset_deployments(scope, all, now),
+            Listed::ReplicaSets(all) => index.reset_replica_sets(scope, all, now),
+            Listed::Rollouts(all) => index.reset_rollouts(scope, all, now),
+            Listed::Applications(all) => index.reset_applications(scope, all),
+            Listed::Namespaces(all) => index.reset_namespaces(all),
+            Listed::Objects(all) => {
                 for obj in &all {
                     noted.extend(apply_one(&mut index, kind, ar, obj, now));
                 }
-            }
-            Kind::Namespaces => {
-                index.reset_namespaces(all.iter().filter_map(namespace_state).collect())
             }
         },
         Change::Applied(obj) => noted.extend(apply_one(&mut index, kind, ar, &obj, now)),
@@ -96,7 +141,7 @@ fn apply_one(
 ) -> Option<TrafficChange> {
     match kind {
         Kind::Deployments => {
-            index.apply_deployment(deployment_state(obj)?, now);
+            index.apply_deployment(slim_deployment(deployment_state(obj)?), now);
             None
         }
         Kind::ReplicaSets => {
@@ -104,7 +149,7 @@ fn apply_one(
             None
         }
         Kind::Rollouts => {
-            index.apply_rollout(rollout_state(obj)?, now);
+            index.apply_rollout(slim_rollout(rollout_state(obj)?), now);
             None
         }
         Kind::Applications => {
@@ -123,6 +168,58 @@ fn apply_one(
                 vs.api_version = ar.api_version.clone();
             }
             index.apply_virtual_service(vs, now)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(name: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                "resourceVersion": "7",
+                "annotations": {
+                    LAST_APPLIED: "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\"}",
+                    "rollbackd.io/auto-rollback": "false"
+                }},
+            "spec": {"template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn a_list_read_in_pages_is_swapped_in_whole_without_the_last_applied_copy() {
+        let index: SharedIndex = Arc::new(RwLock::new(WorkloadIndex::default()));
+        let ar = crate::k8s::deployments();
+        let mut listed = Listed::new(&Kind::Deployments);
+        listed.add_page(vec![deployment("a"), deployment("b")]);
+        listed.add_page(vec![deployment("c")]);
+        apply(&index, &Kind::Deployments, &ar, None, Change::Listed(listed), Timestamp::now());
+        apply(
+            &index,
+            &Kind::Deployments,
+            &ar,
+            None,
+            Change::Applied(deployment("d")),
+            Timestamp::now(),
+        );
+        let index = index.read().expect("index");
+        for name in ["a", "b", "c", "d"] {
+            let d = index.deployment("default", name).expect(name);
+            assert!(!d.annotations.contains_key(LAST_APPLIED), "{name}");
+            assert_eq!(
+                d.annotations.get("rollbackd.io/auto-rollback").map(String::as_str),
+                Some("false"),
+                "the annotations decisions read stay"
+            );
         }
     }
 }

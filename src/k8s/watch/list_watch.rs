@@ -21,7 +21,7 @@ use kube::core::ApiResource;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info};
 
-use super::apply::{Change, apply};
+use super::apply::{Change, Listed, apply};
 use super::health::{HealthHandle, WatchName};
 use super::timing::{Backoff, Timings};
 use super::{Kind, SharedIndex, describe};
@@ -130,7 +130,7 @@ impl ListWatch {
 
     /// Lists every page, swaps the list into the index; returns its resourceVersion.
     async fn list(&self) -> Result<String, Interrupted> {
-        let mut items = Vec::new();
+        let mut listed = Listed::new(&self.kind);
         let mut params = ListParams::default().limit(PAGE);
         loop {
             let page = self
@@ -138,11 +138,11 @@ impl ListWatch {
                 .await?
                 .map_err(|e| Interrupted::Failed(WatchError::List(e)))?;
             self.health.heard();
-            items.extend(page.items);
+            listed.add_page(page.items);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => {
-                    self.apply(Change::Listed(items));
+                    self.apply(Change::Listed(listed));
                     self.health.listed();
                     return Ok(page.metadata.resource_version.unwrap_or_default());
                 }
