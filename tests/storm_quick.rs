@@ -31,9 +31,7 @@ async fn a_storm_loses_nothing_and_undoes_each_deployment_once() {
         }
     }))
     .await;
-    let running = env
-        .daemon("[policy]\nbreaker_max_actions = 0\n")
-        .await;
+    let running = env.daemon("[policy]\nbreaker_max_actions = 0\n").await;
     env.sandbox.clear_requests();
 
     let starts = Timestamp::now();
@@ -85,7 +83,11 @@ async fn a_storm_loses_nothing_and_undoes_each_deployment_once() {
     assert!(
         statuses.iter().all(|s| *s == 200),
         "every delivery is recorded: {:?}",
-        statuses.iter().filter(|s| **s != 200).take(10).collect::<Vec<_>>()
+        statuses
+            .iter()
+            .filter(|s| **s != 200)
+            .take(10)
+            .collect::<Vec<_>>()
     );
 
     let store = running.state.pipeline.store.clone();
@@ -109,7 +111,11 @@ async fn a_storm_loses_nothing_and_undoes_each_deployment_once() {
     for i in &incidents {
         *outcomes.entry(i.outcome.clone()).or_default() += 1;
     }
-    assert_eq!(outcomes.get("rolled-back"), Some(&DEPLOYMENTS), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("rolled-back"),
+        Some(&DEPLOYMENTS),
+        "{outcomes:?}"
+    );
     assert!(
         outcomes
             .keys()

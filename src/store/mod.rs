@@ -74,7 +74,9 @@ pub enum StoreError {
     #[error("{0} exists already; a backup never overwrites a file")]
     BackupExists(String),
     /// `VACUUM INTO` is SQLite's; a PostgreSQL store has the database's own tools.
-    #[error("a PostgreSQL store is backed up with pg_dump (or the database's snapshots), not with rollbackd")]
+    #[error(
+        "a PostgreSQL store is backed up with pg_dump (or the database's snapshots), not with rollbackd"
+    )]
     BackupUnsupported,
     #[error("the incident store file {path} is gone")]
     FileGone {

@@ -587,3 +587,16 @@ on_both!(
     unsettled_actions_carry_what_settling_needs,
     overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale,
 );
+
+/// `VACUUM INTO` is SQLite's: a PostgreSQL store says how it is backed up instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_refuses_a_backup_and_names_its_tools() {
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = dir.path().join("copy.db");
+    let err = store.backup_to(&to).await.expect_err("refused");
+    assert!(matches!(err, StoreError::BackupUnsupported), "{err:?}");
+    assert!(err.to_string().contains("pg_dump"), "{err}");
+    assert!(!to.exists(), "nothing written");
+}

@@ -56,9 +56,11 @@ impl Listed {
     /// Adds one page; the page's objects are dropped once converted.
     pub fn add_page(&mut self, page: Vec<DynamicObject>) {
         match self {
-            Listed::Deployments(all) => {
-                all.extend(page.iter().filter_map(deployment_state).map(slim_deployment))
-            }
+            Listed::Deployments(all) => all.extend(
+                page.iter()
+                    .filter_map(deployment_state)
+                    .map(slim_deployment),
+            ),
             Listed::ReplicaSets(all) => all.extend(page.iter().filter_map(replica_set_state)),
             Listed::Rollouts(all) => {
                 all.extend(page.iter().filter_map(rollout_state).map(slim_rollout))
@@ -202,7 +204,14 @@ mod tests {
         let mut listed = Listed::new(&Kind::Deployments);
         listed.add_page(vec![deployment("a"), deployment("b")]);
         listed.add_page(vec![deployment("c")]);
-        apply(&index, &Kind::Deployments, &ar, None, Change::Listed(listed), Timestamp::now());
+        apply(
+            &index,
+            &Kind::Deployments,
+            &ar,
+            None,
+            Change::Listed(listed),
+            Timestamp::now(),
+        );
         apply(
             &index,
             &Kind::Deployments,
@@ -216,7 +225,9 @@ mod tests {
             let d = index.deployment("default", name).expect(name);
             assert!(!d.annotations.contains_key(LAST_APPLIED), "{name}");
             assert_eq!(
-                d.annotations.get("rollbackd.io/auto-rollback").map(String::as_str),
+                d.annotations
+                    .get("rollbackd.io/auto-rollback")
+                    .map(String::as_str),
                 Some("false"),
                 "the annotations decisions read stay"
             );
