@@ -309,7 +309,10 @@ impl Election {
             self.metrics.set_leader(true);
             tokio::select! {
                 e = work => return e,
-                ended = self.leading.wait_for(|leading| !*leading) => {
+                // Any change ends the term: losing the Lease, and also losing it and taking it
+                // back between two looks (then another replica may have taken an epoch
+                // meanwhile, so this one takes a new epoch rather than go on under the old).
+                ended = self.leading.changed() => {
                     // Intents are refused first; then the work of the term is dropped.
                     self.store.lose_leadership();
                     self.metrics.set_leader(false);
