@@ -17,9 +17,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 mod gitops;
+mod leader;
 mod notify;
 
 pub use gitops::GitopsConfig;
+pub use leader::LeaderElectionConfig;
 
 pub use notify::{
     EmailConfig, EmailRoute, EmailSettings, Matchers, NotifyConfig, SlackConfig, SlackMode,
@@ -147,6 +149,8 @@ pub struct Config {
     pub prometheus: Option<PrometheusConfig>,
     /// `[gitops]`: Argo CD Applications with self-heal.
     pub gitops: GitopsConfig,
+    /// `[leader_election]`: on whenever the store is PostgreSQL (docs/ha.md).
+    pub leader_election: LeaderElectionConfig,
     /// The full bearer token (webhook and reads), from `server.token_file` or `server.token`.
     pub webhook_token: Option<Secret>,
     /// The read-only bearer token (pages, read API, metrics; never the webhook), from
@@ -531,6 +535,7 @@ impl Config {
             .get("prometheus")
             .map(|_| section::<PrometheusConfig>(&raw, "prometheus", &mut problems));
         let gitops: GitopsConfig = section(&raw, "gitops", &mut problems);
+        let leader_election: LeaderElectionConfig = section(&raw, "leader_election", &mut problems);
         let (notify, mut slack, mut email) = notify::parse(&raw, &mut problems);
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(slack) = &mut slack {
@@ -548,6 +553,7 @@ impl Config {
             correlation,
             prometheus,
             gitops,
+            leader_election,
             webhook_token: None,
             read_token: None,
             prometheus_auth: PrometheusAuth::None,
@@ -602,6 +608,7 @@ impl Config {
             })
         };
         config.gitops.validate(&mut problem);
+        config.leader_election.validate(&mut problem);
         notify::validate_notify(&config.notify, &mut problem);
         config.slack = slack.and_then(|s| notify::validate_slack(&s, &mut problem));
         config.email = email.and_then(|e| notify::validate_email(&e, &mut problem));
@@ -797,13 +804,14 @@ impl Config {
             );
         }
         let url = &self.store.url;
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if crate::store::Backend::of(url).is_none() {
             problem(
                 "store.url",
-                "PostgreSQL is not supported yet; use sqlite://FILE".into(),
+                format!(
+                    "{:?} is neither a sqlite:// nor a postgres:// URL",
+                    crate::store::redact_url(url)
+                ),
             );
-        } else if !url.starts_with("sqlite:") {
-            problem("store.url", format!("{url:?} is not a sqlite:// URL"));
         }
         if let Some(prom) = &self.prometheus {
             if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
@@ -903,6 +911,17 @@ const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("gitops", &["mode", "argocd_namespace"]),
+    (
+        "leader_election",
+        &[
+            "lease_name",
+            "lease_namespace",
+            "identity",
+            "lease_duration",
+            "renew_deadline",
+            "retry_period",
+        ],
+    ),
     (
         "notify",
         &[
@@ -1201,6 +1220,11 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(Secret::new(value))
+}
+
+/// A DNS subdomain (RFC 1123): what most object names must be.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -6,9 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
 use crate::poller::{Poller, PollerSettings, PromAuth};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
 pub struct Running {
@@ -41,9 +41,12 @@ impl Running {
 
 /// Starts every part and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store.url)
-        .await
-        .with_context(|| format!("opening store {}", config.store.url))?;
+    let store = Store::open(&config.store.url).await.with_context(|| {
+        format!(
+            "opening store {}",
+            crate::store::redact_url(&config.store.url)
+        )
+    })?;
     let index = SharedIndex::default();
     // The previous selector or weights live nowhere but the store: restore them first.
     for change in store.latest_traffic_changes().await? {
@@ -102,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         client.clone(),
         config.kubernetes.call_timeout,
     ));
+    let election = Election::start(&config, &store, &client, &metrics);
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),
@@ -118,10 +122,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics_auth: config.server.metrics_auth,
         max_body_bytes: config.server.max_body_bytes,
     };
-    let poller = match &config.prometheus {
-        Some(prom) => Some(build_poller(prom, &config.prometheus_auth, &metrics)?),
-        None => None,
-    };
+    // Built once here so that a bad rule file stops the start; each term builds its own.
+    if let Some(prom) = &config.prometheus {
+        build_poller(prom, &config.prometheus_auth, &metrics)?;
+    }
+
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -132,28 +137,69 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let task = tokio::spawn(async move {
         let limits = ServerLimits::from(&config.server);
         let server = crate::http::serve(listener, app, limits, std::future::pending());
-        // Aborted when the daemon stops, so that a restarted daemon in the same process does
-        // not share the store with a leftover worker.
-        let mut worker = AbortOnDrop(tokio::spawn(pipeline.clone().run()));
-        let polling = async move {
-            match poller {
-                Some(poller) => {
-                    let (tx, rx) = tokio::sync::mpsc::channel(64);
-                    tokio::join!(poller.run(tx), pipeline.consume_poller(rx));
+        let prometheus = config
+            .prometheus
+            .clone()
+            .map(|prom| (prom, config.prometheus_auth.clone()));
+        // What only the leader runs: deciding and acting, notifying, polling Prometheus.
+        let term = |note: Option<String>| -> anyhow::Result<Term> {
+            let pipeline = match note {
+                Some(note) => pipeline.clone().with_start_note(note),
+                None => pipeline.clone(),
+            };
+            let poller = match &prometheus {
+                Some((prom, auth)) => {
+                    let poller = build_poller(prom, auth, &metrics)?;
+                    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
+                    Some(poller)
                 }
-                None => std::future::pending().await,
+                None => None,
+            };
+            let delivery = delivery.clone();
+            Ok(Box::pin(async move {
+                // Aborted when the term or the daemon ends, so that no worker outlives its
+                // leadership, and a restarted daemon in the same process does not share the
+                // store with a leftover worker.
+                let mut worker = AbortOnDrop(tokio::spawn(pipeline.clone().run()));
+                let polling = async move {
+                    match poller {
+                        Some(poller) => {
+                            let (tx, rx) = tokio::sync::mpsc::channel(64);
+                            tokio::join!(poller.run(tx), pipeline.consume_poller(rx));
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = polling => anyhow::anyhow!("the PromQL poller stopped"),
+                    r = &mut worker.0 => anyhow::anyhow!("the decision worker stopped: {r:?}"),
+                    _ = delivery.run() => anyhow::anyhow!("the notification delivery worker stopped"),
+                }
+            }))
+        };
+        let listening = {
+            let pipeline = pipeline.clone();
+            let url = config.store.url.clone();
+            async move {
+                let store = pipeline.store.clone();
+                store.listen_for_alerts(&url, || pipeline.wake()).await
             }
         };
-        tokio::select! {
-            _ = persist_changes => bail!("the traffic change recorder stopped"),
-            _ = polling => bail!("the PromQL poller stopped"),
-            () = server => bail!("the HTTP server stopped"),
-            _ = watching => bail!("a Kubernetes watch ended"),
-            r = &mut worker.0 => bail!("the decision worker stopped: {r:?}"),
-            _ = delivery.run() => bail!("the notification delivery worker stopped"),
-            _ = stopped => info!("shutting down"),
-        }
-        Ok(())
+        let mut election = election;
+        let ended = tokio::select! {
+            () = listening => Err(anyhow::anyhow!("the store's alert notifications stopped")),
+            _ = persist_changes => Err(anyhow::anyhow!("the traffic change recorder stopped")),
+            () = server => Err(anyhow::anyhow!("the HTTP server stopped")),
+            _ = watching => Err(anyhow::anyhow!("a Kubernetes watch ended")),
+            e = election.lead(term) => Err(e),
+            _ = stopped => {
+                info!("shutting down");
+                Ok(())
+            }
+        };
+        // The work of the term was dropped with the select: give the Lease up.
+        election.stop().await;
+        ended
     });
     Ok(Running {
         addr,
@@ -161,6 +207,136 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+/// The leader-only work of one term; it ends only by failing.
+type Term = std::pin::Pin<Box<dyn Future<Output = anyhow::Error> + Send>>;
+
+/// Whether this replica leads: always with SQLite (one replica), by a Lease with PostgreSQL.
+struct Election {
+    leading: watch::Receiver<bool>,
+    /// Keeps the constant "leading" of a single replica from reading as a stopped election.
+    _always: Option<watch::Sender<bool>>,
+    /// The Lease election, with PostgreSQL; its receiver is `leading`.
+    lease: Option<(crate::k8s::lease::Election, std::time::Duration)>,
+    /// This replica's identity in the election; `None` without one.
+    identity: Option<String>,
+    store: Store,
+    metrics: Metrics,
+}
+
+impl Election {
+    fn start(config: &Config, store: &Store, client: &kube::Client, metrics: &Metrics) -> Election {
+        match store.backend() {
+            Backend::Sqlite => {
+                let (always, leading) = watch::channel(true);
+                Election {
+                    leading,
+                    _always: Some(always),
+                    lease: None,
+                    identity: None,
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                }
+            }
+            Backend::Postgres => {
+                let settings = config.leader_election.settings(client.default_namespace());
+                info!(
+                    lease = %settings.name,
+                    namespace = %settings.namespace,
+                    identity = %settings.identity,
+                    "the store is PostgreSQL: leader election is on; only the leader decides, acts, notifies and polls"
+                );
+                // No intent is recorded until this replica leads.
+                store.lose_leadership();
+                let identity = settings.identity.clone();
+                let give_up_within = settings.retry_period;
+                let api = kube::Api::namespaced(client.clone(), &settings.namespace);
+                let election = crate::k8s::lease::elect(api, settings);
+                Election {
+                    leading: election.leading.clone(),
+                    lease: Some((election, give_up_within)),
+                    _always: None,
+                    identity: Some(identity),
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                }
+            }
+        }
+    }
+
+    /// Runs `term`'s work for as long as each term of leadership lasts, and stops it at once
+    /// when the term ends. Returns only when something failed for good.
+    async fn lead(
+        &mut self,
+        term: impl Fn(Option<String>) -> anyhow::Result<Term>,
+    ) -> anyhow::Error {
+        loop {
+            if self.leading.wait_for(|leading| *leading).await.is_err() {
+                return anyhow::anyhow!("the leader election stopped");
+            }
+            let note = match &self.identity {
+                None => None,
+                Some(identity) => {
+                    match self
+                        .store
+                        .take_leadership(identity, jiff::Timestamp::now())
+                        .await
+                    {
+                        Ok(taken) => {
+                            info!(epoch = taken.epoch, previous = ?taken.previous, "leading: deciding, acting, notifying and polling");
+                            Some(format!(
+                                "replica {identity} took over as leader (epoch {}{})",
+                                taken.epoch,
+                                taken
+                                    .previous
+                                    .map(|p| format!(", after {p}"))
+                                    .unwrap_or_default()
+                            ))
+                        }
+                        Err(e) => {
+                            error!(error = %error_chain(&e), "leading, but the store did not record the new epoch; trying again");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let work = match term(note) {
+                Ok(work) => work,
+                Err(e) => return e,
+            };
+            self.metrics.set_leader(true);
+            tokio::select! {
+                e = work => return e,
+                // Any change ends the term: losing the Lease, and also losing it and taking it
+                // back between two looks (then another replica may have taken an epoch
+                // meanwhile, so this one takes a new epoch rather than go on under the old).
+                ended = self.leading.changed() => {
+                    // Intents are refused first; then the work of the term is dropped.
+                    self.store.lose_leadership();
+                    self.metrics.set_leader(false);
+                    if ended.is_err() {
+                        return anyhow::anyhow!("the leader election stopped");
+                    }
+                    info!("no longer leading: stopped deciding, acting, notifying and polling");
+                }
+            }
+        }
+    }
+}
+
+impl Election {
+    /// Leaves the election at shutdown: nothing of a term runs any more, so a leader gives
+    /// the Lease up and another replica takes over at once.
+    async fn stop(self) {
+        self.store.lose_leadership();
+        self.metrics.set_leader(false);
+        drop(self.leading);
+        if let Some((lease, limit)) = self.lease {
+            lease.stop(limit).await;
+        }
+    }
 }
 
 /// Aborts a spawned task when dropped.
@@ -198,7 +374,6 @@ fn build_poller(
         .with_eval_hook(move |record| {
             metrics.evaluation(record.rule, record.conclusive, record.took)
         });
-    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
     Ok(poller)
 }
 

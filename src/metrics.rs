@@ -136,6 +136,7 @@ pub struct Metrics {
     outbox_oldest: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
     watch_healthy: Family<WatchLabels, Gauge>,
     breaker_open: Gauge,
+    leader: Gauge,
     verifications: Family<ResultLabel, Counter>,
     webhook_duration: Family<CodeLabel, Histogram>,
     kubernetes_duration: Family<VerbLabel, Histogram>,
@@ -169,6 +170,12 @@ impl Metrics {
             "circuit_breaker_open",
             "1 while the circuit breaker is open (policy.breaker_max_actions reached in policy.breaker_window): record and notify only",
             breaker_open.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads: decides, acts, notifies and polls (always 1 with a SQLite store; docs/ha.md)",
+            leader.clone(),
         );
         let verifications = Family::<ResultLabel, Counter>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
@@ -275,6 +282,7 @@ impl Metrics {
             registry: Arc::new(registry),
             process: Arc::new(process),
             breaker_open,
+            leader,
             alerts_received,
             alerts_duplicate,
             decisions,
@@ -424,6 +432,10 @@ impl Metrics {
 
     pub fn set_breaker_open(&self, open: bool) {
         self.breaker_open.set(i64::from(open));
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn set_pending(&self, n: usize) {

@@ -73,6 +73,9 @@ pub struct Pipeline {
     cluster: Option<crate::k8s::events::ClusterRecord>,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
+    /// How this worker came to run, for the note on incidents it finds unsettled at its start:
+    /// a start of the daemon, or a replica taking over as leader (docs/ha.md).
+    started_as: Option<Arc<str>>,
 }
 
 impl Pipeline {
@@ -104,6 +107,7 @@ impl Pipeline {
             cluster: None,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
+            started_as: None,
         }
     }
 
@@ -118,6 +122,13 @@ impl Pipeline {
     pub fn with_retries(mut self, retry: RetryPolicy, max_decision_wait: Duration) -> Pipeline {
         self.retry = retry;
         self.max_decision_wait = max_decision_wait;
+        self
+    }
+
+    /// Says how this worker came to run (a replica taking over as leader); the note on each
+    /// incident found unsettled at its start tells it.
+    pub fn with_start_note(mut self, note: impl Into<Arc<str>>) -> Pipeline {
+        self.started_as = Some(note.into());
         self
     }
 
@@ -152,6 +163,11 @@ impl Pipeline {
                 .as_deref()
                 .map(|base| crate::notify::incident_link(base, incident_id)),
         });
+    }
+
+    /// Wakes the worker: alerts await a decision (recorded by another replica).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Notified whenever notifications were queued: the delivery worker waits on it.

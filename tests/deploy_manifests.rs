@@ -83,10 +83,7 @@ fn check_common(docs: &[Value]) {
         assert!(!rule["from"].as_array().unwrap().is_empty());
     }
 
-    // One replica: a budget requiring it to stay up would block every drain.
     let pdb = find(docs, "PodDisruptionBudget", "rollbackd");
-    assert_eq!(dep["spec"]["replicas"], 1);
-    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(
         pdb["spec"]["selector"]["matchLabels"],
         dep["spec"]["selector"]["matchLabels"]
@@ -98,6 +95,33 @@ fn check_common(docs: &[Value]) {
     let binding = find(docs, "ClusterRoleBinding", "rollbackd-namespaces");
     assert_eq!(binding["roleRef"]["name"], "rollbackd-namespaces");
     assert_eq!(binding["subjects"][0]["namespace"], "rollbackd");
+}
+
+/// One replica on SQLite: Recreate (two pods never share the file), a volume for the store,
+/// and a budget that lets a drain take it (one that kept it up would block every drain).
+fn check_single_replica(docs: &[Value]) {
+    let dep = find(docs, "Deployment", "rollbackd");
+    assert_eq!(dep["spec"]["replicas"], 1);
+    assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
+    find(docs, "PersistentVolumeClaim", "rollbackd-data");
+    let pdb = find(docs, "PodDisruptionBudget", "rollbackd");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(config_toml(docs).contains("url = \"sqlite://"));
+}
+
+/// The rendered rollbackd.toml.
+fn config_toml(docs: &[Value]) -> String {
+    let cm = all(docs, "ConfigMap")
+        .find(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("rollbackd-config"))
+        })
+        .expect("config map");
+    cm["data"]["rollbackd.toml"]
+        .as_str()
+        .expect("config")
+        .to_string()
 }
 
 fn config_namespaces(docs: &[Value]) -> Vec<String> {
@@ -126,6 +150,7 @@ fn cluster_wide_render_starts_as_shipped() {
     let dir = deploy_copy();
     let docs = parse_yaml(&kustomize(dir.path()));
     check_common(&docs);
+    check_single_replica(&docs);
     assert!(config_namespaces(&docs).is_empty());
     let binding = find(&docs, "ClusterRoleBinding", "rollbackd");
     assert_eq!(binding["roleRef"]["name"], "rollbackd");
@@ -137,6 +162,7 @@ fn namespaced_render_binds_each_listed_namespace_only() {
     let dir = deploy_copy();
     let docs = parse_yaml(&kustomize(&dir.path().join("overlays/namespaced")));
     check_common(&docs);
+    check_single_replica(&docs);
     assert!(
         all(&docs, "ClusterRoleBinding").all(|b| b["roleRef"]["name"] != "rollbackd"),
         "the workload rules must not be granted cluster-wide"
@@ -160,6 +186,7 @@ fn shipped_configs_pass_check_offline() {
     for overlay in [
         dir.path().to_path_buf(),
         dir.path().join("overlays/namespaced"),
+        dir.path().join("overlays/ha"),
     ] {
         let docs = parse_yaml(&kustomize(&overlay));
         let cm = all(&docs, "ConfigMap")
@@ -202,6 +229,95 @@ fn shipped_configs_pass_check_offline() {
         );
         assert!(stderr.contains("check --offline"), "{stderr}");
     }
+}
+
+#[test]
+fn ha_render_runs_two_replicas_on_postgres_with_the_lease_granted() {
+    let dir = deploy_copy();
+    let docs = parse_yaml(&kustomize(&dir.path().join("overlays/ha")));
+    check_common(&docs);
+    let dep = find(&docs, "Deployment", "rollbackd");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    // A drain may take one replica at a time, never both.
+    let pdb = find(&docs, "PodDisruptionBudget", "rollbackd");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert!(pdb["spec"]["maxUnavailable"].is_null(), "{pdb}");
+    // No volume: the store is PostgreSQL, its URL from a Secret that is part of the render.
+    assert_eq!(all(&docs, "PersistentVolumeClaim").count(), 0);
+    let pod = &dep["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_null())
+    );
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {env:?}"))
+    };
+    let secret = var("ROLLBACKD__STORE__URL")["valueFrom"]["secretKeyRef"]["name"]
+        .as_str()
+        .expect("the store URL comes from a Secret");
+    assert!(secret.starts_with("rollbackd-store"), "{secret}");
+    find(&docs, "Secret", secret);
+    assert_eq!(
+        var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let toml = config_toml(&docs);
+    assert!(toml.contains("url = \"postgres://"), "{toml}");
+    assert!(toml.contains("[leader_election]"), "{toml}");
+    // The Lease the daemon uses (leader_election.lease_name, in its own namespace) is exactly
+    // the one granted: created, read and renewed (the elector's create, get and update).
+    let lease = configured_lease_name(&toml);
+    let role = find(&docs, "Role", "rollbackd-leader-election");
+    assert_eq!(role["metadata"]["namespace"], "rollbackd");
+    let rules = role["rules"].as_array().expect("rules");
+    let granted = |verb: &str| {
+        rules.iter().any(|r| {
+            strings(&r["apiGroups"]) == ["coordination.k8s.io"]
+                && strings(&r["resources"]) == ["leases"]
+                && strings(&r["verbs"]).contains(&verb)
+                && (r["resourceNames"].is_null()
+                    || strings(&r["resourceNames"]).contains(&lease.as_str()))
+        })
+    };
+    for verb in ["create", "get", "update"] {
+        assert!(granted(verb), "leases {verb} not granted: {rules:?}");
+    }
+    let binding = find(&docs, "RoleBinding", "rollbackd-leader-election");
+    assert_eq!(binding["roleRef"]["name"], "rollbackd-leader-election");
+    assert_eq!(binding["subjects"][0]["name"], "rollbackd");
+    assert_eq!(binding["subjects"][0]["namespace"], "rollbackd");
+    assert_eq!(pod["serviceAccountName"], "rollbackd");
+}
+
+/// `leader_election.lease_name` from the rendered config (its default when unset).
+fn configured_lease_name(toml: &str) -> String {
+    let mut in_section = false;
+    for line in toml.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            in_section = line == "[leader_election]";
+        } else if in_section && line.starts_with("lease_name") {
+            return line
+                .split('=')
+                .nth(1)
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"')
+                .to_string();
+        }
+    }
+    "rollbackd".into()
 }
 
 #[test]
@@ -252,47 +368,54 @@ fn monitoring_component_renders() {
 async fn served_kinds_pass_a_server_dry_run_in_the_sandbox() {
     sandbox_common::bounded(async {
         let dir = deploy_copy();
-        let rendered = kustomize(dir.path());
-        let docs = parse_yaml(&rendered);
         let env = sandbox_common::start(sandbox_common::fast()).await;
-        // The namespace first, for real: a dry run creates nothing to put the rest in.
-        let ns = serde_json::to_string(find(&docs, "Namespace", "rollbackd")).unwrap();
-        let out = env.kubectl_stdin(&["apply", "-f", "-"], Some(ns)).await;
-        assert!(out.ok, "{}", out.stderr);
-        // The rendered YAML itself, less the kinds the sandbox does not serve.
-        let served: Vec<&str> = rendered
-            .split("\n---\n")
-            .filter(|doc| {
-                let kind = parse_yaml(doc)[0]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                SANDBOX_KINDS.contains(&kind.as_str())
-            })
-            .collect();
-        assert_eq!(
-            served.len(),
-            6,
-            "namespace, config, two secrets, service, deployment"
-        );
-        let out = env
-            .kubectl_stdin(
-                &["apply", "--dry-run=server", "-f", "-"],
-                Some(served.join("\n---\n")),
-            )
-            .await;
-        assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-        assert!(
-            out.stdout
-                .contains("deployment.apps/rollbackd created (server dry run)"),
-            "{}",
-            out.stdout
-        );
-        // A dry run leaves nothing behind.
-        let deps = env.json(&["get", "deployments", "-n", "rollbackd"]).await;
-        assert_eq!(deps["items"], json!([]));
+        // Every layout: one replica on SQLite, and two on PostgreSQL (one more Secret).
+        for (layout, served_docs) in [("", 6), ("overlays/ha", 7)] {
+            dry_run(&env, &kustomize(&dir.path().join(layout)), served_docs).await;
+        }
     })
     .await;
+}
+
+/// Applies the namespace for real, then the kinds the sandbox serves with a server dry run.
+async fn dry_run(env: &sandbox_common::Env, rendered: &str, served_docs: usize) {
+    let docs = parse_yaml(rendered);
+    // The namespace first, for real: a dry run creates nothing to put the rest in.
+    let ns = serde_json::to_string(find(&docs, "Namespace", "rollbackd")).unwrap();
+    let out = env.kubectl_stdin(&["apply", "-f", "-"], Some(ns)).await;
+    assert!(out.ok, "{}", out.stderr);
+    // The rendered YAML itself, less the kinds the sandbox does not serve.
+    let served: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| {
+            let kind = parse_yaml(doc)[0]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            SANDBOX_KINDS.contains(&kind.as_str())
+        })
+        .collect();
+    assert_eq!(
+        served.len(),
+        served_docs,
+        "namespace, config, the secrets, service, deployment"
+    );
+    let out = env
+        .kubectl_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(served.join("\n---\n")),
+        )
+        .await;
+    assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("deployment.apps/rollbackd created (server dry run)"),
+        "{}",
+        out.stdout
+    );
+    // A dry run leaves nothing behind.
+    let deps = env.json(&["get", "deployments", "-n", "rollbackd"]).await;
+    assert_eq!(deps["items"], json!([]));
 }
 
 /// Every overlay, with the monitoring component, is valid against the Kubernetes schemas
@@ -315,6 +438,7 @@ fn every_overlay_passes_the_kubernetes_schemas() {
     for (name, overlay) in [
         ("cluster-wide", dir.path().to_path_buf()),
         ("namespaced", dir.path().join("overlays/namespaced")),
+        ("ha", dir.path().join("overlays/ha")),
     ] {
         let file = out.path().join(format!("{name}.yaml"));
         std::fs::write(&file, kustomize(&overlay)).unwrap();

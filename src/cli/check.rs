@@ -139,7 +139,31 @@ fn describe(path: &Path, c: &Config) -> String {
         "gitops:      mode {gitops}; argoproj.io applications in namespace {} when the cluster serves them",
         c.gitops.argocd_namespace
     );
-    let _ = writeln!(out, "store:       {}", c.store.url);
+    let _ = writeln!(
+        out,
+        "store:       {}",
+        crate::store::redact_url(&c.store.url)
+    );
+    let le = &c.leader_election;
+    let election = if crate::store::Backend::of(&c.store.url)
+        == Some(crate::store::Backend::Postgres)
+    {
+        format!(
+            "on (the store is PostgreSQL): Lease {} in {}, held {} after each renewal, given up {} without one, renewed every {}",
+            le.lease_name,
+            if le.lease_namespace.is_empty() {
+                "the client's namespace"
+            } else {
+                le.lease_namespace.as_str()
+            },
+            humantime::format_duration(le.lease_duration),
+            humantime::format_duration(le.renew_deadline),
+            humantime::format_duration(le.retry_period),
+        )
+    } else {
+        "off (one replica on SQLite)".to_string()
+    };
+    let _ = writeln!(out, "leader:      {election}");
     out.push_str(&crate::cli::describe_notify(c));
     match &c.prometheus {
         None => {

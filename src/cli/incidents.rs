@@ -29,7 +29,7 @@ pub async fn incidents(
     }
     let store = Store::open(&config.store.url)
         .await
-        .with_context(|| format!("opening {}", config.store.url))?;
+        .with_context(|| format!("opening {}", crate::store::redact_url(&config.store.url)))?;
     match command {
         IncidentsCommand::List {
             since,

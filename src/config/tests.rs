@@ -419,3 +419,65 @@ fn offline_loading_lists_the_deployed_files_instead_of_reading_them() {
     assert_eq!(err.problems.len(), 1, "{err}");
     assert_eq!(err.problems[0].key, "policy.mode");
 }
+
+#[test]
+fn a_postgres_store_is_accepted_and_leader_election_needs_no_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "c.toml",
+        "[store]\nurl = \"postgres://rollbackd:hunter2@db:5432/rollbackd\"\n",
+    );
+    let cfg = Config::load_with_env(&path, no_env()).expect("valid");
+    let le = &cfg.leader_election;
+    assert_eq!(le.lease_name, "rollbackd");
+    assert_eq!(le.lease_duration, Duration::from_secs(15));
+    assert_eq!(le.renew_deadline, Duration::from_secs(10));
+    assert_eq!(le.retry_period, Duration::from_secs(2));
+    let settings = le.settings("team-a");
+    assert_eq!(settings.namespace, "team-a");
+    assert!(!settings.identity.is_empty());
+    assert_ne!(
+        settings.identity,
+        le.settings("team-a").identity,
+        "two replicas never share an identity"
+    );
+    assert!(
+        !crate::store::redact_url(&cfg.store.url).contains("hunter2"),
+        "the password is never shown"
+    );
+}
+
+#[test]
+fn leader_election_timings_must_let_a_leader_stop_before_its_lease_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "c.toml",
+        r#"
+[store]
+url = "mysql://db/rollbackd"
+[leader_election]
+lease_name = "Bad Name"
+lease_duration = "1500ms"
+renew_deadline = "20s"
+retry_period = "30s"
+holder = "x"
+"#,
+    );
+    let err = Config::load_with_env(&path, no_env()).expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "store.url",
+        "leader_election.lease_name",
+        "leader_election.lease_duration",
+        "leader_election.renew_deadline",
+        "leader_election.retry_period",
+        "leader_election.holder",
+    ] {
+        assert!(
+            keys.contains(&expected),
+            "{expected} missing from {keys:?}\n{err}"
+        );
+    }
+}

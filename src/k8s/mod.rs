@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod executor;
+pub mod lease;
 mod objects;
 mod selector;
 mod timing;

@@ -66,6 +66,7 @@ fn after_hint(hint: Duration) -> Duration {
     hint + hint.mul_f64(rand::random_range(0.0..=0.1))
 }
 
+#[derive(Clone)]
 pub struct DeliveryWorker {
     store: Store,
     channels: Arc<Vec<Box<dyn Notifier>>>,

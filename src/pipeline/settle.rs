@@ -28,9 +28,15 @@ impl Pipeline {
                         action.incident_id,
                         "daemon",
                         &format!(
-                            "rollbackd {} started (pid {}) and found action {} {}: its result was never recorded; settling it by reading {} {}/{} again",
-                            env!("CARGO_PKG_VERSION"),
-                            std::process::id(),
+                            "{} and found action {} {}: its result was never recorded; settling it by reading {} {}/{} again",
+                            self.started_as.as_deref().map_or_else(
+                                || format!(
+                                    "rollbackd {} started (pid {})",
+                                    env!("CARGO_PKG_VERSION"),
+                                    std::process::id()
+                                ),
+                                str::to_string
+                            ),
                             action.action_id,
                             action.status,
                             action.kind,

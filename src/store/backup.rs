@@ -18,6 +18,9 @@ impl Store {
     /// `VACUUM INTO` (one read transaction: the daemon keeps recording meanwhile), then opens
     /// the copy and checks it before saying what it holds. A failed or corrupt copy is removed.
     pub async fn backup_to(&self, to: &Path) -> Result<BackupSummary> {
+        if self.backend() == super::Backend::Postgres {
+            return Err(StoreError::BackupUnsupported);
+        }
         if to.exists() {
             return Err(StoreError::BackupExists(to.display().to_string()));
         }

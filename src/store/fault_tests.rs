@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Connection};
 
 use super::*;
 

@@ -22,6 +22,19 @@ pub(super) fn in_memory(url: &str) -> bool {
     database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
 
+/// The URL the pool's connections open `path` with: read-write, never creating it (only the
+/// store's first connection may), and with the characters a URL would take for its own
+/// escaped. Every connection parses it again, so it must name exactly this file.
+pub(super) fn pool_url(path: &Path) -> String {
+    let path = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    format!("sqlite:{path}?mode=rw")
+}
+
 /// The database file as opened: its path with the device and inode found there at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct StoreFile {
@@ -69,6 +82,15 @@ mod tests {
         assert!(in_memory("sqlite://x.db?cache=shared&mode=memory"));
         assert!(!in_memory("sqlite://dir/x.db?mode=rwc"));
         assert!(!in_memory("sqlite:///abs/x.db"));
+    }
+
+    #[test]
+    fn the_pool_url_names_the_file_and_never_creates_it() {
+        assert_eq!(
+            pool_url(Path::new("/a b/x?#%.db")),
+            "sqlite:/a b/x%3F%23%25.db?mode=rw"
+        );
+        assert_eq!(pool_url(Path::new("rel.db")), "sqlite:rel.db?mode=rw");
     }
 
     #[test]

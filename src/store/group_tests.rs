@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::test_db::{TestDb, on_both};
 use super::*;
 use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
 
@@ -38,7 +39,7 @@ fn path(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("s.db")
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
+async fn open_sqlite(dir: &tempfile::TempDir) -> Store {
     Store::open(&format!("sqlite://{}", path(dir).display()))
         .await
         .expect("open")
@@ -72,10 +73,8 @@ async fn submit_together(store: &Store, names: &[String]) -> Vec<Result<Vec<Rece
     answers
 }
 
-#[tokio::test]
-async fn concurrent_deliveries_each_get_their_own_answer_and_are_durable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn concurrent_deliveries_each_get_their_own_answer_and_are_durable(db: TestDb) {
+    let store = db.open().await;
     // 30 distinct alerts, and 10 of them delivered twice within the same batch.
     let names: Vec<String> = (0..30).chain(0..10).map(|i| format!("web-{i}")).collect();
     let answers = submit_together(&store, &names).await;
@@ -94,7 +93,7 @@ async fn concurrent_deliveries_each_get_their_own_answer_and_are_durable() {
     }
     drop(store);
 
-    let store = open(&dir).await;
+    let store = db.open().await;
     assert_eq!(store.alert_count().await.expect("count"), 30);
     for (name, received) in &by_name {
         let deliveries: i64 = sqlx::query("SELECT deliveries FROM alerts WHERE id = $1")
@@ -108,10 +107,11 @@ async fn concurrent_deliveries_each_get_their_own_answer_and_are_durable() {
     assert_eq!(store.undecided_alerts().await.expect("undecided").len(), 30);
 }
 
+/// SQLite only: the shared failure here is the store file deleted under the batch.
 #[tokio::test]
 async fn a_failed_shared_commit_is_answered_to_every_member() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+    let store = open_sqlite(&dir).await;
     let names: Vec<String> = (0..8).map(|i| format!("web-{i}")).collect();
     std::fs::remove_file(path(&dir)).expect("delete the store file");
     let answers = submit_together(&store, &names).await;
@@ -129,10 +129,8 @@ async fn a_failed_shared_commit_is_answered_to_every_member() {
     }
 }
 
-#[tokio::test]
-async fn a_delivery_whose_caller_went_away_is_not_recorded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_delivery_whose_caller_went_away_is_not_recorded(db: TestDb) {
+    let store = db.open().await;
     let turn = store.write_turn().await;
     let gone = {
         let store = store.clone();
@@ -153,3 +151,8 @@ async fn a_delivery_whose_caller_went_away_is_not_recorded() {
     assert!(kept[0].fresh);
     assert_eq!(store.alert_count().await.expect("count"), 1);
 }
+
+on_both!(
+    concurrent_deliveries_each_get_their_own_answer_and_are_durable,
+    a_delivery_whose_caller_went_away_is_not_recorded,
+);

@@ -4,8 +4,11 @@
 //! *incident* per (workload, rollout) gathering every alert that hit it; a *timeline* of
 //! entries per incident that is never updated or deleted (enforced by triggers); an *action*
 //! row written as an intent before the Kubernetes API is called and completed after; an
-//! *outbox* row per notification, queued in the transaction that records what it reports. SQLite is
-//! the embedded default; the SQL sticks to what PostgreSQL also accepts.
+//! *outbox* row per notification, queued in the transaction that records what it reports; the
+//! *leadership* epoch that fences actions when replicas share the store ([`fence`]).
+//!
+//! SQLite is the embedded default (one replica); PostgreSQL is for replicas sharing the store
+//! (docs/ha.md). One code path serves both through sqlx's `Any` driver ([`open`]).
 //!
 //! The store fails safe (docs/store.md): any fault of the disk or the file makes writes fail,
 //! which the webhook turns into a 503, and never crashes the daemon. So: a rollback journal
@@ -14,9 +17,11 @@
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
 mod backup;
+mod fence;
 mod file;
 mod group;
 mod health;
+mod open;
 mod outbox;
 mod read;
 mod settle;
@@ -25,25 +30,23 @@ mod tx;
 mod verify;
 mod write;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, SqlitePool};
+use sqlx::AnyPool;
 use tracing::{info, warn};
 
 use file::StoreFile;
 
 pub use backup::BackupSummary;
+pub use fence::{Fence, Term};
 pub use group::MAX_BATCH_ALERTS;
 pub use health::InconclusivePeriod;
+pub use open::{Backend, redact_url};
+use open::{open_postgres, open_sqlite};
 pub use outbox::{AttemptEnd, Backlog, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
@@ -70,6 +73,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0} exists already; a backup never overwrites a file")]
     BackupExists(String),
+    /// `VACUUM INTO` is SQLite's; a PostgreSQL store has the database's own tools.
+    #[error(
+        "a PostgreSQL store is backed up with pg_dump (or the database's snapshots), not with rollbackd"
+    )]
+    BackupUnsupported,
     #[error("the incident store file {path} is gone")]
     FileGone {
         path: String,
@@ -89,12 +97,21 @@ pub enum StoreError {
     },
     #[error("the group committer stopped before answering")]
     CommitterGone,
+    /// An action intent from a replica that does not lead (docs/ha.md).
+    #[error("this replica does not hold the lease: no action is recorded")]
+    NotLeader,
+    /// An action intent from a leader whose epoch is no longer the newest: another replica
+    /// took over since (docs/ha.md).
+    #[error("leader epoch {epoch} was superseded by epoch {newest}: no action is recorded")]
+    Fenced { epoch: i64, newest: i64 },
 }
 
 /// A handle on the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    /// Which database holds the store: decides how a write transaction begins.
+    backend: Backend,
     /// The file opened; `None` for a store in memory.
     file: Option<Arc<StoreFile>>,
     /// What the last [`Store::ping`] found, to log changes rather than every probe.
@@ -104,6 +121,8 @@ pub struct Store {
     /// writer that just committed wins again and again: the decision worker, deciding a
     /// backlog page after page, would starve the webhook's deliveries.
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Whether action intents need the leader's epoch to be the newest (`fence`).
+    fence: Arc<std::sync::Mutex<Fence>>,
     /// Where webhook deliveries queue for a group commit (`group`); `None` in the
     /// committer's own handle, and when group commit is off.
     committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
@@ -118,70 +137,29 @@ const IDLE_CONNECTION: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store at `url` (`sqlite://FILE`).
+    /// Opens (creating if needed) and migrates the store at `url`: `sqlite://FILE` (the
+    /// default, one replica) or `postgres://…` (shared by replicas, docs/ha.md).
     pub async fn open(url: &str) -> Result<Store> {
-        let open_err = |source| StoreError::Open {
-            url: url.to_string(),
-            source,
+        sqlx::any::install_default_drivers();
+        let (backend, pool, file) = match Backend::of(url) {
+            Some(Backend::Postgres) => (Backend::Postgres, open_postgres(url).await?, None),
+            _ => {
+                let (pool, file) = open_sqlite(url).await?;
+                (Backend::Sqlite, pool, file)
+            }
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            // A rollback journal, not WAL: WAL maps its -shm index into memory, and a fault
-            // under a mapped page is a SIGBUS, not an error (docs/store.md).
-            .journal_mode(SqliteJournalMode::Delete)
-            .pragma("mmap_size", "0")
-            // NORMAL: the CLI reads the store while the daemon runs.
-            .locking_mode(SqliteLockingMode::Normal)
-            // FULL: an alert acknowledged to Alertmanager survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        // Only this first connection may create the file. The pool's must not: one opened
-        // after the file was deleted would start an empty store at the same path.
-        options
-            .clone()
-            .create_if_missing(true)
-            .connect()
-            .await
-            .map_err(open_err)?
-            .close()
-            .await
-            .map_err(open_err)?;
-        let in_memory = file::in_memory(url);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            // A store in memory lives only as long as a connection to it.
-            .idle_timeout((!in_memory).then_some(IDLE_CONNECTION))
-            .acquire_timeout(Duration::from_secs(10))
-            .after_release(tx::discard_if_mid_transaction)
-            .connect_with(options.clone().create_if_missing(false))
-            .await
-            .map_err(open_err)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(StoreError::Migrate)?;
         // Not a migration: it holds nothing but the time of the last readiness probe.
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)",
         )
         .execute(&pool)
         .await?;
-        let file = if in_memory {
-            None
-        } else {
-            let path = options.get_filename();
-            let file = StoreFile::identify(path).map_err(|source| StoreError::FileGone {
-                path: path.display().to_string(),
-                source,
-            })?;
-            Some(Arc::new(file))
-        };
         let mut store = Store {
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             pool,
+            backend,
             file,
+            fence: Arc::new(std::sync::Mutex::new(Fence::Off)),
             writable: Arc::new(AtomicBool::new(true)),
             committer: None,
         };
@@ -189,6 +167,44 @@ impl Store {
             store.committer = Some(group::spawn(store.clone()));
         }
         Ok(store)
+    }
+
+    /// Which database holds the store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Calls `wake` each time another connection commits new alerts (on PostgreSQL, whichever
+    /// replica recorded them), so that the leader decides them at once rather than at its next
+    /// sweep. Never returns; a lost connection is opened again, and what was announced
+    /// meanwhile is found by the sweep. Returns at once for SQLite, where the recording
+    /// process wakes its own worker.
+    pub async fn listen_for_alerts(&self, url: &str, wake: impl Fn()) {
+        if self.backend != Backend::Postgres {
+            return std::future::pending().await;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(url).await {
+                Ok(mut listener) => match listener.listen(write::ALERTS_CHANNEL).await {
+                    Ok(()) => loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => wake(),
+                            // Reconnected: something may have been missed.
+                            Ok(None) => wake(),
+                            Err(e) => {
+                                warn!(error = %e, "lost the store's alert notifications; the sweep still finds new alerts");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "cannot listen for the store's alert notifications")
+                    }
+                },
+                Err(e) => warn!(error = %e, "cannot listen for the store's alert notifications"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
@@ -252,5 +268,7 @@ fn json_text<T: Serialize>(value: &T) -> String {
 mod fault_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;

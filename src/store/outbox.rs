@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::write::append;
 use super::{Result, Store, parse_ts, ts_text};
@@ -111,7 +111,7 @@ const COLUMNS: &str = "id, incident_id, channel, destination, event, payload, st
 /// Inserts queued messages inside the caller's transaction, with a `notify` timeline entry
 /// each. A message already queued for the same event and destination is left as it is.
 pub(super) async fn enqueue(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     incident_id: i64,
     messages: &[NewMessage],
     now: Timestamp,
@@ -342,7 +342,7 @@ impl Store {
     }
 }
 
-fn outbox_row(r: &SqliteRow) -> Result<OutboxRow> {
+fn outbox_row(r: &AnyRow) -> Result<OutboxRow> {
     let ts = |name: &str| -> Result<Timestamp> { parse_ts(&r.try_get::<String, _>(name)?) };
     let payload: String = r.try_get("payload")?;
     Ok(OutboxRow {
@@ -374,6 +374,7 @@ mod tests {
     use crate::core::engine::{Decision, Outcome};
 
     use super::*;
+    use crate::store::test_db::{TestDb, on_both};
 
     fn alert(i: usize) -> Alert {
         let labels: LabelSet = [("alertname", format!("A{i}")), ("namespace", "x".into())]
@@ -395,12 +396,8 @@ mod tests {
 
     /// The delivery worker writes while the webhook records alerts: recording must wait for
     /// the write lock, never fail (a failure is a 503 to Alertmanager).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn alerts_are_recorded_while_the_worker_writes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
-            .await
-            .expect("store");
+    async fn alerts_are_recorded_while_the_worker_writes(db: TestDb) {
+        let store = db.open().await;
         let now = Timestamp::now();
         let first = alert(0);
         let received = store
@@ -450,4 +447,6 @@ mod tests {
         }
         writer.await.expect("writer");
     }
+
+    on_both!(alerts_are_recorded_while_the_worker_writes);
 }

@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, parse_ts, ts_text};
 use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
@@ -204,7 +204,7 @@ impl Store {
                 id: r.try_get("id")?,
                 kind: r.try_get("kind")?,
                 target_name: r.try_get("target_name")?,
-                dry_run: r.try_get("dry_run")?,
+                dry_run: r.try_get::<i64, _>("dry_run")? == 1,
                 status: r.try_get("status")?,
                 intended_at: r.try_get("intended_at")?,
                 finished_at: r.try_get("finished_at")?,
@@ -253,7 +253,7 @@ pub fn short_time(t: &str) -> String {
         .map_or_else(|| t.to_string(), |s| s.replace('T', " "))
 }
 
-fn summary_from_row(r: &SqliteRow) -> Result<IncidentSummary> {
+fn summary_from_row(r: &AnyRow) -> Result<IncidentSummary> {
     Ok(IncidentSummary {
         id: r.try_get("id")?,
         key: r.try_get("incident_key")?,
@@ -274,12 +274,12 @@ fn summary_from_row(r: &SqliteRow) -> Result<IncidentSummary> {
     })
 }
 
-fn json_column(r: &SqliteRow, name: &str) -> Result<Value> {
+fn json_column(r: &AnyRow, name: &str) -> Result<Value> {
     let text: String = r.try_get(name)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
 }
 
-pub(super) fn alert_from_row(r: &SqliteRow) -> Result<Alert> {
+pub(super) fn alert_from_row(r: &AnyRow) -> Result<Alert> {
     let labels: LabelSet = serde_json::from_value(json_column(r, "labels")?)
         .map_err(|e| StoreError::Corrupt(format!("labels: {e}")))?;
     let annotations: LabelSet = serde_json::from_value(json_column(r, "annotations")?)

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::read::alert_from_row;
 use super::write::append;
@@ -162,7 +162,7 @@ impl Store {
 }
 
 /// An undecided alert, from the columns both backlog queries select.
-fn pending_from_row(r: &SqliteRow) -> Result<PendingAlert> {
+fn pending_from_row(r: &AnyRow) -> Result<PendingAlert> {
     Ok(PendingAlert {
         alert_id: r.try_get("id")?,
         alert: alert_from_row(r)?,
@@ -173,7 +173,7 @@ fn pending_from_row(r: &SqliteRow) -> Result<PendingAlert> {
 }
 
 /// The workload and the rollout blamed, from the incident's columns.
-pub(super) fn refs_from_row(r: &SqliteRow) -> Result<(Option<WorkloadRef>, Option<RolloutRef>)> {
+pub(super) fn refs_from_row(r: &AnyRow) -> Result<(Option<WorkloadRef>, Option<RolloutRef>)> {
     let namespace: String = r.try_get("a_namespace")?;
     let name: String = r.try_get("workload_name")?;
     let uid: String = r.try_get("a_uid")?;

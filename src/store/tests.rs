@@ -1,5 +1,6 @@
-//! Store tests against a real SQLite file.
+//! Store tests, each against a real SQLite file and a real PostgreSQL ([`on_both!`]).
 
+use super::test_db::{TestDb, on_both};
 use super::*;
 use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::core::engine::{Command, Decision, Outcome, RolloutRef, UndoDeployment, WorkloadRef};
@@ -65,22 +66,14 @@ fn mk_decision() -> Decision {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
-        .await
-        .expect("open")
-}
-
 #[test]
 fn timestamps_have_a_fixed_width() {
     assert_eq!(ts_text(t(0)), "2027-01-15T08:00:00.000000000Z");
     assert_eq!(parse_ts(&ts_text(t(5))).expect("parse"), t(5));
 }
 
-#[tokio::test]
-async fn duplicates_are_counted_not_recorded_twice() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn duplicates_are_counted_not_recorded_twice(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let first = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -94,10 +87,8 @@ async fn duplicates_are_counted_not_recorded_twice() {
     assert_eq!(store.undecided_alerts().await.expect("undecided").len(), 1);
 }
 
-#[tokio::test]
-async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -143,7 +134,7 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
         .expect("resolve");
     drop(store);
 
-    let store = open(&dir).await;
+    let store = db.open().await;
     let detail = store
         .incident(recorded.incident_id)
         .await
@@ -186,10 +177,8 @@ async fn a_decision_and_its_result_build_the_timeline_and_survive_reopening() {
     );
 }
 
-#[tokio::test]
-async fn the_timeline_refuses_updates_and_deletes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn the_timeline_refuses_updates_and_deletes(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -212,12 +201,18 @@ async fn the_timeline_refuses_updates_and_deletes() {
             .await
             .is_err()
     );
+    if store.backend() == Backend::Postgres {
+        assert!(
+            sqlx::query("TRUNCATE timeline")
+                .execute(&store.pool)
+                .await
+                .is_err()
+        );
+    }
 }
 
-#[tokio::test]
-async fn a_second_live_action_for_the_same_cause_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_second_live_action_for_the_same_cause_is_refused(db: TestDb) {
+    let store = db.open().await;
     let mut other = mk_alert(AlertStatus::Firing);
     other
         .labels
@@ -243,12 +238,10 @@ async fn a_second_live_action_for_the_same_cause_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_never_see_a_locked_database() {
+async fn concurrent_writers_never_see_a_locked_database(db: TestDb) {
     // The webhook records alerts while the worker records decisions: a read-then-write
     // transaction must not fail with SQLITE_BUSY when another commits first.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+    let store = db.open().await;
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..4 {
         let store = store.clone();
@@ -286,10 +279,8 @@ fn failed_transiently() -> ActionResult {
     }
 }
 
-#[tokio::test]
-async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -318,10 +309,8 @@ async fn received_is_stamped_when_the_alert_arrived_not_when_it_was_decided() {
     assert_eq!(at("decision"), ts_text(t(190)));
 }
 
-#[tokio::test]
-async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -418,10 +407,8 @@ async fn a_transient_failure_is_decided_again_then_on_delivery_and_counts_attemp
     assert_eq!(received_entries, 1, "an alert is received once");
 }
 
-#[tokio::test]
-async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time(db: TestDb) {
+    let store = db.open().await;
     let quiet: Vec<Alert> = (0..5)
         .map(|i| {
             let mut a = mk_alert(AlertStatus::Firing);
@@ -449,10 +436,8 @@ async fn urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time() {
     assert_eq!(store.pending_count().await.expect("count"), 6);
 }
 
-#[tokio::test]
-async fn unsettled_actions_carry_what_settling_needs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn unsettled_actions_carry_what_settling_needs(db: TestDb) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -481,10 +466,8 @@ async fn unsettled_actions_carry_what_settling_needs() {
     );
 }
 
-#[tokio::test]
-async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir).await;
+async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale(db: TestDb) {
+    let store = db.open().await;
     let alerts: Vec<Alert> = (0..3)
         .map(|i| {
             let mut a = mk_alert(AlertStatus::Firing);
@@ -524,4 +507,96 @@ async fn overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_s
         3,
         "stale-data stays undecided"
     );
+}
+
+/// Two replicas on one store: the one whose epoch was superseded cannot record an intent,
+/// however late its decision comes; one that lost the lease cannot either.
+async fn an_intent_from_a_superseded_leader_is_refused(db: TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut other = mk_alert(AlertStatus::Firing);
+    other
+        .labels
+        .insert("alertname".into(), "HighLatencyP95".into());
+    other.fingerprint = Fingerprint::of(&other.labels);
+    let alerts = [mk_alert(AlertStatus::Firing), other];
+    let received = a.record_alerts(&alerts, t(101)).await.expect("record");
+    let first = a
+        .take_leadership("replica-a", t(101))
+        .await
+        .expect("a leads");
+    assert_eq!(
+        first,
+        Term {
+            epoch: 1,
+            previous: None
+        }
+    );
+    let second = b
+        .take_leadership("replica-b", t(102))
+        .await
+        .expect("b leads");
+    assert_eq!(
+        second,
+        Term {
+            epoch: 2,
+            previous: Some("replica-a".into())
+        }
+    );
+    let refused = a
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(103))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Fenced {
+                epoch: 1,
+                newest: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    a.lose_leadership();
+    let refused = a
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(103))
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotLeader)), "{refused:?}");
+    assert!(
+        a.past_actions().await.expect("past").is_empty(),
+        "nothing was recorded"
+    );
+    // The newest leader records the same decision, intent included.
+    let recorded = b
+        .record_decision(received[0].alert_id, &alerts[0], &mk_decision(), t(104))
+        .await
+        .expect("the newest leader records")
+        .expect("undecided");
+    assert!(recorded.action_id.is_some());
+}
+
+on_both!(
+    duplicates_are_counted_not_recorded_twice,
+    a_decision_and_its_result_build_the_timeline_and_survive_reopening,
+    the_timeline_refuses_updates_and_deletes,
+    a_second_live_action_for_the_same_cause_is_refused,
+    concurrent_writers_never_see_a_locked_database,
+    an_intent_from_a_superseded_leader_is_refused,
+    received_is_stamped_when_the_alert_arrived_not_when_it_was_decided,
+    a_transient_failure_is_decided_again_then_on_delivery_and_counts_attempts,
+    urgent_alerts_come_first_and_the_backlog_is_read_a_page_at_a_time,
+    unsettled_actions_carry_what_settling_needs,
+    overdue_alerts_are_those_received_before_the_cutoff_and_not_yet_noted_stale,
+);
+
+/// `VACUUM INTO` is SQLite's: a PostgreSQL store says how it is backed up instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_refuses_a_backup_and_names_its_tools() {
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = dir.path().join("copy.db");
+    let err = store.backup_to(&to).await.expect_err("refused");
+    assert!(matches!(err, StoreError::BackupUnsupported), "{err:?}");
+    assert!(err.to_string().contains("pg_dump"), "{err}");
+    assert!(!to.exists(), "nothing written");
 }

@@ -58,7 +58,7 @@ impl Store {
     }
 }
 
-fn change_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TrafficChange> {
+fn change_from_row(r: &sqlx::any::AnyRow) -> Result<TrafficChange> {
     let kind: String = r.try_get("kind")?;
     let json = |col: &str| -> Result<serde_json::Value> {
         let text: String = r.try_get(col)?;

@@ -13,21 +13,31 @@
 //! future, a failed statement and a failed COMMIT therefore all cost one reconnect, never a
 //! poisoned pool. [`discard_if_mid_transaction`] is the same rule for sqlx's own transactions
 //! (the migrator's).
+//!
+//! On PostgreSQL, shared by replicas, a write transaction takes a transaction-scoped advisory
+//! lock ([`WRITE_LOCK`]) right after `BEGIN`: writers take turns across every replica, as
+//! `BEGIN IMMEDIATE` makes them on SQLite, so a read-then-write (is this alert new? is this
+//! alert still undecided?) stands until the commit. The lock ends with the transaction, and
+//! a connection lost mid-transaction releases it on the server.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
-use sqlx::{Connection, Sqlite, SqliteConnection};
+use sqlx::{Any, AnyConnection, Connection};
 
 use super::file::StoreFile;
-use super::{Result, Store};
+use super::{Backend, Result, Store};
+
+/// The key of the PostgreSQL advisory lock that write transactions take in turn: an
+/// arbitrary constant of this program ("rbkd" in ASCII).
+pub(super) const WRITE_LOCK: i64 = 0x7262_6b64;
 
 /// A transaction holding the write lock; derefs to the connection, so `&mut *tx` and
-/// `&mut tx` work where a `&mut SqliteConnection` is expected.
+/// `&mut tx` work where a `&mut AnyConnection` is expected.
 #[derive(Debug)]
 pub struct WriteTx {
-    conn: PoolConnection<Sqlite>,
+    conn: PoolConnection<Any>,
     file: Option<Arc<StoreFile>>,
     /// Until COMMIT or ROLLBACK succeeded: close the connection on drop.
     open: bool,
@@ -66,9 +76,20 @@ impl Store {
             _turn: turn,
         };
         // Built before BEGIN: if this future is dropped mid-BEGIN, the connection is closed.
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *tx.conn)
-            .await?;
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *tx.conn)
+                    .await?;
+            }
+            Backend::Postgres => {
+                sqlx::query("BEGIN").execute(&mut *tx.conn).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx.conn)
+                    .await?;
+            }
+        }
         Ok(tx)
     }
 }
@@ -101,15 +122,15 @@ impl Drop for WriteTx {
 }
 
 impl Deref for WriteTx {
-    type Target = SqliteConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &AnyConnection {
         &self.conn
     }
 }
 
 impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.conn
     }
 }
@@ -117,7 +138,7 @@ impl DerefMut for WriteTx {
 /// The pool's `after_release` check: a connection that sqlx still counts as inside a
 /// transaction once its queued rollback ran (the ping waits for it) is closed, not reused.
 pub(super) fn discard_if_mid_transaction(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     _meta: PoolConnectionMetadata,
 ) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {

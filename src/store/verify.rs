@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::outbox::{NewMessage, enqueue};
 use super::read::alert_from_row;
@@ -251,7 +251,7 @@ impl Store {
     }
 }
 
-fn followed_from_row(r: &SqliteRow) -> Result<FollowedAlert> {
+fn followed_from_row(r: &AnyRow) -> Result<FollowedAlert> {
     let resolved = r.try_get::<String, _>("status")? == "resolved";
     let when = match r.try_get::<Option<String>, _>("ends_at")? {
         Some(ends) => Some(ends),

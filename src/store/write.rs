@@ -162,7 +162,16 @@ impl Store {
         notify: impl FnOnce(i64) -> Vec<NewMessage>,
     ) -> Result<Option<Recorded>> {
         let mut tx = self.write_tx().await?;
-        let recorded = record_decision_in(&mut tx, alert_id, alert, decision, now, notify).await?;
+        let recorded = record_decision_in(
+            &mut tx,
+            self.fence(),
+            alert_id,
+            alert,
+            decision,
+            now,
+            notify,
+        )
+        .await?;
         if recorded.is_none() {
             tx.rollback().await?;
             return Ok(None);
@@ -181,6 +190,7 @@ impl Store {
         now: Timestamp,
         mut notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
     ) -> Result<Vec<Option<Recorded>>> {
+        let fence = self.fence();
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(batch.len());
         for (i, (alert_id, alert, decision)) in batch.iter().enumerate() {
@@ -188,11 +198,16 @@ impl Store {
                 decision.command.is_none(),
                 "acting decisions are recorded alone"
             );
-            let recorded =
-                record_decision_in(&mut tx, *alert_id, alert, decision, now, |incident| {
-                    notify(i, incident)
-                })
-                .await?;
+            let recorded = record_decision_in(
+                &mut tx,
+                fence,
+                *alert_id,
+                alert,
+                decision,
+                now,
+                |incident| notify(i, incident),
+            )
+            .await?;
             out.push(recorded);
         }
         tx.commit().await?;
@@ -202,8 +217,10 @@ impl Store {
 
 /// One decision inside a write transaction; `None` (and nothing written) if the alert was
 /// already decided.
+#[allow(clippy::too_many_arguments)]
 async fn record_decision_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
+    fence: super::Fence,
     alert_id: i64,
     alert: &Alert,
     decision: &Decision,
@@ -360,6 +377,7 @@ async fn record_decision_in(
 
         let mut action_id = None;
         if let Some(command) = &decision.command {
+            super::fence::check(tx, fence).await?;
             let intent = command.intent();
             let id: i64 = sqlx::query(
                 "INSERT INTO actions (incident_id, alert_id, kind, namespace, workload_name,
@@ -378,7 +396,7 @@ async fn record_decision_in(
             .bind(&intent.blamed_name)
             .bind(&intent.target_key)
             .bind(&intent.target_name)
-            .bind(intent.dry_run)
+            .bind(i64::from(intent.dry_run))
             .bind(&now_text)
             .fetch_one(&mut *tx)
             .await?
@@ -479,7 +497,7 @@ impl Store {
         .bind(result.outcome.code())
         .bind(&result.message)
         .bind(&retry_at)
-        .bind(on_delivery)
+        .bind(i64::from(on_delivery))
         .bind(alert_id)
         .execute(&mut *tx)
         .await?;
@@ -509,7 +527,7 @@ impl Store {
 }
 
 pub(super) async fn append(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     incident_id: i64,
     at: Timestamp,
     kind: &str,
@@ -535,7 +553,7 @@ pub(super) async fn append(
 /// [`Store::record_alerts_ranked`], shared with the group committer (`group`), which runs it
 /// for each delivery of a batch in one transaction.
 pub(super) async fn record_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     alerts: &[Alert],
     urgent: &[bool],
     now: Timestamp,
@@ -686,5 +704,15 @@ pub(super) async fn record_in(
             reopened,
         });
     }
+    // Replicas share a PostgreSQL store: the leader is told at commit that alerts await a
+    // decision (`Store::listen_for_alerts`), wherever they were received.
+    if tx.backend_name() == "PostgreSQL" && out.iter().any(|r| r.fresh || r.reopened) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {ALERTS_CHANNEL}")))
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(out)
 }
+
+/// The PostgreSQL notification channel on which a commit of new alerts is announced.
+pub(super) const ALERTS_CHANNEL: &str = "rollbackd_alerts";

@@ -24,12 +24,18 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
-/// A copy of `deploy/kubernetes` with the token files the README tells a user to create.
+/// A copy of `deploy/kubernetes` with the token files (and the HA layout's store URL) the
+/// README tells a user to create.
 pub fn deploy_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     copy_tree(&repo().join("deploy/kubernetes"), dir.path());
     std::fs::write(dir.path().join("base/webhook-token"), "full-token\n").expect("token");
     std::fs::write(dir.path().join("base/read-token"), "read-token\n").expect("token");
+    std::fs::write(
+        dir.path().join("overlays/ha/store-url"),
+        "postgres://rollbackd:secret@postgres.db.svc:5432/rollbackd\n",
+    )
+    .expect("store url");
     dir
 }
 

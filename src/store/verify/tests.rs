@@ -1,9 +1,10 @@
-//! Verification bookkeeping against a real SQLite file.
+//! Verification bookkeeping, against a real SQLite file and a real PostgreSQL.
 
 use super::*;
 use crate::core::alert::{AlertSource, AlertStatus, Fingerprint, LabelSet};
 use crate::core::engine::{Command, Decision, UndoDeployment};
 use crate::core::undo::RevisionRef;
+use crate::store::test_db::{TestDb, on_both};
 use crate::store::{ActionResult, ActionStatus, Followup};
 
 fn t(secs: i64) -> Timestamp {
@@ -67,10 +68,8 @@ fn mk_decision(dry_run: bool) -> Decision {
 }
 
 /// A store with one alert whose undo was recorded with `status`; returns (action, incident).
-async fn acted(dir: &tempfile::TempDir, status: ActionStatus, dry_run: bool) -> (Store, i64, i64) {
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
-        .await
-        .expect("open");
+async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64, i64) {
+    let store = db.open().await;
     let alert = mk_alert(AlertStatus::Firing);
     let alert_id = store
         .record_alerts(std::slice::from_ref(&alert), t(101))
@@ -114,10 +113,8 @@ async fn acted(dir: &tempfile::TempDir, status: ActionStatus, dry_run: bool) -> 
     (store, action_id, recorded.incident_id)
 }
 
-#[tokio::test]
-async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, action_id, incident_id) = acted(&dir, ActionStatus::Succeeded, false).await;
+async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen(db: TestDb) {
+    let (store, action_id, incident_id) = acted(&db, ActionStatus::Succeeded, false).await;
     let due = store.verifications().await.expect("due");
     assert_eq!(due.len(), 1);
     let v = &due[0];
@@ -184,10 +181,8 @@ async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_see
     assert!(!store.past_actions().await.expect("past")[0].held);
 }
 
-#[tokio::test]
-async fn not_recovered_holds_the_workload_until_acknowledged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, action_id, incident_id) = acted(&dir, ActionStatus::Succeeded, false).await;
+async fn not_recovered_holds_the_workload_until_acknowledged(db: TestDb) {
+    let (store, action_id, incident_id) = acted(&db, ActionStatus::Succeeded, false).await;
     assert_eq!(
         store
             .ack(incident_id, "ana", None, t(200))
@@ -263,12 +258,16 @@ async fn not_recovered_holds_the_workload_until_acknowledged() {
     );
 }
 
-#[tokio::test]
-async fn failed_and_dry_run_actions_are_not_followed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _, _) = acted(&dir, ActionStatus::Failed, false).await;
+async fn failed_and_dry_run_actions_are_not_followed(db: TestDb) {
+    let (store, _, _) = acted(&db, ActionStatus::Failed, false).await;
     assert!(store.verifications().await.expect("due").is_empty());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _, _) = acted(&dir, ActionStatus::Succeeded, true).await;
+    let db = db.sibling().await;
+    let (store, _, _) = acted(&db, ActionStatus::Succeeded, true).await;
     assert!(store.verifications().await.expect("due").is_empty());
 }
+
+on_both!(
+    an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen,
+    not_recovered_holds_the_workload_until_acknowledged,
+    failed_and_dry_run_actions_are_not_followed,
+);
