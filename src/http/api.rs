@@ -29,7 +29,11 @@ pub fn filter_from(
                 .map_err(|e| e.to_string())
         })
         .transpose()?;
-    Ok(IncidentFilter { since, namespace })
+    Ok(IncidentFilter {
+        since,
+        namespace,
+        ..IncidentFilter::default()
+    })
 }
 
 pub async fn list_incidents(

@@ -18,6 +18,7 @@ mod group;
 mod health;
 mod outbox;
 mod read;
+mod review;
 mod settle;
 mod traffic;
 mod tx;
@@ -46,6 +47,7 @@ pub use outbox::{AttemptEnd, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
+pub use review::{AuditStamp, IncidentGraph};
 pub use settle::{PendingAlert, UnsettledAction};
 pub use verify::{Ack, Verifying};
 pub use write::{ACTING, ActionResult, ActionStatus, Followup, Received, Recorded};
@@ -103,6 +105,8 @@ pub struct Store {
     /// Where webhook deliveries queue for a group commit (`group`); `None` in the
     /// committer's own handle, and when group commit is off.
     committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
+    /// Written on every action recorded (see [`AuditStamp`]); `None` in tests.
+    audit: Option<Arc<AuditStamp>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
@@ -180,6 +184,7 @@ impl Store {
             file,
             writable: Arc::new(AtomicBool::new(true)),
             committer: None,
+            audit: None,
         };
         if group::enabled() {
             store.committer = Some(group::spawn(store.clone()));
