@@ -244,7 +244,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub mode: Mode,
@@ -356,6 +356,10 @@ pub struct PrometheusConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// How long after an action's result the incident's metric graph is read from Prometheus
+    /// (and stored with the incident); it is read again once the action is verified.
+    #[serde(with = "humantime_serde")]
+    pub graph_after: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth_user: Option<String>,
     pub basic_auth_password_file: Option<PathBuf>,
@@ -368,6 +372,7 @@ impl Default for PrometheusConfig {
             rules: vec!["rules/*.yml".into()],
             poll_interval: Duration::from_secs(15),
             query_timeout: Duration::from_secs(10),
+            graph_after: Duration::from_secs(60),
             bearer_token_file: None,
             basic_auth_user: None,
             basic_auth_password_file: None,
@@ -798,6 +803,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "rules",
             "poll_interval",
             "query_timeout",
+            "graph_after",
             "bearer_token_file",
             "basic_auth_user",
             "basic_auth_password_file",

@@ -20,7 +20,7 @@ use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
-use crate::poller::{Poller, PollerSettings, PromAuth};
+use crate::poller::{Poller, PollerSettings, PromAuth, PromClient};
 use crate::store::Store;
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -43,7 +43,8 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Store::open(&config.store.url)
         .await
-        .with_context(|| format!("opening store {}", config.store.url))?;
+        .with_context(|| format!("opening store {}", config.store.url))?
+        .with_audit(crate::audit::stamp(&config));
     let index = SharedIndex::default();
     // The previous selector or weights live nowhere but the store: restore them first.
     for change in store.latest_traffic_changes().await? {
@@ -102,6 +103,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         client.clone(),
         config.kubernetes.call_timeout,
     ));
+    let pipeline = match &config.prometheus {
+        Some(prom) => pipeline.with_graphs(crate::graph::GraphSource {
+            client: PromClient::new(
+                &prom.url,
+                prom_auth(&config.prometheus_auth),
+                prom.query_timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            after: prom.graph_after,
+        }),
+        None => pipeline,
+    };
     let delivery = DeliveryWorker::new(
         store,
         pipeline.notifiers.clone(),
@@ -172,19 +185,23 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn build_poller(
-    prom: &PrometheusConfig,
-    auth: &PrometheusAuth,
-    metrics: &Metrics,
-) -> anyhow::Result<Poller> {
-    let auth = match auth {
+fn prom_auth(auth: &PrometheusAuth) -> PromAuth {
+    match auth {
         PrometheusAuth::None => PromAuth::None,
         PrometheusAuth::Bearer(token) => PromAuth::Bearer(token.expose().to_string()),
         PrometheusAuth::Basic { user, password } => PromAuth::Basic {
             user: user.clone(),
             password: password.expose().to_string(),
         },
-    };
+    }
+}
+
+fn build_poller(
+    prom: &PrometheusConfig,
+    auth: &PrometheusAuth,
+    metrics: &Metrics,
+) -> anyhow::Result<Poller> {
+    let auth = prom_auth(auth);
     let settings = PollerSettings {
         url: prom.url.clone(),
         rule_files: prom.rules.clone(),

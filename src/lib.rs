@@ -3,12 +3,14 @@
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
 //! everything else is an adapter (webhook, poller, watches, executor, store, notifier) or wiring.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
 pub mod fault;
+pub mod graph;
 pub mod http;
 pub mod k8s;
 pub mod link;
