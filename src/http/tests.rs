@@ -445,19 +445,6 @@ async fn a_hostile_url_is_never_a_link_on_the_incident_page() {
     assert!(html.contains("Alertmanager: <code> javascript:alert(1)</code>"));
 }
 
-#[test]
-fn a_page_links_http_urls_only() {
-    assert_eq!(
-        pages::url_cell("source", "http://prom:9090/graph?a=1&b=2"),
-        "<a href=\"http://prom:9090/graph?a=1&amp;b=2\">source</a>"
-    );
-    assert_eq!(
-        pages::url_cell("source", "javascript:alert(\"x\")"),
-        "source: <code>javascript:alert(&quot;x&quot;)</code>"
-    );
-    assert_eq!(pages::url_cell("source", ""), "");
-}
-
 #[tokio::test]
 async fn a_store_that_cannot_record_answers_503_so_alertmanager_retries() {
     let dir = tempfile::tempdir().expect("tempdir");
