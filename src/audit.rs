@@ -45,7 +45,9 @@ pub fn identity(kubeconfig: Option<&Path>) -> String {
             return token_subject(&token)
                 .map(|s| {
                     s.strip_prefix("system:serviceaccount:")
-                        .map_or(s.clone(), |sa| format!("serviceaccount {}", sa.replace(':', "/")))
+                        .map_or(s.clone(), |sa| {
+                            format!("serviceaccount {}", sa.replace(':', "/"))
+                        })
                 })
                 .unwrap_or_else(|| "in-cluster service account (token not readable)".into());
         }

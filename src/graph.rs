@@ -31,8 +31,9 @@ pub struct GraphSource {
 
 /// Points aimed for across the graph; the step follows from the span.
 const POINTS: f64 = 240.0;
-/// Time shown before the rollout, at least.
-const LEAD: Duration = Duration::from_secs(60);
+/// Time shown before the rollout: half the time since, within these bounds.
+const LEAD_MIN: Duration = Duration::from_secs(30);
+const LEAD_MAX: Duration = Duration::from_secs(30 * 60);
 
 /// A rule expression split into what to graph and the threshold it compares with.
 #[derive(Clone, Debug, PartialEq)]
@@ -235,7 +236,7 @@ pub struct Plan {
     pub step: Duration,
 }
 
-/// From a lead before the rollout (a quarter of the span, at least a minute) to `now`.
+/// From a lead before the rollout (half the time since, 30 s to 30 min) to `now`.
 pub fn plan(detail: &IncidentDetail, now: Timestamp) -> Option<Plan> {
     let alert = detail
         .alerts
@@ -243,8 +244,12 @@ pub fn plan(detail: &IncidentDetail, now: Timestamp) -> Option<Plan> {
         .find(|a| expr_of(&a.generator_url).is_some())?;
     let expr = expr_of(&alert.generator_url)?;
     let rollout: Timestamp = detail.summary.rollout_since.as_deref()?.parse().ok()?;
-    let span = now.duration_since(rollout).max(SignedDuration::from_secs(1));
-    let lead = SignedDuration::try_from(LEAD).ok()?.max(span / 4);
+    let span = now
+        .duration_since(rollout)
+        .max(SignedDuration::from_secs(1));
+    let lead = (span / 2)
+        .max(SignedDuration::try_from(LEAD_MIN).ok()?)
+        .min(SignedDuration::try_from(LEAD_MAX).ok()?);
     let start = rollout.checked_sub(lead).ok()?;
     let total = now.duration_since(start).as_secs_f64();
     let step = Duration::from_secs_f64((total / POINTS).max(1.0).round());

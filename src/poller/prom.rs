@@ -162,7 +162,12 @@ impl PromClient {
         let (status, body) = self
             .get(
                 "/api/v1/query_range",
-                &[("query", expr), ("start", &start), ("end", &end), ("step", &step)],
+                &[
+                    ("query", expr),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", &step),
+                ],
             )
             .await?;
         parse_range_response(status, &body)
@@ -255,7 +260,8 @@ pub fn parse_range_response(status: u16, body: &[u8]) -> Result<Vec<RangeSeries>
     if data.result_type != "matrix" {
         return Err(PromError::ResultType(data.result_type));
     }
-    let raw: Vec<RawRangeSeries> = serde_json::from_value(data.result).map_err(PromError::Decode)?;
+    let raw: Vec<RawRangeSeries> =
+        serde_json::from_value(data.result).map_err(PromError::Decode)?;
     raw.into_iter()
         .map(|s| {
             let values = s

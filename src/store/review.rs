@@ -105,9 +105,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
-        let samples: Vec<[f64; 2]> =
-            serde_json::from_str(&r.try_get::<String, _>("samples")?).map_err(|e| corrupt("samples", e))?;
+        let corrupt =
+            |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
+        let samples: Vec<[f64; 2]> = serde_json::from_str(&r.try_get::<String, _>("samples")?)
+            .map_err(|e| corrupt("samples", e))?;
         Ok(Some(IncidentGraph {
             alertname: r.try_get("alertname")?,
             expr: r.try_get("expr")?,

@@ -23,7 +23,7 @@ const W: f64 = 760.0;
 const H: f64 = 260.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 34.0;
+const TOP: f64 = 46.0;
 const BOTTOM: f64 = 34.0;
 
 /// The whole `<svg>` element.
@@ -133,13 +133,17 @@ pub fn render(g: &IncidentGraph, marks: &[Mark], origin: Option<Timestamp>) -> S
     // The marks, labels staggered so that close ones stay readable.
     for (i, m) in marks.iter().enumerate() {
         let mx = x(secs(m.at));
-        let ly = 12.0 + (i % 2) as f64 * 12.0;
+        let ly = 12.0 + (i % 3) as f64 * 12.0;
         let anchor = if mx > W - 120.0 { "end" } else { "start" };
         let _ = write!(
             s,
             "<g class=\"mark mark-{k}\" data-mark=\"{k}\"><title>{t}</title><line x1=\"{mx:.1}\" y1=\"{TOP}\" x2=\"{mx:.1}\" y2=\"{b}\"/><text x=\"{tx:.1}\" y=\"{ly}\" text-anchor=\"{anchor}\">{l}</text></g>",
             k = m.kind,
-            t = escape(&format!("{} at {}", m.label, super::time::utc(&m.at.to_string()))),
+            t = escape(&format!(
+                "{} at {}",
+                m.label,
+                super::time::utc(&m.at.to_string())
+            )),
             b = H - BOTTOM,
             tx = if anchor == "end" { mx - 3.0 } else { mx + 3.0 },
             l = escape(&m.label),
@@ -215,7 +219,10 @@ mod tests {
         });
         let svg = render(&graph(), &marks, Some(ts("2026-12-01T00:00:28Z")));
         for kind in ["rollout", "alert", "action", "recovery"] {
-            assert!(svg.contains(&format!("data-mark=\"{kind}\"")), "{kind}: {svg}");
+            assert!(
+                svg.contains(&format!("data-mark=\"{kind}\"")),
+                "{kind}: {svg}"
+            );
         }
         assert!(svg.contains("data-threshold=\"0.05\""), "{svg}");
         assert!(svg.contains("threshold &gt; 0.05"), "{svg}");

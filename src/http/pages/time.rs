@@ -11,6 +11,16 @@ pub fn utc(t: &str) -> String {
     }
 }
 
+/// Timestamps inside a sentence ("current since 2026-12-01T00:01:45.344228292Z") as a
+/// reviewer reads them: "2026-12-01 00:01:45 UTC".
+pub fn tidy(text: &str) -> String {
+    static STAMP: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?Z")
+            .expect("valid regex")
+    });
+    STAMP.replace_all(text, "$1 $2 UTC").into_owned()
+}
+
 /// "just now", "45 s ago", "12 min ago", "3 h ago", "5 d ago"; "in 2 min" for a future time.
 pub fn ago(t: &str, now: Timestamp) -> String {
     let Ok(ts) = t.parse::<Timestamp>() else {
@@ -75,6 +85,14 @@ mod tests {
     fn exact_times_drop_the_nanoseconds() {
         assert_eq!(utc(ORIGIN), "2026-12-01 00:01:45 UTC");
         assert_eq!(utc("not a time"), "not a time");
+    }
+
+    #[test]
+    fn sentences_lose_their_nanoseconds() {
+        assert_eq!(
+            tidy("current since 2026-12-01T00:01:45.344228292Z, started 2026-12-01T00:01:51Z"),
+            "current since 2026-12-01 00:01:45 UTC, started 2026-12-01 00:01:51 UTC"
+        );
     }
 
     #[test]

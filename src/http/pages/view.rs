@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::diff::{TemplateDiff, template_diff};
 use super::svg::{self, Mark};
-use super::time::{ago, offset, utc};
+use super::time::{ago, offset, tidy, utc};
 use crate::link::safe_link;
 use crate::store::{IncidentDetail, IncidentFilter, IncidentGraph, IncidentSummary, OutboxRow};
 
@@ -121,10 +121,19 @@ pub fn verdict(outcome: &str) -> Verdict {
         ),
         "would-roll-back" => ("dry-run", "Dry run: would have rolled back".into()),
         "failed" => ("failed", "Rollback failed".into()),
-        "unsettled" => ("failed", "Result unknown until the object is read again".into()),
+        "unsettled" => (
+            "failed",
+            "Result unknown until the object is read again".into(),
+        ),
         "acting" => ("acting", "Acting now".into()),
-        "no-workload" => ("unmatched", "No workload matched the alert: nothing done".into()),
-        "ambiguous" => ("unmatched", "Several workloads matched: nothing done".into()),
+        "no-workload" => (
+            "unmatched",
+            "No workload matched the alert: nothing done".into(),
+        ),
+        "ambiguous" => (
+            "unmatched",
+            "Several workloads matched: nothing done".into(),
+        ),
         "no-recent-rollout" | "pre-existing" => (
             "unrelated",
             "No recent rollout to blame: nothing done".into(),
@@ -178,12 +187,7 @@ const OUTCOMES: &[&str] = &[
     "no-history",
 ];
 
-pub fn list_page(
-    q: &ListQuery,
-    list: &[IncidentSummary],
-    more: bool,
-    now: Timestamp,
-) -> ListPage {
+pub fn list_page(q: &ListQuery, list: &[IncidentSummary], more: bool, now: Timestamp) -> ListPage {
     let page = q.page_number().unwrap_or(1);
     ListPage {
         q: q.clone(),
@@ -199,7 +203,7 @@ pub fn list_page(
                 class: verdict(&i.outcome).class,
                 alerts: i.alert_count,
                 status: i.status.clone(),
-                reason: i.reason.clone(),
+                reason: tidy(&i.reason),
             })
             .collect(),
         page,
@@ -305,7 +309,12 @@ fn string_map(v: &Value) -> Vec<(String, String)> {
     v.as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -369,12 +378,15 @@ pub fn incident_page(
                 status: a.status.clone(),
                 target: a.target_name.clone().unwrap_or_else(|| "-".into()),
                 intended: moment(&a.intended_at),
-                detail: a.detail.clone().unwrap_or_default(),
+                detail: tidy(a.detail.as_deref().unwrap_or_default()),
                 patch: data.and_then(|d| d.get("patch")).map(pretty),
                 answer: data.and_then(|d| d.get("answer")).map(pretty),
                 actor: a.actor.clone().unwrap_or_else(|| "(not recorded)".into()),
                 version: a.version.clone().unwrap_or_else(|| "(not recorded)".into()),
-                config_hash: a.config_hash.clone().unwrap_or_else(|| "(not recorded)".into()),
+                config_hash: a
+                    .config_hash
+                    .clone()
+                    .unwrap_or_else(|| "(not recorded)".into()),
                 verification: a.verify_result.as_ref().map(|r| {
                     format!(
                         "{r} at {}",
@@ -409,7 +421,7 @@ pub fn incident_page(
         id: s.id,
         workload: s.workload(),
         verdict: verdict(&s.outcome),
-        reason: s.reason.clone(),
+        reason: tidy(&s.reason),
         status: s.status.clone(),
         opened: Moment {
             shown: ago(&s.opened_at, now),
@@ -419,11 +431,12 @@ pub fn incident_page(
             shown: ago(t, now),
             exact: utc(t),
         }),
-        blamed: s.rollout_text(),
+        blamed: s.rollout_text().map(|t| tidy(&t)),
         restored,
         graph: graph_view,
         graph_missing: if d.actions.iter().any(|a| a.status == "succeeded") {
-            "No graph stored: Prometheus is not configured, or was not reachable after the action.".into()
+            "No graph stored: Prometheus is not configured, or was not reachable after the action."
+                .into()
         } else {
             "No graph: rollbackd fetches one only after it acted.".into()
         },
@@ -440,7 +453,9 @@ pub fn incident_page(
                 };
                 let mut links: Vec<Link> = [
                     link("source", &a.generator_url),
-                    a.external_url.as_deref().and_then(|u| link("Alertmanager", u)),
+                    a.external_url
+                        .as_deref()
+                        .and_then(|u| link("Alertmanager", u)),
                 ]
                 .into_iter()
                 .flatten()
@@ -481,7 +496,7 @@ pub fn incident_page(
                 at: moment(&e.at),
                 kind: e.kind.clone(),
                 outcome: e.outcome.clone(),
-                message: e.message.clone(),
+                message: tidy(&e.message),
             })
             .collect(),
         actions,

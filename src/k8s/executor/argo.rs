@@ -16,8 +16,8 @@ use tracing::info;
 
 use super::argo_promote::UndoTarget;
 use super::{
-    api_answer,
-    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
+    Attempt, Executor, api_answer, failed, patch_params, read_failed, skipped, succeeded,
+    write_answer,
 };
 use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
 use crate::core::promote::{AfterUndo, plan_after_undo};

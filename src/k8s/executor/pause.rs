@@ -7,8 +7,8 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::json;
 
 use super::{
-    api_answer,
-    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
+    Attempt, Executor, api_answer, failed, patch_params, read_failed, skipped, succeeded,
+    write_answer,
 };
 use crate::core::engine::{Outcome, PauseWorkload, describe};
 use crate::core::workload::current_replica_set;
