@@ -234,12 +234,17 @@ impl Default for KubernetesConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: String,
+    /// Incidents over and not updated for this long are deleted, each whole (alerts, actions,
+    /// timeline, messages, graph); unset: kept forever. At least a day.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://rollbackd.db".into(),
+            retention: None,
         }
     }
 }
@@ -711,6 +716,14 @@ impl Config {
         } else if !url.starts_with("sqlite:") {
             problem("store.url", format!("{url:?} is not a sqlite:// URL"));
         }
+        if let Some(retention) = self.store.retention
+            && retention < Duration::from_secs(86_400)
+        {
+            problem(
+                "store.retention",
+                "must be at least 1d: an incident is evidence for its review".into(),
+            );
+        }
         if let Some(prom) = &self.prometheus {
             if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
                 problem(
@@ -761,7 +774,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "stale_after",
         ],
     ),
-    ("store", &["url"]),
+    ("store", &["url", "retention"]),
     (
         "policy",
         &[

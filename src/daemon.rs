@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(prom) => Some(build_poller(prom, &config.prometheus_auth, &metrics)?),
         None => None,
     };
+    let retention = retire_old_incidents(pipeline.store.clone(), config.store.retention);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -159,6 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         };
         tokio::select! {
             _ = persist_changes => bail!("the traffic change recorder stopped"),
+            () = retention => bail!("the retention sweep stopped"),
             _ = polling => bail!("the PromQL poller stopped"),
             () = server => bail!("the HTTP server stopped"),
             _ = watching => bail!("a Kubernetes watch ended"),
@@ -174,6 +176,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+/// How often incidents past `store.retention` are looked for.
+const RETENTION_SWEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes incidents past `store.retention` (each whole), at start and every hour; never ends.
+/// A failure is logged and tried again at the next sweep.
+async fn retire_old_incidents(store: Store, retention: Option<std::time::Duration>) {
+    let Some(retention) = retention else {
+        return std::future::pending().await;
+    };
+    loop {
+        let cutoff = jiff::SignedDuration::try_from(retention)
+            .ok()
+            .and_then(|d| jiff::Timestamp::now().checked_sub(d).ok());
+        if let Some(cutoff) = cutoff {
+            match store.retire_before(cutoff).await {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    info!(count = ids.len(), ?ids, %cutoff, "deleted incidents past store.retention")
+                }
+                Err(e) => {
+                    error!(error = %error_chain(&e), "could not delete incidents past store.retention")
+                }
+            }
+        }
+        tokio::time::sleep(RETENTION_SWEEP).await;
+    }
 }
 
 /// Aborts a spawned task when dropped.

@@ -102,6 +102,13 @@ pub enum IncidentsCommand {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Write every timeline entry recorded since a time as JSON lines (one object per line,
+    /// oldest first) for a log pipeline; actions carry who acted, the mode and the config.
+    Export {
+        /// An RFC 3339 time (2026-12-01T00:00:00Z) or a duration back from now (24h).
+        #[arg(long, value_name = "TIME|DURATION")]
+        since: String,
+    },
     /// Show one incident with its timeline.
     Show {
         /// The incident's id, as `incidents list` shows it.

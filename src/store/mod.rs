@@ -254,4 +254,6 @@ mod fault_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;
