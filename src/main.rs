@@ -88,7 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             rollbackd::sandbox::serve_forever(options, &kubeconfig).await?;
         }
-        Command::Demo => rollbackd::demo::run().await?,
+        Command::Demo { keep } => rollbackd::demo::run(keep).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -98,7 +98,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the daemon's info lines would drown it.
     let default = match cli.command {
-        Command::Demo => "warn",
+        Command::Demo { .. } => "warn",
         _ => "info,kube=warn,sqlx=warn",
     };
     let format = cli.log_format;

@@ -74,7 +74,11 @@ pub enum Command {
         rollout_delay: std::time::Duration,
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
-    Demo,
+    Demo {
+        /// Keep the sandbox, the store and the pages up until Ctrl-C, to open the incident.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
