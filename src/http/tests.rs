@@ -16,7 +16,7 @@ use crate::store::Store;
 const TOKEN: &str = "t0ken-for-tests";
 const READ_TOKEN: &str = "read-0nly-t0ken";
 
-async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
+pub(super) async fn mk_state(dir: &tempfile::TempDir, token: Option<&str>) -> AppState {
     let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
         .await
         .expect("store");
@@ -103,13 +103,13 @@ async fn post(state: &AppState, body: impl Into<Body>, token: Option<&str>) -> (
     )
 }
 
-async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
+pub(super) async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
     let (status, _, body) = get_with(state, uri, None).await;
     (status, body)
 }
 
 /// A GET with `authorization` as the whole header value, if any.
-async fn get_with(
+pub(super) async fn get_with(
     state: &AppState,
     uri: &str,
     authorization: Option<&str>,
