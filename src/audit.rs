@@ -40,17 +40,17 @@ pub fn identity(kubeconfig: Option<&Path>) -> String {
     if let Some(path) = kubeconfig {
         return from_kubeconfig(path);
     }
-    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        if let Ok(token) = std::fs::read_to_string(TOKEN) {
-            return token_subject(&token)
-                .map(|s| {
-                    s.strip_prefix("system:serviceaccount:")
-                        .map_or(s.clone(), |sa| {
-                            format!("serviceaccount {}", sa.replace(':', "/"))
-                        })
-                })
-                .unwrap_or_else(|| "in-cluster service account (token not readable)".into());
-        }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && let Ok(token) = std::fs::read_to_string(TOKEN)
+    {
+        return token_subject(&token)
+            .map(|s| {
+                s.strip_prefix("system:serviceaccount:")
+                    .map_or(s.clone(), |sa| {
+                        format!("serviceaccount {}", sa.replace(':', "/"))
+                    })
+            })
+            .unwrap_or_else(|| "in-cluster service account (token not readable)".into());
     }
     match std::env::var_os("KUBECONFIG") {
         Some(p) => from_kubeconfig(Path::new(&p)),

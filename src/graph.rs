@@ -124,12 +124,12 @@ fn constant_after(s: &str) -> Option<(f64, usize)> {
     let trimmed = s.trim_start();
     let mut used = s.len() - trimmed.len();
     let mut rest = trimmed;
-    if let Some(after) = rest.strip_prefix("bool") {
-        if after.starts_with(char::is_whitespace) {
-            let t = after.trim_start();
-            used += rest.len() - t.len();
-            rest = t;
-        }
+    if let Some(after) = rest.strip_prefix("bool")
+        && after.starts_with(char::is_whitespace)
+    {
+        let t = after.trim_start();
+        used += rest.len() - t.len();
+        rest = t;
     }
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')))

@@ -211,8 +211,7 @@ impl Store {
                 let action = actions
                     .iter()
                     .filter(|a| a.try_get::<i64, _>("incident_id").ok() == Some(incident_id))
-                    .filter(|a| wanted.is_none() || a.try_get::<i64, _>("id").ok() == wanted)
-                    .next_back();
+                    .rfind(|a| wanted.is_none() || a.try_get::<i64, _>("id").ok() == wanted);
                 if let Some(a) = action {
                     line["audit"] = json!({
                         "action": a.try_get::<i64, _>("id")?,
