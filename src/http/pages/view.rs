@@ -396,12 +396,22 @@ pub fn incident_page(
             }
         })
         .collect();
+    // The revision restored, with its images when the diff knows them.
     let restored = d
         .actions
         .iter()
         .rev()
         .find(|a| a.status == "succeeded")
-        .and_then(|a| a.target_name.clone());
+        .and_then(|a| a.target_name.clone())
+        .map(
+            |name| match diff.as_ref().filter(|d| !d.images.is_empty()) {
+                Some(d) => {
+                    let images: Vec<&str> = d.images.iter().map(|i| i.to.as_str()).collect();
+                    format!("{name} ({})", images.join(", "))
+                }
+                None => name,
+            },
+        );
     let graph_view = graph.map(|g| GraphView {
         svg: svg::render(g, &marks(d, rollout), origin),
         expr: g.expr.clone(),
