@@ -6,6 +6,7 @@
 //! screenshots under `target/tmp/e2e_review/`.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use common::*;
 use rollbackd::scenario::lab::{self, LabProcess, PrometheusLab};
 use rollbackd::scenario::{self, SampleApp};
 use rollbackd::store::IncidentFilter;
+use support::{Reply, SlackSink};
 
 const GOOD: &str = "shop/web:1.0";
 const BAD: &str = "shop/web:2.0";
@@ -125,11 +127,15 @@ async fn a_reviewer_reads_the_incident_of_a_real_rollback_in_a_browser() {
     })
     .expect("prometheus starts");
     wait_scraped(&prom).await;
+    let slack = SlackSink::start(Reply::Status(200, "ok".into(), None)).await;
+    let hook = env.dir.path().join("hook");
+    std::fs::write(&hook, format!("{}/services/T/B/x", slack.url())).expect("hook");
     let running = env
         .daemon(&format!(
-            "[prometheus]\nurl = {:?}\nrules = [{:?}]\npoll_interval = \"1s\"\ngraph_after = \"1s\"\n[policy]\nverify_window = \"2m\"\n",
+            "[prometheus]\nurl = {:?}\nrules = [{:?}]\npoll_interval = \"1s\"\ngraph_after = \"1s\"\n[policy]\nverify_window = \"2m\"\n[notify.slack]\nwebhook_url_file = {:?}\n",
             prom.url,
-            rules.display().to_string()
+            rules.display().to_string(),
+            hook.display().to_string()
         ))
         .await;
     // A quiet stretch before the rollout, so the graph shows the value below the threshold.
@@ -170,6 +176,18 @@ async fn a_reviewer_reads_the_incident_of_a_real_rollback_in_a_browser() {
                 return false;
             };
             graph.fetched_at.to_string() > recovered.at
+        }
+    })
+    .await;
+    wait_until("the notifications delivered", LIMIT, || {
+        let store = store.clone();
+        async move {
+            store.incident_outbox(id).await.is_ok_and(|rows| {
+                !rows.is_empty()
+                    && rows
+                        .iter()
+                        .all(|r| r.status == rollbackd::store::OutboxStatus::Delivered)
+            })
         }
     })
     .await;
@@ -247,6 +265,19 @@ async fn a_reviewer_reads_the_incident_of_a_real_rollback_in_a_browser() {
     }
     assert!(svg.contains("data-threshold=\"0.05\""), "{svg}");
     assert!(svg.contains("<polyline"), "{svg}");
+    assert!(
+        page.contains("when rollbackd acted (threshold &gt; 0.05)")
+            || page.contains("when rollbackd acted (threshold &#62; 0.05)"),
+        "the value at the decision: {page}"
+    );
+    // The verification and the notifications.
+    assert!(
+        page.contains("class=\"verification\">recovered at"),
+        "{page}"
+    );
+    let notifications = section(&page, "id=\"notifications\"", "</table>");
+    assert!(notifications.contains("<td>slack</td>"), "{notifications}");
+    assert!(notifications.contains(">delivered<"), "{notifications}");
     // Who acted.
     assert!(page.contains("acted as"), "{page}");
     assert!(page.contains("rollbackd "), "{page}");

@@ -245,6 +245,8 @@ pub struct Moment {
 
 pub struct GraphView {
     pub svg: String,
+    /// "0.159 when rollbackd acted (threshold > 0.05)".
+    pub at_action: Option<String>,
     pub expr: String,
     pub series: String,
     pub fetched: String,
@@ -413,6 +415,7 @@ pub fn incident_page(
             },
         );
     let graph_view = graph.map(|g| GraphView {
+        at_action: value_at_action(g, &marks(d, rollout)),
         svg: svg::render(g, &marks(d, rollout), origin),
         expr: g.expr.clone(),
         series: g
@@ -522,6 +525,18 @@ pub fn incident_page(
             })
             .collect(),
     }
+}
+
+/// The value of the last sample at or before the action, with the threshold it crossed.
+fn value_at_action(g: &IncidentGraph, marks: &[Mark]) -> Option<String> {
+    let action = marks.iter().find(|m| m.kind == "action")?;
+    let at = action.at.as_millisecond() as f64 / 1000.0;
+    let (_, value) = g.samples.iter().rev().find(|(t, _)| *t <= at)?;
+    let threshold = match (&g.comparison, g.threshold) {
+        (Some(c), Some(t)) => format!(" (threshold {c} {t})"),
+        _ => String::new(),
+    };
+    Some(format!("{value:.4} when rollbackd acted{threshold}"))
 }
 
 /// The rollout, the first alert, the action and the recovery, where known.
