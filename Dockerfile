@@ -24,6 +24,8 @@ RUN mkdir -p src benches \
     && rm -rf src benches
 COPY src ./src
 COPY migrations ./migrations
+# The page templates are compiled into the binary (askama).
+COPY templates ./templates
 COPY rules ./rules
 COPY benches ./benches
 # Touch, so that cargo does not take the stub's build as up to date.
