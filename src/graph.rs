@@ -320,6 +320,83 @@ mod tests {
         assert_eq!(expr_of(""), None);
     }
 
+    fn detail(rollout_since: Option<&str>, generator_url: &str) -> IncidentDetail {
+        let summary = crate::store::IncidentSummary {
+            id: 1,
+            key: "deployment/default/web@uid".into(),
+            namespace: Some("default".into()),
+            workload_kind: Some("Deployment".into()),
+            workload_name: Some("web".into()),
+            rollout_name: Some("web-2".into()),
+            rollout_revision: Some(2),
+            rollout_image: Some("web:2".into()),
+            rollout_since: rollout_since.map(str::to_string),
+            opened_at: "2026-12-01T00:10:00Z".into(),
+            updated_at: "2026-12-01T00:10:00Z".into(),
+            status: "open".into(),
+            outcome: "rolled-back".into(),
+            reason: String::new(),
+            resolved_at: None,
+            alert_count: 1,
+        };
+        let alert = crate::store::AlertRow {
+            id: 1,
+            alertname: "HighErrorRate".into(),
+            fingerprint: "0123456789abcdef".into(),
+            source: "alertmanager".into(),
+            status: "firing".into(),
+            starts_at: "2026-12-01T00:05:00Z".into(),
+            ends_at: None,
+            labels: json!({"alertname": "HighErrorRate", "app": "web"}),
+            annotations: json!({}),
+            generator_url: generator_url.into(),
+            external_url: None,
+            received_at: "2026-12-01T00:05:01Z".into(),
+            deliveries: 1,
+            outcome: None,
+            reason: None,
+            resolved_at: None,
+        };
+        IncidentDetail {
+            summary,
+            alerts: vec![alert],
+            actions: Vec::new(),
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_range_starts_before_the_rollout_and_ends_now() {
+        let url = crate::poller::state::generator_url("http://p:9090", "errors > 0.05");
+        let now: Timestamp = "2026-12-01T00:20:00Z".parse().unwrap();
+        let p = plan(&detail(Some("2026-12-01T00:00:00Z"), &url), now).expect("a plan");
+        assert_eq!(p.split.value_expr, "errors");
+        assert_eq!(
+            p.start.to_string(),
+            "2026-11-30T23:50:00Z",
+            "half the span before"
+        );
+        assert_eq!(p.end, now);
+        assert_eq!(
+            p.step,
+            Duration::from_secs(8),
+            "about 240 points over 30 minutes"
+        );
+        assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
+        let short = plan(&detail(Some("2026-12-01T00:19:50Z"), &url), now).expect("a plan");
+        assert_eq!(
+            short.start.to_string(),
+            "2026-12-01T00:19:20Z",
+            "at least 30 s before"
+        );
+        assert_eq!(short.step, Duration::from_secs(1));
+        assert!(plan(&detail(None, &url), now).is_none(), "no rollout time");
+        assert!(
+            plan(&detail(Some("2026-12-01T00:00:00Z"), "http://p/graph"), now).is_none(),
+            "no expression"
+        );
+    }
+
     #[test]
     fn the_series_the_alert_carries_is_picked() {
         let mk = |app: &str| RangeSeries {
