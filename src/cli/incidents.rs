@@ -218,6 +218,27 @@ fn markdown(d: &IncidentDetail) -> String {
             a.outcome.as_deref().unwrap_or("-")
         );
     }
+    if !d.actions.is_empty() {
+        let _ = writeln!(out, "\n## Actions\n");
+    }
+    for a in &d.actions {
+        let _ = writeln!(
+            out,
+            "- {} → {} at {}: `{}`{}; mode {}; acted as {} ({}), config sha256:{}",
+            a.kind,
+            a.target_name.as_deref().unwrap_or("-"),
+            short_time(&a.intended_at),
+            a.status,
+            a.verify_result
+                .as_deref()
+                .map(|v| format!(", verified `{v}`"))
+                .unwrap_or_default(),
+            if a.dry_run { "dry-run" } else { "enforce" },
+            a.actor.as_deref().unwrap_or("(not recorded)"),
+            a.version.as_deref().unwrap_or("?"),
+            a.config_hash.as_deref().unwrap_or("?"),
+        );
+    }
     let _ = writeln!(
         out,
         "\n## Timeline (UTC)\n\n| time | step | outcome | what |\n|---|---|---|---|"
