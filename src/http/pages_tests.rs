@@ -120,6 +120,18 @@ async fn the_list_filters_and_pages_newest_first() {
     let (_, none) = get(&state, "/?until=2000-01-01T00:00:00Z").await;
     assert!(none.contains("No incidents match these filters"));
 
+    let (_, json) = get(
+        &state,
+        "/api/v1/incidents?outcome=no-workload&namespace=payments",
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{json}");
+    let (_, json) = get(&state, "/api/v1/incidents?workload=app7").await;
+    let listed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(listed[0]["workload_name"], "app7", "{json}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{json}");
+
     for bad in ["/?since=soonish", "/?page=0", "/?page=two", "/?until=later"] {
         let (status, body) = get(&state, bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
