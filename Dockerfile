@@ -21,6 +21,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations
+# The page templates are compiled into the binary (askama).
+COPY templates ./templates
 COPY rules ./rules
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

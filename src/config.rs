@@ -259,17 +259,22 @@ impl Default for KubernetesConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: String,
+    /// Incidents over and not updated for this long are deleted, each whole (alerts, actions,
+    /// timeline, messages, graph); unset: kept forever. At least a day.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://rollbackd.db".into(),
+            retention: None,
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub mode: Mode,
@@ -381,6 +386,10 @@ pub struct PrometheusConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// How long after an action's result the incident's metric graph is read from Prometheus
+    /// (and stored with the incident); it is read again once the action is verified.
+    #[serde(with = "humantime_serde")]
+    pub graph_after: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth_user: Option<String>,
     pub basic_auth_password_file: Option<PathBuf>,
@@ -393,6 +402,7 @@ impl Default for PrometheusConfig {
             rules: vec!["rules/*.yml".into()],
             poll_interval: Duration::from_secs(15),
             query_timeout: Duration::from_secs(10),
+            graph_after: Duration::from_secs(60),
             bearer_token_file: None,
             basic_auth_user: None,
             basic_auth_password_file: None,
@@ -813,6 +823,14 @@ impl Config {
                 ),
             );
         }
+        if let Some(retention) = self.store.retention
+            && retention < Duration::from_secs(86_400)
+        {
+            problem(
+                "store.retention",
+                "must be at least 1d: an incident is evidence for its review".into(),
+            );
+        }
         if let Some(prom) = &self.prometheus {
             if !(prom.url.starts_with("http://") || prom.url.starts_with("https://")) {
                 problem(
@@ -863,7 +881,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "stale_after",
         ],
     ),
-    ("store", &["url"]),
+    ("store", &["url", "retention"]),
     (
         "policy",
         &[
@@ -905,6 +923,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "rules",
             "poll_interval",
             "query_timeout",
+            "graph_after",
             "bearer_token_file",
             "basic_auth_user",
             "basic_auth_password_file",

@@ -20,7 +20,7 @@ use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
-use crate::poller::{Poller, PollerSettings, PromAuth};
+use crate::poller::{Poller, PollerSettings, PromAuth, PromClient};
 use crate::store::{Backend, Store};
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -41,12 +41,15 @@ impl Running {
 
 /// Starts every part and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store.url).await.with_context(|| {
-        format!(
-            "opening store {}",
-            crate::store::redact_url(&config.store.url)
-        )
-    })?;
+    let store = Store::open(&config.store.url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening store {}",
+                crate::store::redact_url(&config.store.url)
+            )
+        })?
+        .with_audit(crate::audit::stamp(&config));
     let index = SharedIndex::default();
     // The previous selector or weights live nowhere but the store: restore them first.
     for change in store.latest_traffic_changes().await? {
@@ -105,6 +108,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         client.clone(),
         config.kubernetes.call_timeout,
     ));
+    let pipeline = match &config.prometheus {
+        Some(prom) => pipeline.with_graphs(crate::graph::GraphSource {
+            client: PromClient::new(
+                &prom.url,
+                prom_auth(&config.prometheus_auth),
+                prom.query_timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            after: prom.graph_after,
+        }),
+        None => pipeline,
+    };
     let election = Election::start(&config, &store, &client, &metrics);
     let delivery = DeliveryWorker::new(
         store,
@@ -127,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         build_poller(prom, &config.prometheus_auth, &metrics)?;
     }
 
+    let retention = retire_old_incidents(pipeline.store.clone(), config.store.retention);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -189,6 +205,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let ended = tokio::select! {
             () = listening => Err(anyhow::anyhow!("the store's alert notifications stopped")),
             _ = persist_changes => Err(anyhow::anyhow!("the traffic change recorder stopped")),
+            () = retention => Err(anyhow::anyhow!("the retention sweep stopped")),
             () = server => Err(anyhow::anyhow!("the HTTP server stopped")),
             _ = watching => Err(anyhow::anyhow!("a Kubernetes watch ended")),
             e = election.lead(term) => Err(e),
@@ -339,6 +356,34 @@ impl Election {
     }
 }
 
+/// How often incidents past `store.retention` are looked for.
+const RETENTION_SWEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes incidents past `store.retention` (each whole), at start and every hour; never ends.
+/// A failure is logged and tried again at the next sweep.
+async fn retire_old_incidents(store: Store, retention: Option<std::time::Duration>) {
+    let Some(retention) = retention else {
+        return std::future::pending().await;
+    };
+    loop {
+        let cutoff = jiff::SignedDuration::try_from(retention)
+            .ok()
+            .and_then(|d| jiff::Timestamp::now().checked_sub(d).ok());
+        if let Some(cutoff) = cutoff {
+            match store.retire_before(cutoff).await {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    info!(count = ids.len(), ?ids, %cutoff, "deleted incidents past store.retention")
+                }
+                Err(e) => {
+                    error!(error = %error_chain(&e), "could not delete incidents past store.retention")
+                }
+            }
+        }
+        tokio::time::sleep(RETENTION_SWEEP).await;
+    }
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop<T>(JoinHandle<T>);
 
@@ -348,19 +393,23 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn build_poller(
-    prom: &PrometheusConfig,
-    auth: &PrometheusAuth,
-    metrics: &Metrics,
-) -> anyhow::Result<Poller> {
-    let auth = match auth {
+fn prom_auth(auth: &PrometheusAuth) -> PromAuth {
+    match auth {
         PrometheusAuth::None => PromAuth::None,
         PrometheusAuth::Bearer(token) => PromAuth::Bearer(token.expose().to_string()),
         PrometheusAuth::Basic { user, password } => PromAuth::Basic {
             user: user.clone(),
             password: password.expose().to_string(),
         },
-    };
+    }
+}
+
+fn build_poller(
+    prom: &PrometheusConfig,
+    auth: &PrometheusAuth,
+    metrics: &Metrics,
+) -> anyhow::Result<Poller> {
+    let auth = prom_auth(auth);
     let settings = PollerSettings {
         url: prom.url.clone(),
         rule_files: prom.rules.clone(),

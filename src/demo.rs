@@ -9,6 +9,11 @@
 //! sends to a real Alertmanager, which posts to rollbackd's webhook. Without them, the demo posts
 //! an Alertmanager-format alert itself and says how to get the real path. Every wait is bounded
 //! and checked, so the demo exits non-zero if the story does not happen as told.
+//!
+//! With `--keep` the demo then leaves everything up until Ctrl-C: the sandbox, the store and the
+//! incident pages, with the URL of the incident page and the `incidents show` command to try.
+//! On the real path it first waits for the rollback to be verified and stores the incident's
+//! metric graph from its Prometheus, as the daemon does when `[prometheus]` is configured.
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +35,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Scrape, evaluation, `for: 2s`, a 10s rate window, group_wait: well under this.
 const DETECTION_LIMIT: Duration = Duration::from_secs(90);
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(keep: bool) -> anyhow::Result<()> {
     let real = lab::available();
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     println!("[1] starting the sandbox: a simulated Kubernetes API server on 127.0.0.1");
@@ -66,7 +71,7 @@ pub async fn run() -> anyhow::Result<()> {
     );
 
     let incident = if real {
-        through_prometheus(&api, &daemon, dir.path()).await?
+        through_prometheus(&api, &daemon, dir.path(), keep).await?
     } else {
         println!(
             "    note: Prometheus and Alertmanager are not installed, so this demo posts the alert itself.\n    \
@@ -107,6 +112,18 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "The demo showed: a bad rollout; {path}; exactly {patches} JSON patch (the undo, as `kubectl rollout undo` sends it); and the incident recorded with its reasons."
     );
+    if keep {
+        println!(
+            "\nKept up until Ctrl-C:\n    incident page   http://{addr}/incidents/{incident}\n    all incidents   http://{addr}/\n    on the command line\n        rollbackd incidents show {incident} --config {config}\n        kubectl --kubeconfig {kubeconfig} describe deployment checkout\nEverything is deleted when the demo exits.",
+            addr = daemon.addr,
+            config = dir.path().join("rollbackd.toml").display(),
+            kubeconfig = kubeconfig.display(),
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        println!("stopping");
+    }
     daemon.stop().await?;
     sandbox.shutdown().await;
     Ok(())
@@ -116,6 +133,7 @@ async fn through_prometheus(
     api: &Api<DynamicObject>,
     daemon: &Running,
     dir: &Path,
+    keep: bool,
 ) -> anyhow::Result<i64> {
     let app = SampleApp::start(api.clone(), "checkout", &[BAD], 30).await?;
     let rules = dir.join("rules.yml");
@@ -147,6 +165,9 @@ async fn through_prometheus(
                 "    rollbackd acted {}s after the bad rollout went live",
                 started.elapsed().as_secs()
             );
+            if keep {
+                keep_graph(daemon, id, &prom.url).await?;
+            }
             return Ok(id);
         }
         if started.elapsed() > DETECTION_LIMIT {
@@ -166,6 +187,44 @@ async fn through_prometheus(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits (bounded) for the rollback to be verified, then stores the incident's graph from
+/// this Prometheus, so that the page kept up shows it.
+async fn keep_graph(daemon: &Running, id: i64, prom: &str) -> anyhow::Result<()> {
+    println!("    waiting for the alert to resolve and the rollback to be verified");
+    let store = &daemon.state.pipeline.store;
+    let started = tokio::time::Instant::now();
+    loop {
+        let detail = store.incident(id).await?.context("incident vanished")?;
+        if detail
+            .timeline
+            .iter()
+            .any(|e| e.kind == "verify" && e.outcome.is_some())
+        {
+            break;
+        }
+        if started.elapsed() > DETECTION_LIMIT {
+            println!("    not verified within {DETECTION_LIMIT:?}; the graph stops here");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let source = crate::graph::GraphSource {
+        client: crate::poller::PromClient::new(
+            prom,
+            crate::poller::PromAuth::None,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+        after: Duration::ZERO,
+    };
+    if source.capture(store, id).await? {
+        println!("    stored the HighErrorRate graph with the incident");
+    } else {
+        println!("    Prometheus had no series for the alert; the page shows no graph");
+    }
+    Ok(())
 }
 
 /// The 5xx share Prometheus sees over the last 10s, for progress lines.

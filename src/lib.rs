@@ -7,6 +7,7 @@
 //! feature `sandbox`; the production build (the Dockerfile's) leaves them out with
 //! `--no-default-features`.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -14,6 +15,7 @@ pub mod daemon;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod fault;
+pub mod graph;
 pub mod http;
 pub mod k8s;
 pub mod link;

@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rollbackd::sandbox::serve_forever(options, &kubeconfig).await?;
         }
         #[cfg(feature = "sandbox")]
-        Command::Demo => rollbackd::demo::run().await?,
+        Command::Demo { keep } => rollbackd::demo::run(keep).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,7 +101,7 @@ async fn main() -> ExitCode {
     // The demo tells its own story on stdout; the daemon's info lines would drown it.
     let default = match cli.command {
         #[cfg(feature = "sandbox")]
-        Command::Demo => "warn",
+        Command::Demo { .. } => "warn",
         _ => "info,kube=warn,sqlx=warn",
     };
     let format = cli.log_format;

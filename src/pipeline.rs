@@ -71,6 +71,8 @@ pub struct Pipeline {
     pub verify_window: Duration,
     /// Events and annotations on the cluster (none in tests that build a pipeline by hand).
     cluster: Option<crate::k8s::events::ClusterRecord>,
+    /// Where incident graphs are read from (none without `[prometheus]`).
+    graphs: Option<crate::graph::GraphSource>,
     wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
     /// How this worker came to run, for the note on incidents it finds unsettled at its start:
@@ -105,6 +107,7 @@ impl Pipeline {
             max_decision_wait: defaults.max_decision_wait,
             verify_window: defaults.verify_window,
             cluster: None,
+            graphs: None,
             wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
             started_as: None,
@@ -137,6 +140,25 @@ impl Pipeline {
     pub fn with_cluster_record(mut self, cluster: crate::k8s::events::ClusterRecord) -> Pipeline {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// Fetches each acted-on incident's metric graph from Prometheus and stores it with the
+    /// incident, after the action and again once it is verified.
+    pub fn with_graphs(mut self, graphs: crate::graph::GraphSource) -> Pipeline {
+        self.graphs = Some(graphs);
+        self
+    }
+
+    /// Schedules the incident's graph to be fetched `delay` from now (or `prometheus.graph_after`
+    /// when `None`), in the background: it never holds up an action.
+    fn graph_later(&self, incident_id: i64, delay: Option<Duration>) {
+        if let Some(graphs) = &self.graphs {
+            graphs.capture_later(
+                self.store.clone(),
+                incident_id,
+                delay.unwrap_or(graphs.after),
+            );
+        }
     }
 
     /// Tells the cluster about a notable outcome, in the background; never fails.
@@ -446,6 +468,9 @@ impl Pipeline {
             result.outcome,
             &result.message,
         );
+        if result.status == ActionStatus::Succeeded {
+            self.graph_later(recorded.incident_id, None);
+        }
         self.start_verify(action_id, &result, now).await;
         Ok(())
     }

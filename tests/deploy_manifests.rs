@@ -47,6 +47,13 @@ fn check_common(docs: &[Value]) {
     assert_eq!(c["image"], "rollbackd:0.1.0");
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("docker build -t rollbackd:0.1.0 ."));
+    // What the build reads at compile time: the migrations (sqlx) and the page templates (askama).
+    for dir in ["migrations", "templates"] {
+        assert!(
+            dockerfile.contains(&format!("COPY {dir} ./{dir}")),
+            "the Dockerfile copies {dir}/ into the build"
+        );
+    }
 
     // Every volume is of a kind "restricted" allows, and every ConfigMap, Secret and claim it
     // names is part of the render, so the pod never waits in ContainerCreating.

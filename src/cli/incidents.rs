@@ -1,4 +1,4 @@
-//! `rollbackd incidents list|show|ack`: review from the store named in the config, and the
+//! `rollbackd incidents list|show|export|ack`: review from the store named in the config, and the
 //! acknowledgement that releases the hold a not-recovered incident puts on its workload. Only
 //! the store is opened: no Kubernetes client is needed.
 
@@ -44,6 +44,15 @@ pub async fn incidents(
                 ListFormat::Table => table(&list),
             })
         }
+        IncidentsCommand::Export { since } => {
+            let since = since_time(since, jiff::Timestamp::now())?;
+            let mut out = String::new();
+            for line in store.export_since(since).await? {
+                out.push_str(&serde_json::to_string(&line)?);
+                out.push('\n');
+            }
+            Ok(out)
+        }
         IncidentsCommand::Show { id, format } => {
             let Some(detail) = store.incident(*id).await? else {
                 bail!("no incident {id}");
@@ -87,6 +96,20 @@ pub async fn incidents(
             ))
         }
     }
+}
+
+/// An RFC 3339 time, or a duration back from `now`.
+pub fn since_time(text: &str, now: jiff::Timestamp) -> anyhow::Result<jiff::Timestamp> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let d = humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "--since {text:?} is neither an RFC 3339 time (2026-12-01T00:00:00Z) nor a duration (24h)"
+        )
+    })?;
+    let d = jiff::SignedDuration::try_from(d)?;
+    Ok(now.checked_sub(d)?)
 }
 
 fn table(list: &[IncidentSummary]) -> String {
@@ -206,6 +229,27 @@ fn markdown(d: &IncidentDetail) -> String {
             short_time(&a.starts_at),
             a.deliveries,
             a.outcome.as_deref().unwrap_or("-")
+        );
+    }
+    if !d.actions.is_empty() {
+        let _ = writeln!(out, "\n## Actions\n");
+    }
+    for a in &d.actions {
+        let _ = writeln!(
+            out,
+            "- {} → {} at {}: `{}`{}; mode {}; acted as {} ({}), config sha256:{}",
+            a.kind,
+            a.target_name.as_deref().unwrap_or("-"),
+            short_time(&a.intended_at),
+            a.status,
+            a.verify_result
+                .as_deref()
+                .map(|v| format!(", verified `{v}`"))
+                .unwrap_or_default(),
+            if a.dry_run { "dry-run" } else { "enforce" },
+            a.actor.as_deref().unwrap_or("(not recorded)"),
+            a.version.as_deref().unwrap_or("?"),
+            a.config_hash.as_deref().unwrap_or("?"),
         );
     }
     let _ = writeln!(

@@ -80,7 +80,11 @@ pub enum Command {
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
     #[cfg(feature = "sandbox")]
-    Demo,
+    Demo {
+        /// Keep the sandbox, the store and the pages up until Ctrl-C, to open the incident.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +111,13 @@ pub enum IncidentsCommand {
         /// A table for people, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
+    },
+    /// Write every timeline entry recorded since a time as JSON lines (one object per line,
+    /// oldest first) for a log pipeline; actions carry who acted, the mode and the config.
+    Export {
+        /// An RFC 3339 time (2026-12-01T00:00:00Z) or a duration back from now (24h).
+        #[arg(long, value_name = "TIME|DURATION")]
+        since: String,
     },
     /// Show one incident with its timeline.
     Show {

@@ -481,3 +481,40 @@ holder = "x"
         );
     }
 }
+
+#[test]
+fn retention_and_graph_timing_are_read_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::load_with_env(
+        &write(
+            &dir,
+            "ok.toml",
+            "[store]\nretention = \"90d\"\n[prometheus]\nurl = \"http://p:9090\"\nrules = [\"r.yml\"]\ngraph_after = \"30s\"\n",
+        ),
+        no_env(),
+    )
+    .expect("valid");
+    assert_eq!(cfg.store.retention, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(
+        cfg.prometheus.as_ref().map(|p| p.graph_after),
+        Some(Duration::from_secs(30))
+    );
+    let defaults = Config::load_with_env(&write(&dir, "empty.toml", ""), no_env()).expect("valid");
+    assert_eq!(defaults.store.retention, None, "kept forever unless set");
+
+    let err = Config::load_with_env(
+        &write(
+            &dir,
+            "bad.toml",
+            "[store]\nretention = \"2h\"\nretension = \"90d\"\n",
+        ),
+        no_env(),
+    )
+    .expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"store.retention"), "{err}");
+    assert!(
+        keys.contains(&"store.retension"),
+        "a misspelt key is an error: {err}"
+    );
+}

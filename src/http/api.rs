@@ -14,6 +14,10 @@ pub struct ListQuery {
     /// A duration such as `2h`: only incidents updated since then.
     pub since: Option<String>,
     pub namespace: Option<String>,
+    /// The workload's name.
+    pub workload: Option<String>,
+    /// The incident's outcome code.
+    pub outcome: Option<String>,
 }
 
 pub fn filter_from(
@@ -29,14 +33,22 @@ pub fn filter_from(
                 .map_err(|e| e.to_string())
         })
         .transpose()?;
-    Ok(IncidentFilter { since, namespace })
+    Ok(IncidentFilter {
+        since,
+        namespace,
+        ..IncidentFilter::default()
+    })
 }
 
 pub async fn list_incidents(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Vec<IncidentSummary>>, ApiError> {
-    let filter = filter_from(q.since.as_deref(), q.namespace).map_err(ApiError::BadRequest)?;
+    let filter = IncidentFilter {
+        workload: q.workload,
+        outcome: q.outcome,
+        ..filter_from(q.since.as_deref(), q.namespace).map_err(ApiError::BadRequest)?
+    };
     let list = state
         .pipeline
         .store

@@ -119,4 +119,6 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
+mod pages_tests;
+#[cfg(test)]
 mod tests;

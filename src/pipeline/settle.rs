@@ -191,6 +191,9 @@ impl Pipeline {
             result.outcome,
             &result.message,
         );
+        if result.status == crate::store::ActionStatus::Succeeded {
+            self.graph_later(a.incident_id, None);
+        }
         self.start_verify(a.action_id, &result, now).await;
         if matches!(followup, Followup::RetryAt(_)) {
             self.wake.notify_one();

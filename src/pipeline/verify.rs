@@ -92,6 +92,7 @@ impl Pipeline {
                         .await?
                     {
                         self.metrics.verification(Outcome::Recovered);
+                        self.graph_later(v.incident_id, Some(Duration::from_secs(2)));
                         info!(action = v.action_id, incident = v.incident_id, "{reason}");
                     }
                 }
@@ -138,6 +139,7 @@ impl Pipeline {
             .await?
         {
             self.metrics.verification(Outcome::NotRecovered);
+            self.graph_later(v.incident_id, Some(Duration::from_secs(2)));
             warn!(action = v.action_id, incident = v.incident_id, "{reason}");
             self.queued(v.incident_id, messages.len());
         }

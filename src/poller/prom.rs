@@ -141,13 +141,47 @@ impl PromClient {
 
     /// Evaluates `expr` at `at` (`GET /api/v1/query?query=…&time=…&timeout=…`).
     pub async fn query(&self, expr: &str, at: Timestamp) -> Result<QueryResult, PromError> {
-        let time = format!("{:.3}", at.as_millisecond() as f64 / 1000.0);
+        let time = unix_text(at);
+        let (status, body) = self
+            .get("/api/v1/query", &[("query", expr), ("time", &time)])
+            .await?;
+        parse_response(status, &body)
+    }
+
+    /// Evaluates `expr` from `start` to `end` every `step`
+    /// (`GET /api/v1/query_range`): one series per label set, values in time order.
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let (start, end) = (unix_text(start), unix_text(end));
+        let step = format!("{:.3}", step.as_secs_f64().max(0.001));
+        let (status, body) = self
+            .get(
+                "/api/v1/query_range",
+                &[
+                    ("query", expr),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", &step),
+                ],
+            )
+            .await?;
+        parse_range_response(status, &body)
+    }
+
+    /// One GET of the API with the credentials and the timeouts: status and whole body.
+    async fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<(u16, Vec<u8>), PromError> {
         let timeout = format!("{:.3}", self.query_timeout.as_secs_f64());
         let client_timeout = self.query_timeout + REQUEST_GRACE;
         let mut req = self
             .http
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", expr), ("time", &time), ("timeout", &timeout)])
+            .get(format!("{}{path}", self.base))
+            .query(params)
+            .query(&[("timeout", &timeout)])
             .timeout(client_timeout);
         req = match &self.auth {
             PromAuth::None => req,
@@ -170,8 +204,77 @@ impl PromClient {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_response(status, &body)
+        Ok((status, body))
     }
+}
+
+/// A time as the API takes it: unix seconds with milliseconds.
+fn unix_text(at: Timestamp) -> String {
+    format!("{:.3}", at.as_millisecond() as f64 / 1000.0)
+}
+
+/// One series of a range query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeSeries {
+    pub metric: LabelSet,
+    /// (unix seconds, value); values keep `NaN` and `±Inf`.
+    pub values: Vec<(f64, f64)>,
+}
+
+#[derive(Deserialize)]
+struct RawRangeSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+/// Interprets a `query_range` answer: a matrix.
+pub fn parse_range_response(status: u16, body: &[u8]) -> Result<Vec<RangeSeries>, PromError> {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) if (200..300).contains(&status) => return Err(PromError::Decode(e)),
+        Err(_) => {
+            return Err(PromError::Http {
+                status,
+                snippet: snippet(body),
+            });
+        }
+    };
+    if envelope.status != "success" || !(200..300).contains(&status) {
+        return Err(match (envelope.error_type, envelope.error) {
+            (Some(error_type), Some(error)) => PromError::Api {
+                status,
+                error_type,
+                error,
+            },
+            _ => PromError::Http {
+                status,
+                snippet: snippet(body),
+            },
+        });
+    }
+    let data = envelope
+        .data
+        .ok_or_else(|| PromError::ResultType("(no data)".into()))?;
+    if data.result_type != "matrix" {
+        return Err(PromError::ResultType(data.result_type));
+    }
+    let raw: Vec<RawRangeSeries> =
+        serde_json::from_value(data.result).map_err(PromError::Decode)?;
+    raw.into_iter()
+        .map(|s| {
+            let values = s
+                .values
+                .into_iter()
+                .map(|(t, v)| Ok((t, parse_value(&v)?)))
+                .collect::<Result<Vec<_>, PromError>>()?;
+            Ok(RangeSeries {
+                metric: s.metric,
+                values,
+            })
+        })
+        .collect()
 }
 
 /// Installs rustls's ring provider as the process default when none is installed yet: the crate

@@ -24,6 +24,7 @@ mod health;
 mod open;
 mod outbox;
 mod read;
+mod review;
 mod settle;
 mod traffic;
 mod tx;
@@ -51,6 +52,7 @@ pub use outbox::{AttemptEnd, Backlog, NewMessage, OutboxRow, OutboxStatus};
 pub use read::{
     ActionRow, AlertRow, IncidentDetail, IncidentFilter, IncidentSummary, TimelineEntry, short_time,
 };
+pub use review::{AuditStamp, IncidentGraph};
 pub use settle::{PendingAlert, UnsettledAction};
 pub use verify::{Ack, Verifying};
 pub use write::{ACTING, ActionResult, ActionStatus, Followup, Received, Recorded};
@@ -126,6 +128,8 @@ pub struct Store {
     /// Where webhook deliveries queue for a group commit (`group`); `None` in the
     /// committer's own handle, and when group commit is off.
     committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
+    /// Written on every action recorded (see [`AuditStamp`]); `None` in tests.
+    audit: Option<Arc<AuditStamp>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
@@ -162,6 +166,7 @@ impl Store {
             fence: Arc::new(std::sync::Mutex::new(Fence::Off)),
             writable: Arc::new(AtomicBool::new(true)),
             committer: None,
+            audit: None,
         };
         if group::enabled() {
             store.committer = Some(group::spawn(store.clone()));
@@ -268,6 +273,8 @@ fn json_text<T: Serialize>(value: &T) -> String {
 mod fault_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod review_tests;
 #[cfg(test)]
 mod test_db;
 #[cfg(test)]

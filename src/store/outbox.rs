@@ -161,6 +161,18 @@ pub struct Backlog {
 }
 
 impl Store {
+    /// Every message about one incident, oldest first, with its delivery state: the
+    /// incident page shows where on-call was told and whether it arrived.
+    pub async fn incident_outbox(&self, incident_id: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM outbox WHERE incident_id = $1 ORDER BY id"
+        )))
+        .bind(incident_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
     /// Pending messages that are due, oldest first. A message waits while an earlier message
     /// about the same incident to the same destination is still pending, so that follow-ups
     /// never overtake the message they reply to.

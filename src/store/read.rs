@@ -97,6 +97,14 @@ pub struct ActionRow {
     pub intended_at: String,
     pub finished_at: Option<String>,
     pub detail: Option<String>,
+    /// `recovered` or `not-recovered` once verification has judged the action.
+    pub verify_result: Option<String>,
+    pub verified_at: Option<String>,
+    /// Who acted and under what authority (see [`super::AuditStamp`]).
+    pub actor: Option<String>,
+    pub version: Option<String>,
+    pub config_hash: Option<String>,
+    pub policy: Option<Value>,
 }
 
 /// An incident with everything a review needs.
@@ -109,10 +117,21 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// Which incidents to list. Every field narrows; the default lists all, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct IncidentFilter {
+    /// Updated at or after this time.
     pub since: Option<Timestamp>,
+    /// Opened before this time.
+    pub until: Option<Timestamp>,
     pub namespace: Option<String>,
+    /// The workload's name (any kind).
+    pub workload: Option<String>,
+    /// The incident's outcome code, e.g. `rolled-back`.
+    pub outcome: Option<String>,
+    /// At most this many (after `offset`); `None`: all.
+    pub limit: Option<i64>,
+    pub offset: i64,
 }
 
 const SUMMARY_COLUMNS: &str = "i.id, i.incident_key, i.namespace, i.workload_kind, i.workload_name,
@@ -140,10 +159,18 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY_COLUMNS} FROM incidents i
              WHERE ($1 IS NULL OR i.updated_at >= $1) AND ($2 IS NULL OR i.namespace = $2)
-             ORDER BY i.id DESC"
+               AND ($3 IS NULL OR i.opened_at < $3) AND ($4 IS NULL OR i.workload_name = $4)
+               AND ($5 IS NULL OR i.outcome = $5)
+             ORDER BY i.id DESC
+             LIMIT $6 OFFSET $7"
         )))
         .bind(filter.since.map(ts_text))
         .bind(&filter.namespace)
+        .bind(filter.until.map(ts_text))
+        .bind(&filter.workload)
+        .bind(&filter.outcome)
+        .bind(filter.limit.unwrap_or(i64::MAX))
+        .bind(filter.offset.max(0))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(summary_from_row).collect()
@@ -192,7 +219,8 @@ impl Store {
         })
         .collect::<Result<Vec<_>>>()?;
         let actions = sqlx::query(
-            "SELECT id, kind, target_name, dry_run, status, intended_at, finished_at, detail
+            "SELECT id, kind, target_name, dry_run, status, intended_at, finished_at, detail,
+                    verify_result, verified_at, actor, version, config_hash, policy
              FROM actions WHERE incident_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -209,6 +237,14 @@ impl Store {
                 intended_at: r.try_get("intended_at")?,
                 finished_at: r.try_get("finished_at")?,
                 detail: r.try_get("detail")?,
+                verify_result: r.try_get("verify_result")?,
+                verified_at: r.try_get("verified_at")?,
+                actor: r.try_get("actor")?,
+                version: r.try_get("version")?,
+                config_hash: r.try_get("config_hash")?,
+                policy: r
+                    .try_get::<Option<String>, _>("policy")?
+                    .and_then(|p| serde_json::from_str(&p).ok()),
             })
         })
         .collect::<Result<Vec<_>>>()?;

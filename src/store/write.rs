@@ -162,6 +162,7 @@ impl Store {
         notify: impl FnOnce(i64) -> Vec<NewMessage>,
     ) -> Result<Option<Recorded>> {
         let mut tx = self.write_tx().await?;
+        let audit = self.audit_stamp();
         let recorded = record_decision_in(
             &mut tx,
             self.fence(),
@@ -169,6 +170,7 @@ impl Store {
             alert,
             decision,
             now,
+            audit,
             notify,
         )
         .await?;
@@ -205,6 +207,7 @@ impl Store {
                 alert,
                 decision,
                 now,
+                None,
                 |incident| notify(i, incident),
             )
             .await?;
@@ -225,6 +228,7 @@ async fn record_decision_in(
     alert: &Alert,
     decision: &Decision,
     now: Timestamp,
+    audit: Option<&super::AuditStamp>,
     notify: impl FnOnce(i64) -> Vec<NewMessage>,
 ) -> Result<Option<Recorded>> {
     {
@@ -382,8 +386,9 @@ async fn record_decision_in(
             let id: i64 = sqlx::query(
                 "INSERT INTO actions (incident_id, alert_id, kind, namespace, workload_name,
                     workload_uid, blamed_uid, blamed_name, target_uid, target_name, dry_run,
-                    intended_at, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'intended')
+                    intended_at, status, actor, version, config_hash, policy)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'intended',
+                    $13, $14, $15, $16)
                  RETURNING id",
             )
             .bind(incident_id)
@@ -398,6 +403,10 @@ async fn record_decision_in(
             .bind(&intent.target_name)
             .bind(i64::from(intent.dry_run))
             .bind(&now_text)
+            .bind(audit.map(|a| &a.actor))
+            .bind(audit.map(|a| &a.version))
+            .bind(audit.map(|a| &a.config_hash))
+            .bind(audit.map(|a| json_text(&a.policy)))
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;

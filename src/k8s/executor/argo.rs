@@ -16,7 +16,8 @@ use tracing::info;
 
 use super::argo_promote::UndoTarget;
 use super::{
-    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
+    Attempt, Executor, api_answer, failed, patch_params, read_failed, skipped, succeeded,
+    write_answer,
 };
 use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
 use crate::core::promote::{AfterUndo, plan_after_undo};
@@ -88,13 +89,13 @@ impl Executor {
         let mut written = self
             .timed(api.patch_status(&c.name, &params, &Patch::Merge(&patch)))
             .await
-            .map(drop);
+            .map(|obj| api_answer(&obj, c.dry_run));
         let mut on = "rollouts/status";
         if written.as_ref().is_err_and(|e| e.is_not_found()) {
             written = self
                 .timed(api.patch(&c.name, &params, &Patch::Merge(&patch)))
                 .await
-                .map(drop);
+                .map(|obj| api_answer(&obj, c.dry_run));
             on = "rollouts";
         }
         crate::fault::point(crate::fault::AFTER_PATCH).await;
@@ -265,7 +266,8 @@ impl Executor {
                         step.clause
                     ),
                     String::new(),
-                    json!({"patch": patch, "patched": patched, "promote_full": step.data}),
+                    json!({"patch": patch, "patched": patched, "promote_full": step.data,
+                        "answer": written.as_ref().ok(), "from_template": live}),
                 )
             });
         }
@@ -280,7 +282,8 @@ impl Executor {
                     Outcome::RolledBack,
                     format!("rolled back {what} from {from} to {to} (patched {patched})"),
                     format!("the undo of {what} from {from} to {to}"),
-                    json!({"patch": patch, "patched": patched, "after_undo": after.as_str()}),
+                    json!({"patch": patch, "patched": patched, "after_undo": after.as_str(),
+                        "from_template": live}),
                 )
             },
             &patch,

@@ -138,7 +138,8 @@ impl Executor {
                         Outcome::RolledBack,
                         format!("rolled back {what} from {from} to {to}"),
                         format!("the undo of {what} from {from} to {to}"),
-                        json!({"patch": patch, "resource_version": deployment.resource_version}),
+                        json!({"patch": patch, "resource_version": deployment.resource_version,
+                            "from_template": deployment.template}),
                     )
                 }
             },

@@ -344,14 +344,20 @@ fn succeeded(
 /// Maps a write's answer: conflicts are retried, a lost answer is settled, other errors are
 /// reported (429 as transient: the server refused before doing anything).
 fn write_answer(
-    result: Result<(), CallError>,
+    result: Result<Value, CallError>,
     what: &str,
     resource: &str,
     ok: impl FnOnce() -> ActionResult,
     patch: &Value,
 ) -> Attempt {
     match result {
-        Ok(()) => Attempt::Done(ok()),
+        Ok(answer) => {
+            let mut result = ok();
+            if let Some(data) = result.data.as_object_mut() {
+                data.insert("answer".into(), answer);
+            }
+            Attempt::Done(result)
+        }
         Err(e) if e.is_conflict() => Attempt::Conflict(e.to_string()),
         Err(e) if e.may_have_applied() => Attempt::Lost {
             answer: e.to_string(),
@@ -376,13 +382,13 @@ impl Executor {
         name: &str,
         patch: &Value,
         dry_run: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<Value, CallError> {
         let patch: json_patch::Patch = serde_json::from_value(patch.clone())
             .map_err(|e| CallError::BadPatch(e.to_string()))?;
         let answer = self
             .timed(api.patch(name, &patch_params(dry_run), &Patch::Json::<()>(patch)))
             .await
-            .map(drop);
+            .map(|obj| api_answer(&obj, dry_run));
         crate::fault::point(crate::fault::AFTER_PATCH).await;
         answer
     }
@@ -399,6 +405,18 @@ impl Executor {
             Ok(Err(e)) => Err(CallError::Client(e)),
         }
     }
+}
+
+/// What the API server answered to an accepted write, for the incident page: the object's
+/// new `resourceVersion` and `generation` (a dry run changes neither).
+fn api_answer(obj: &DynamicObject, dry_run: bool) -> Value {
+    json!({
+        "status": if dry_run { "200 OK (dry run: nothing stored)" } else { "200 OK" },
+        "kind": obj.types.as_ref().map(|t| t.kind.as_str()),
+        "name": obj.metadata.name,
+        "resource_version": obj.metadata.resource_version,
+        "generation": obj.metadata.generation,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::json;
 
 use super::{
-    Attempt, Executor, failed, patch_params, read_failed, skipped, succeeded, write_answer,
+    Attempt, Executor, api_answer, failed, patch_params, read_failed, skipped, succeeded,
+    write_answer,
 };
 use crate::core::engine::{Outcome, PauseWorkload, describe};
 use crate::core::workload::current_replica_set;
@@ -80,7 +81,7 @@ impl Executor {
         let written = self
             .timed(api.patch(&c.name, &patch_params(c.dry_run), &Patch::Merge(&patch)))
             .await
-            .map(drop);
+            .map(|obj| api_answer(&obj, c.dry_run));
         crate::fault::point(crate::fault::AFTER_PATCH).await;
         let blamed = describe(&c.blamed);
         write_answer(
