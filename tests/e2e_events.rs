@@ -3,8 +3,7 @@
 //! which `kubectl describe` shows.
 //!
 //! On a real API server an events.k8s.io/v1 Event is also a core/v1 Event (one resource, two
-//! versions), so `kubectl describe` lists it under Events. The sandbox stores the two apart,
-//! so that part is not asserted here (a known divergence of the sandbox).
+//! versions), so `kubectl describe` lists it under Events; the sandbox serves the copy too.
 
 mod common;
 
@@ -106,6 +105,13 @@ async fn a_rollback_leaves_an_event_and_an_annotation_on_the_deployment() {
             incident.id
         )),
         "{text}"
+    );
+    let events = text.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.lines().any(|l| l.contains("RolledBack")
+            && l.contains("rollbackd")
+            && l.contains(&format!("incident {}", incident.id))),
+        "kubectl describe lists rollbackd's Event: {text}"
     );
     running.stop().await.expect("clean stop");
 }

@@ -5,10 +5,12 @@
 //! reconcile, and reconciles one key at a time, optionally asking to be called again after a
 //! delay. [`run`] is the generic loop: a work set of dirty keys, a timer per key, a full
 //! resync at start and whenever the event feed lags. Adding a controller means implementing
-//! the trait and listing it in [`spawn_all`]: the Deployment controller (`deployment.rs`)
-//! and the Argo Rollouts controller (`rollout.rs`) are the two.
+//! the trait and listing it in [`spawn_all`]: the Deployment controller (`deployment.rs`),
+//! the Argo Rollouts controller (`rollout.rs`), and `events.rs`, which serves each
+//! events.k8s.io/v1 Event at core/v1 too, as the API server's one Event resource does.
 
 mod deployment;
+mod events;
 mod objects;
 mod revision;
 mod rollout;
@@ -61,6 +63,17 @@ pub fn spawn_all(
         handles.push(tokio::spawn(run(
             store.clone(),
             deployment::DeploymentController::new(rollout_delay),
+            stop.clone(),
+        )));
+    }
+    if store
+        .registry
+        .find("events.k8s.io", "v1", "events")
+        .is_some()
+    {
+        handles.push(tokio::spawn(run(
+            store.clone(),
+            events::EventVersions,
             stop.clone(),
         )));
     }
