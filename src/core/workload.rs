@@ -429,6 +429,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// A promoted Argo Rollout with its own template, nothing in progress.
+    pub fn mk_rollout(namespace: &str, name: &str) -> crate::core::rollout::RolloutState {
+        crate::core::rollout::RolloutState {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-ro-{name}"),
+            resource_version: "1".into(),
+            generation: 1,
+            observed_generation: Some("1".into()),
+            phase: Some("Healthy".into()),
+            stable_rs: Some("abc".into()),
+            current_pod_hash: Some("abc".into()),
+            aborted: false,
+            paused: false,
+            rollback_window: None,
+            template: mk_template(&format!("{name}:1"), name),
+            workload_ref: None,
+            labels: LabelSet::new(),
+            annotations: LabelSet::new(),
+        }
+    }
+
     pub fn mk_rs(
         deploy: &str,
         hash: &str,
