@@ -356,6 +356,9 @@ pub struct PrometheusConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// How long after a workload's rollout the rules' post-rollout forms apply (0: never).
+    #[serde(with = "humantime_serde")]
+    pub post_rollout_window: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth_user: Option<String>,
     pub basic_auth_password_file: Option<PathBuf>,
@@ -368,6 +371,7 @@ impl Default for PrometheusConfig {
             rules: vec!["rules/*.yml".into()],
             poll_interval: Duration::from_secs(15),
             query_timeout: Duration::from_secs(10),
+            post_rollout_window: Duration::from_secs(15 * 60),
             bearer_token_file: None,
             basic_auth_user: None,
             basic_auth_password_file: None,
@@ -798,6 +802,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "rules",
             "poll_interval",
             "query_timeout",
+            "post_rollout_window",
             "bearer_token_file",
             "basic_auth_user",
             "basic_auth_password_file",

@@ -20,7 +20,7 @@ use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
-use crate::poller::{Poller, PollerSettings, PromAuth};
+use crate::poller::{IndexView, Poller, PollerSettings, PromAuth};
 use crate::store::Store;
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -119,7 +119,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_body_bytes: config.server.max_body_bytes,
     };
     let poller = match &config.prometheus {
-        Some(prom) => Some(build_poller(prom, &config.prometheus_auth, &metrics)?),
+        Some(prom) => {
+            let view = IndexView::new(pipeline.index.clone(), pipeline.policy.labels.clone());
+            let poller = build_poller(prom, &config.prometheus_auth, &metrics)?
+                .with_rollouts(Arc::new(view), prom.post_rollout_window);
+            Some(poller)
+        }
         None => None,
     };
     let listener = TcpListener::bind(config.server.listen)
@@ -198,7 +203,13 @@ fn build_poller(
         .with_eval_hook(move |record| {
             metrics.evaluation(record.rule, record.conclusive, record.took)
         });
-    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
+    info!(
+        rules = ?poller.rule_names(),
+        post_rollout = ?poller.post_rollout_rules(),
+        window = ?prom.post_rollout_window,
+        url = %prom.url,
+        "polling Prometheus"
+    );
     Ok(poller)
 }
 

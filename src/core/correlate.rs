@@ -402,7 +402,10 @@ mod tests {
         };
         assert_eq!(target_name(&target), "rollout cart");
         assert!(via.contains("deployment=\"cart\""), "{via}");
-        assert!(via.contains("no Deployment of that name but an Argo Rollout"), "{via}");
+        assert!(
+            via.contains("no Deployment of that name but an Argo Rollout"),
+            "{via}"
+        );
         // A Deployment of the name still wins, and neither gives a clear no-workload.
         let c = correlate(
             &labels(&[("namespace", "default"), ("deployment", "web")]),
@@ -418,7 +421,10 @@ mod tests {
         let Correlation::NoWorkload(why) = c else {
             panic!("expected no workload, got {c:?}");
         };
-        assert!(why.contains("no Deployment or Argo Rollout shop/nope"), "{why}");
+        assert!(
+            why.contains("no Deployment or Argo Rollout shop/nope"),
+            "{why}"
+        );
     }
 
     #[test]
