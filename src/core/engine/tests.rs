@@ -435,6 +435,26 @@ mod rollouts {
     }
 
     #[test]
+    fn a_deployment_label_naming_the_rollout_aborts_it_and_says_how_it_was_matched() {
+        // kube-prometheus-stack's workload label names a Rollout's pods after the Rollout.
+        let index = mk_index(mk_rollout("a", "b"));
+        let d = decide(
+            &mk_alert(&[("namespace", "default"), ("deployment", "web")], ts(1100)),
+            &index,
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::Aborted, "{}", d.reason);
+        assert!(matches!(d.command, Some(Command::AbortRollout(_))));
+        assert!(
+            d.reason
+                .contains("no Deployment of that name but an Argo Rollout"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
     fn an_aborted_update_is_not_aborted_again() {
         let mut rollout = mk_rollout("a", "b");
         rollout.aborted = true;
