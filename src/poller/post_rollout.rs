@@ -192,35 +192,21 @@ impl PostRollout {
         if !problems.is_empty() {
             return Err(problems);
         }
-        match (
-            expr,
-            threshold,
-            for_,
-            baseline,
-            baseline_factor,
-            traffic,
-            format,
-        ) {
-            (
-                Some(expr),
-                Some(threshold),
-                Some(for_),
-                Some(baseline),
-                Some(baseline_factor),
-                Some(traffic),
-                Some(format),
-            ) => Ok(Some(PostRollout {
-                expr,
-                threshold,
-                for_,
-                baseline,
-                baseline_factor,
-                traffic,
-                format,
+        // Every part is known once no problem was found.
+        let spec = (|| {
+            Some(PostRollout {
+                expr: expr?,
+                threshold: threshold?,
+                for_: for_?,
+                baseline: baseline?,
+                baseline_factor: baseline_factor?,
+                traffic: traffic?,
+                format: format?,
                 measure: get("measure").unwrap_or_default().to_string(),
-            })),
-            _ => Err(vec![format!("{PREFIX}* could not be read")]),
-        }
+            })
+        })();
+        spec.map(Some)
+            .ok_or_else(|| vec![format!("{PREFIX}* could not be read")])
     }
 }
 
@@ -303,7 +289,7 @@ pub fn judge(spec: &PostRollout, m: &Measurement) -> Verdict {
     let head = format!(
         "{}{measure} in the {window} since the rollout at {}",
         show(m.current),
-        m.since
+        m.since.round(jiff::Unit::Second).unwrap_or(m.since)
     );
     let traffic = spec.traffic.as_ref().map(|floor| {
         let seen = m.traffic.filter(|t| !t.is_nan()).unwrap_or(0.0);

@@ -7,11 +7,13 @@
 //! ([`PostSlot::measure`]) asks Prometheus, for every workload rolled out within the window:
 //! the expression over the window since its rollout (at the evaluation time), the same
 //! expression over the baseline window ending at the rollout (evaluated *at* the rollout time,
-//! so the pod-owner join sees the pods of that time), and the traffic since the rollout. Only
+//! so the pod-owner join sees the pods of that time; asked once per rollout, then kept), and
+//! the traffic since the rollout. Only
 //! series that correlation resolves to that workload count. Any failed query makes the whole
 //! evaluation inconclusive (nothing advances).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -40,6 +42,8 @@ pub struct PostSlot {
     spec: PostRollout,
     regression: RuleState,
     pre_existing: RuleState,
+    /// The baseline answer per rollout: it describes the past, so it is asked once.
+    baselines: Mutex<HashMap<(WorkloadKey, Timestamp), Vec<Sample>>>,
 }
 
 impl PostSlot {
@@ -58,6 +62,7 @@ impl PostSlot {
             regression: state("regression"),
             pre_existing: state("pre-existing"),
             spec,
+            baselines: Mutex::default(),
         })
     }
 
@@ -70,16 +75,32 @@ impl PostSlot {
         at: Timestamp,
     ) -> Result<Vec<Judged>, PromError> {
         let spec = &self.spec;
+        let known: HashMap<_, _> = {
+            let mut cache = self.cache();
+            cache.retain(|(workload, since), _| {
+                recent
+                    .iter()
+                    .any(|r| r.workload == *workload && r.since == *since)
+            });
+            cache.clone()
+        };
+        let known = &known;
         let per_rollout = recent.iter().map(|r| async move {
             let window = elapsed(r.since, at);
             let current_expr = with_window(&spec.expr, window);
             let current = client.query(&current_expr, at);
             let baseline = async {
                 if spec.baseline.is_zero() {
-                    return Ok(None);
+                    return Ok(Vec::new());
+                }
+                if let Some(samples) = known.get(&(r.workload.clone(), r.since)) {
+                    return Ok(samples.clone());
                 }
                 let expr = with_window(&spec.expr, spec.baseline);
-                client.query(&expr, r.since).await.map(Some)
+                let samples = client.query(&expr, r.since).await?.samples;
+                self.cache()
+                    .insert((r.workload.clone(), r.since), samples.clone());
+                Ok(samples)
             };
             let traffic = async {
                 match &spec.traffic {
@@ -102,7 +123,7 @@ impl PostSlot {
                     .filter(|s| view.workload_of(&s.metric).as_ref() == Some(&rollout.workload))
                     .collect()
             };
-            let baseline = baseline.map(|b| of_workload(b.samples)).unwrap_or_default();
+            let baseline = of_workload(baseline);
             let traffic = traffic.map(|t| of_workload(t.samples)).unwrap_or_default();
             for sample in of_workload(current.samples) {
                 let m = Measurement {
@@ -120,6 +141,12 @@ impl PostSlot {
             }
         }
         Ok(judged)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(WorkloadKey, Timestamp), Vec<Sample>>> {
+        self.baselines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Feeds one conclusive evaluation's verdicts to the two states; returns their alerts,
