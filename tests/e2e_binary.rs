@@ -232,7 +232,7 @@ fn check_reports_every_problem_and_exits_1() {
     assert!(out.status.success(), "{report}");
     assert!(
         report.contains("rollbackd-http/HighErrorRate (for 5m)")
-            && report.contains("    post-rollout form (for 15m after a rollout): above 0.01 for 1m, more than 2x the 1h before, at least 100 traffic"),
+            && report.contains("    post-rollout form (for 15m after a rollout): above 0.01 for 45s, more than 2x the 1h before, at least 100 traffic"),
         "{report}"
     );
 

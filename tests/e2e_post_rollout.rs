@@ -427,8 +427,29 @@ async fn a_one_percent_regression_is_undone_within_two_minutes_and_old_or_thin_e
     for name in ["flaky", "quiet"] {
         assert!(env.json_patches(name).is_empty(), "{name} was patched");
     }
+    // Back on the good version web's own post-rollout window starts again, clean: the
+    // regression alert resolves through the poller.
+    let started = Instant::now();
+    loop {
+        let detail = store
+            .incident(decided.id)
+            .await
+            .expect("read")
+            .expect("incident");
+        if detail.alerts.iter().all(|a| a.status == "resolved") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "web's alert still firing after the undo: {:?}",
+            detail.alerts
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(env.json_patches("web").len(), 1, "exactly one undo of web");
 
+    println!("web: {}", decision.message);
+    println!("flaky: {}", flaky.reason);
     println!(
         "BENCH post_rollout rollout_to_undo_ms={} detection_to_undo_ms={} (rollout at {rolled_out_at}, alert at {starts_at}, undo at {undone_at})",
         rollout_to_undo.as_millis(),

@@ -198,7 +198,7 @@ fn the_post_rollout_expressions_compute_the_share_and_traffic_per_workload() {
         .as_ref()
         .expect("HighErrorRate opts in to the post-rollout form");
     assert_eq!(post.threshold, 0.01);
-    assert_eq!(post.for_, std::time::Duration::from_secs(60));
+    assert_eq!(post.for_, std::time::Duration::from_secs(45));
     let traffic = post.traffic.as_ref().expect("a traffic floor");
     assert_eq!(traffic.min, 100.0);
     let five = std::time::Duration::from_secs(300);
