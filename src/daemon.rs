@@ -20,7 +20,7 @@ use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
-use crate::poller::{IndexView, Poller, PollerSettings, PromAuth};
+use crate::poller::{IndexView, Poller, PollerSettings, PromAuth, RolloutView};
 use crate::store::Store;
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -121,9 +121,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let poller = match &config.prometheus {
         Some(prom) => {
             let view = IndexView::new(pipeline.index.clone(), pipeline.policy.labels.clone());
-            let poller = build_poller(prom, &config.prometheus_auth, &metrics)?
-                .with_rollouts(Arc::new(view), prom.post_rollout_window);
-            Some(poller)
+            Some(build_poller(
+                prom,
+                &config.prometheus_auth,
+                &metrics,
+                Arc::new(view),
+            )?)
         }
         None => None,
     };
@@ -181,6 +184,7 @@ fn build_poller(
     prom: &PrometheusConfig,
     auth: &PrometheusAuth,
     metrics: &Metrics,
+    rollouts: Arc<dyn RolloutView>,
 ) -> anyhow::Result<Poller> {
     let auth = match auth {
         PrometheusAuth::None => PromAuth::None,
@@ -202,7 +206,8 @@ fn build_poller(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_eval_hook(move |record| {
             metrics.evaluation(record.rule, record.conclusive, record.took)
-        });
+        })
+        .with_rollouts(rollouts, prom.post_rollout_window);
     info!(
         rules = ?poller.rule_names(),
         post_rollout = ?poller.post_rollout_rules(),

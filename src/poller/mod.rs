@@ -172,7 +172,7 @@ impl Poller {
                     interval,
                     query_offset: group.query_offset.unwrap_or_default(),
                     next_due: None,
-                    post: PostSlot::new(&rule, client.base_url()),
+                    post: None,
                     state: RuleState::new(rule, client.base_url()),
                     health: Health::Unknown,
                 });
@@ -195,10 +195,17 @@ impl Poller {
     /// `window` after each rollout that `view` knows of. A zero window leaves it off.
     pub fn with_rollouts(mut self, view: Arc<dyn RolloutView>, window: Duration) -> Self {
         self.rollouts = (!window.is_zero()).then_some((view, window));
+        let base = self.client.base_url().to_string();
+        for slot in &mut self.slots {
+            slot.post = self
+                .rollouts
+                .as_ref()
+                .and_then(|_| PostSlot::new(slot.state.rule(), &base, window));
+        }
         self
     }
 
-    /// `group/alert` of every rule that has a post-rollout form.
+    /// `group/alert` of every rule whose post-rollout form is evaluated.
     pub fn post_rollout_rules(&self) -> Vec<String> {
         self.slots
             .iter()

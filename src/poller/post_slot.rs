@@ -47,12 +47,13 @@ pub struct PostSlot {
 }
 
 impl PostSlot {
-    /// `None` when the rule has no post-rollout form.
-    pub fn new(rule: &AlertingRule, prom_url: &str) -> Option<PostSlot> {
+    /// `None` when the rule has no post-rollout form. `window` is the post-rollout window; the
+    /// alerts' generator URL shows the expression over it.
+    pub fn new(rule: &AlertingRule, prom_url: &str, window: Duration) -> Option<PostSlot> {
         let spec = rule.post_rollout.clone()?;
         let state = |verdict: &str| {
             let mut form = rule.clone();
-            form.expr = spec.expr.clone();
+            form.expr = with_window(&spec.expr, window);
             form.for_ = spec.for_;
             form.post_rollout = None;
             form.labels.insert(VERDICT_LABEL.into(), verdict.into());
@@ -231,7 +232,12 @@ groups:
 
     fn mk_post() -> PostSlot {
         let loaded = parse_rules_str(Path::new("rules.yml"), RULE).expect("valid");
-        PostSlot::new(&loaded.groups[0].rules[0], "http://prometheus:9090").expect("opted in")
+        PostSlot::new(
+            &loaded.groups[0].rules[0],
+            "http://prometheus:9090",
+            Duration::from_secs(900),
+        )
+        .expect("opted in")
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -277,6 +283,12 @@ groups:
         assert_eq!(web.annotations["summary"], "web answers 2% with 5xx");
         assert!(!web.annotations.contains_key("rollbackd_post_rollout_expr"));
         assert_eq!(web.starts_at, t(60));
+        assert!(
+            web.generator_url
+                .ends_with("/graph?g0.expr=error_ratio_over%28900s%29&g0.tab=1"),
+            "{}",
+            web.generator_url
+        );
         assert_eq!(cart.labels["rollbackd_post_rollout"], "pre-existing");
         assert_eq!(cart.annotations["rollbackd_evidence"], "2% against 2%");
         // Out of the window (no verdicts): both resolve.
