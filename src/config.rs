@@ -390,6 +390,9 @@ pub struct PrometheusConfig {
     /// (and stored with the incident); it is read again once the action is verified.
     #[serde(with = "humantime_serde")]
     pub graph_after: Duration,
+    /// How long after a workload's rollout the rules' post-rollout forms apply (0: never).
+    #[serde(with = "humantime_serde")]
+    pub post_rollout_window: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth_user: Option<String>,
     pub basic_auth_password_file: Option<PathBuf>,
@@ -403,6 +406,7 @@ impl Default for PrometheusConfig {
             poll_interval: Duration::from_secs(15),
             query_timeout: Duration::from_secs(10),
             graph_after: Duration::from_secs(60),
+            post_rollout_window: Duration::from_secs(15 * 60),
             bearer_token_file: None,
             basic_auth_user: None,
             basic_auth_password_file: None,
@@ -924,6 +928,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "poll_interval",
             "query_timeout",
             "graph_after",
+            "post_rollout_window",
             "bearer_token_file",
             "basic_auth_user",
             "basic_auth_password_file",

@@ -20,7 +20,7 @@ use crate::k8s::watch::{SharedIndex, WatchSettings, watches};
 use crate::metrics::Metrics;
 use crate::notify::outbox::{DeliverySettings, DeliveryWorker};
 use crate::pipeline::{Pipeline, error_chain};
-use crate::poller::{Poller, PollerSettings, PromAuth, PromClient};
+use crate::poller::{IndexView, Poller, PollerSettings, PromAuth, PromClient, RolloutView};
 use crate::store::{Backend, Store};
 
 /// A daemon started in-process (tests, the demo): its address, state, and a way to stop it.
@@ -137,9 +137,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics_auth: config.server.metrics_auth,
         max_body_bytes: config.server.max_body_bytes,
     };
+    // What the poller knows of recent rollouts, for the rules' post-rollout forms.
+    let rollouts: Arc<dyn RolloutView> = Arc::new(IndexView::new(
+        pipeline.index.clone(),
+        pipeline.policy.labels.clone(),
+    ));
     // Built once here so that a bad rule file stops the start; each term builds its own.
     if let Some(prom) = &config.prometheus {
-        build_poller(prom, &config.prometheus_auth, &metrics)?;
+        build_poller(prom, &config.prometheus_auth, &metrics, rollouts.clone())?;
     }
 
     let retention = retire_old_incidents(pipeline.store.clone(), config.store.retention);
@@ -165,8 +170,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             };
             let poller = match &prometheus {
                 Some((prom, auth)) => {
-                    let poller = build_poller(prom, auth, &metrics)?;
-                    info!(rules = ?poller.rule_names(), url = %prom.url, "polling Prometheus");
+                    let poller = build_poller(prom, auth, &metrics, rollouts.clone())?;
+                    info!(
+                        rules = ?poller.rule_names(),
+                        post_rollout = ?poller.post_rollout_rules(),
+                        window = ?prom.post_rollout_window,
+                        url = %prom.url,
+                        "polling Prometheus"
+                    );
                     Some(poller)
                 }
                 None => None,
@@ -408,6 +419,7 @@ fn build_poller(
     prom: &PrometheusConfig,
     auth: &PrometheusAuth,
     metrics: &Metrics,
+    rollouts: Arc<dyn RolloutView>,
 ) -> anyhow::Result<Poller> {
     let auth = prom_auth(auth);
     let settings = PollerSettings {
@@ -422,7 +434,8 @@ fn build_poller(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_eval_hook(move |record| {
             metrics.evaluation(record.rule, record.conclusive, record.took)
-        });
+        })
+        .with_rollouts(rollouts, prom.post_rollout_window);
     Ok(poller)
 }
 

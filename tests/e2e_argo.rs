@@ -4,7 +4,8 @@
 //! (`promote --full`), so the good revision ends stable and Healthy, unless
 //! `spec.rollbackWindow` fast-tracks it (no promote sent) or `policy.argo_promote_full_after_undo`
 //! is off (paused at the first pause step, a human must promote); a failed promote is reported
-//! with the command to run; a Rollout with nothing in progress is never aborted.
+//! with the command to run; a Rollout with nothing in progress is never aborted; an alert whose
+//! `deployment` label names a Rollout (as kube-prometheus-stack's workload label does) reaches it.
 
 mod common;
 
@@ -144,6 +145,62 @@ async fn a_canary_paused_mid_update_is_aborted_and_nothing_else_is_patched() {
                 .is_some_and(|m| m.starts_with("RolloutAborted"))
     })
     .await;
+}
+
+/// kube-prometheus-stack's pod-owner recording rule names a Rollout's pods' workload after the
+/// Rollout, so a rule summing by workload alerts with `deployment="<rollout>"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_naming_the_rollout_in_its_deployment_label_aborts_the_rollout() {
+    let env = sandbox_env().await;
+    let api = rollouts(&env);
+    create(
+        &api,
+        rollout("web:1", json!([{"setWeight": 20}, {"pause": {}}])),
+    )
+    .await;
+    wait_status(&api, "healthy at revision 1", promoted).await;
+    set_image(&api, "web:2").await;
+    wait_status(&api, "paused at 20%", |s| {
+        s["phase"] == "Paused" && s["stableRS"] != s["currentPodHash"]
+    })
+    .await;
+    let running = env.daemon("").await;
+    env.sandbox.clear_requests();
+
+    let alert = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("deployment", "web"),
+    ];
+    post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(&alert, Timestamp::now()),
+    )
+    .await;
+    let incident = settled_incident(&running).await;
+    assert_eq!(incident.outcome, "aborted", "{}", incident.reason);
+    assert_eq!(incident.workload_kind.as_deref(), Some("Rollout"));
+    let detail = running
+        .state
+        .pipeline
+        .store
+        .incident(incident.id)
+        .await
+        .expect("read")
+        .expect("incident");
+    assert!(
+        detail.timeline.iter().any(|e| e
+            .message
+            .contains("deployment=\"web\", no Deployment of that name but an Argo Rollout")),
+        "{:#?}",
+        detail.timeline
+    );
+    let ours = patches(&env);
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    assert_eq!(
+        ours[0].path_only(),
+        "/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/web/status"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

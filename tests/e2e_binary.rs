@@ -247,6 +247,29 @@ fn check_reports_every_problem_and_exits_1() {
         "check must not print secrets"
     );
 
+    // With the shipped rules, check shows HighErrorRate's post-rollout form.
+    let polling = dir.path().join("polling.toml");
+    std::fs::write(
+        &polling,
+        format!(
+            "[prometheus]\nurl = \"http://127.0.0.1:9090\"\nrules = [{:?}]\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/rules/*.yml")
+        ),
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&polling)
+        .output()
+        .expect("runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("rollbackd-http/HighErrorRate (for 5m)")
+            && report.contains("    post-rollout form (for 15m after a rollout): above 0.01 for 45s, more than 2x the 1h before, at least 100 traffic"),
+        "{report}"
+    );
+
     // The shipped in-cluster config is valid (its token files are mounted in the cluster).
     let read_token = dir.path().join("read-token");
     std::fs::write(&read_token, "another-secret-token").expect("write");

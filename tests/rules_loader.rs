@@ -28,6 +28,20 @@ fn shipped_rules_load_with_their_durations_and_labels() {
             ("HighMemoryUsage", Duration::from_secs(300), "warning"),
         ]
     );
+    // HighErrorRate opts in to the post-rollout form; its annotations configure rollbackd and
+    // are no alert text.
+    for rule in &rules {
+        let opted_in = rule.alert == "HighErrorRate";
+        assert_eq!(rule.post_rollout.is_some(), opted_in, "{}", rule.alert);
+        assert!(
+            !rule
+                .annotations
+                .keys()
+                .any(|k| k.starts_with("rollbackd_post_rollout_")),
+            "{}",
+            rule.alert
+        );
+    }
     for rule in rules {
         assert!(rule.annotations.contains_key("summary"), "{}", rule.alert);
         assert!(
@@ -229,4 +243,28 @@ fn errors_from_several_files_come_back_together() {
     );
     assert!(shown[1].contains("a.yml:4:9") && shown[1].contains(r#"field "expr" must be set"#));
     assert!(shown[2].contains("b.yml:6:14") && shown[2].contains("invalid duration"));
+}
+
+#[test]
+fn a_bad_post_rollout_form_is_reported_with_the_rule_and_each_annotation() {
+    let text = r#"groups:
+  - name: web
+    rules:
+      - alert: HighErrorRate
+        expr: error_ratio > 0.05
+        annotations:
+          rollbackd_post_rollout_expr: error_ratio
+          rollbackd_post_rollout_threshold: lots
+"#;
+    let errors = parse_rules_str(Path::new("rules/x.yml"), text)
+        .expect_err("invalid post-rollout form")
+        .0;
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            r#"rules/x.yml:4:9: group "web", rule 1 "HighErrorRate", post-rollout form: rollbackd_post_rollout_threshold must be a non-negative number, not "lots""#,
+            r#"rules/x.yml:4:9: group "web", rule 1 "HighErrorRate", post-rollout form: rollbackd_post_rollout_expr must use $window as its range (e.g. rate(x[$window]))"#,
+        ]
+    );
 }

@@ -176,3 +176,103 @@ fn promtool_rejects_a_broken_rule_file() {
     );
     assert!(text.contains("FAILED"), "{text}");
 }
+
+/// The shipped rules' post-rollout forms (read by rollbackd's own loader from the
+/// `rollbackd_post_rollout_*` annotations) compute, on kube-prometheus-stack-shaped series, the
+/// share of 5xx and the traffic of each Deployment, and what ServiceMonitor-less `app` targets
+/// give: checked by promtool as recording rules with `$window` set to 5 minutes.
+#[test]
+fn the_post_rollout_expressions_compute_the_share_and_traffic_per_workload() {
+    use rollbackd::poller::post_rollout::with_window;
+    use rollbackd::poller::rules::parse_rules_str;
+    let text = std::fs::read_to_string(repo().join("rules/rollbackd.yml")).expect("read rules");
+    let loaded = parse_rules_str(Path::new("rules/rollbackd.yml"), &text).expect("rules load");
+    let rule = loaded
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .find(|r| r.alert == "HighErrorRate")
+        .expect("HighErrorRate is shipped");
+    let post = rule
+        .post_rollout
+        .as_ref()
+        .expect("HighErrorRate opts in to the post-rollout form");
+    assert_eq!(post.threshold, 0.01);
+    assert_eq!(post.for_, std::time::Duration::from_secs(45));
+    let traffic = post.traffic.as_ref().expect("a traffic floor");
+    assert_eq!(traffic.min, 100.0);
+    let five = std::time::Duration::from_secs(300);
+    let indent = |expr: &str| expr.replace('\n', "\n          ");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules_file = dir.path().join("post_rollout.yml");
+    std::fs::write(
+        &rules_file,
+        format!(
+            "groups:\n  - name: post-rollout\n    rules:\n      - record: post_rollout_value\n        expr: |\n          {}\n      - record: post_rollout_traffic\n        expr: |\n          {}\n",
+            indent(&with_window(&post.expr, five)),
+            indent(&with_window(&traffic.expr, five)),
+        ),
+    )
+    .expect("write rules");
+    let fixture = repo().join("rules/tests/fixtures/kube-prometheus-stack.yml");
+    let target = |pod: &str, code: &str| {
+        format!(
+            "http_requests_total{{namespace=\"shop\", pod=\"{pod}\", service=\"checkout\", job=\"checkout\", container=\"checkout\", endpoint=\"http\", instance=\"10.244.1.7:8080\", code=\"{code}\"}}"
+        )
+    };
+    let ksm = "job=\"kube-state-metrics\", service=\"prometheus-kube-state-metrics\", container=\"kube-state-metrics\", endpoint=\"http\", instance=\"10.244.0.5:8080\"";
+    let series = [
+        // Two pods of Deployment checkout: 1000 requests a minute, 2% of them 5xx.
+        (target("checkout-7d9f8c6b5-abcde", "200"), "0+490x20"),
+        (target("checkout-7d9f8c6b5-fghij", "200"), "0+490x20"),
+        (target("checkout-7d9f8c6b5-abcde", "500"), "0+15x20"),
+        (target("checkout-7d9f8c6b5-fghij", "503"), "0+5x20"),
+        (
+            format!("kube_pod_owner{{namespace=\"shop\", pod=\"checkout-7d9f8c6b5-abcde\", uid=\"1\", owner_kind=\"ReplicaSet\", owner_name=\"checkout-7d9f8c6b5\", owner_is_controller=\"true\", {ksm}}}"),
+            "1x20",
+        ),
+        (
+            format!("kube_pod_owner{{namespace=\"shop\", pod=\"checkout-7d9f8c6b5-fghij\", uid=\"2\", owner_kind=\"ReplicaSet\", owner_name=\"checkout-7d9f8c6b5\", owner_is_controller=\"true\", {ksm}}}"),
+            "1x20",
+        ),
+        (
+            format!("kube_replicaset_owner{{namespace=\"shop\", replicaset=\"checkout-7d9f8c6b5\", owner_kind=\"Deployment\", owner_name=\"checkout\", owner_is_controller=\"true\", {ksm}}}"),
+            "1x20",
+        ),
+        // A static target relabelled with app: 100 requests a minute, 10% 5xx.
+        (
+            "http_requests_total{namespace=\"shop\", app=\"cart\", instance=\"10.0.0.9:8080\", job=\"cart\", code=\"200\"}".to_string(),
+            "0+90x20",
+        ),
+        (
+            "http_requests_total{namespace=\"shop\", app=\"cart\", instance=\"10.0.0.9:8080\", job=\"cart\", code=\"500\"}".to_string(),
+            "0+10x20",
+        ),
+    ];
+    let mut test = format!(
+        "rule_files:\n  - {:?}\n  - {:?}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+        rules_file.display().to_string(),
+        fixture.display().to_string()
+    );
+    for (s, values) in &series {
+        test.push_str(&format!(
+            "      - series: '{s}'\n        values: {values:?}\n"
+        ));
+    }
+    test.push_str(
+        "    promql_expr_test:\n\
+         \x20     - expr: round(post_rollout_value, 0.0001)\n        eval_time: 10m\n        exp_samples:\n\
+         \x20         - labels: '{namespace=\"shop\", deployment=\"checkout\"}'\n            value: 0.02\n\
+         \x20         - labels: '{namespace=\"shop\", app=\"cart\"}'\n            value: 0.1\n\
+         \x20     - expr: round(post_rollout_traffic)\n        eval_time: 10m\n        exp_samples:\n\
+         \x20         - labels: '{namespace=\"shop\", deployment=\"checkout\"}'\n            value: 5000\n\
+         \x20         - labels: '{namespace=\"shop\", app=\"cart\"}'\n            value: 500\n",
+    );
+    let test_file = dir.path().join("post_rollout_test.yml");
+    std::fs::write(&test_file, &test).expect("write test");
+    let out = run("promtool", &["test", "rules"], &[test_file]);
+    assert_success(
+        &format!("promtool test rules of the post-rollout form:\n{test}"),
+        &out,
+    );
+}

@@ -45,6 +45,28 @@ pub fn check(path: &Path, offline: bool) -> Result<String, String> {
                             humantime::format_duration(rule.for_),
                             group.file.display()
                         );
+                        if let Some(post) = &rule.post_rollout {
+                            let window = match prom.post_rollout_window.is_zero() {
+                                true => "off: post_rollout_window is 0".to_string(),
+                                false => format!(
+                                    "for {} after a rollout",
+                                    humantime::format_duration(prom.post_rollout_window)
+                                ),
+                            };
+                            let traffic = post
+                                .traffic
+                                .as_ref()
+                                .map(|t| format!(", at least {} traffic", t.min))
+                                .unwrap_or_default();
+                            let _ = writeln!(
+                                report,
+                                "    post-rollout form ({window}): above {} for {}, more than {}x the {} before{traffic}",
+                                post.threshold,
+                                humantime::format_duration(post.for_),
+                                post.baseline_factor,
+                                humantime::format_duration(post.baseline),
+                            );
+                        }
                     }
                 }
                 for note in &loaded.notes {

@@ -518,3 +518,29 @@ fn retention_and_graph_timing_are_read_and_checked() {
         "a misspelt key is an error: {err}"
     );
 }
+
+#[test]
+fn the_post_rollout_window_defaults_to_15m_with_only_url_and_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[prometheus]\nurl = \"http://prometheus:9090\"\nrules = [\"rules/*.yml\"]\n";
+    let path = write(&dir, "c.toml", text);
+    let cfg = Config::load_with_env(&path, no_env()).expect("valid");
+    let prom = cfg.prometheus.expect("prometheus configured");
+    assert_eq!(prom.post_rollout_window, Duration::from_secs(15 * 60));
+    let env = vec![(
+        "ROLLBACKD__PROMETHEUS__POST_ROLLOUT_WINDOW".to_string(),
+        "0s".to_string(),
+    )];
+    let cfg = Config::load_with_env(&path, env).expect("valid");
+    let prom = cfg.prometheus.expect("prometheus configured");
+    assert_eq!(prom.post_rollout_window, Duration::ZERO);
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &format!("{text}post_rollout_window = \"soon\"\n"),
+    );
+    let err = Config::load_with_env(&bad, no_env())
+        .expect_err("invalid")
+        .to_string();
+    assert!(err.contains("post_rollout_window"), "{err}");
+}

@@ -97,6 +97,20 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// The label an alert of a rule's post-rollout form carries: `regression` or `pre-existing`.
+pub const POST_ROLLOUT_LABEL: &str = "rollbackd_post_rollout";
+/// The annotation with the sentence of the post-rollout evaluation behind an alert.
+pub const EVIDENCE_ANNOTATION: &str = "rollbackd_evidence";
+
+/// What a rule's post-rollout form concluded, with its sentence (every number in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostRolloutVerdict<'a> {
+    /// Worse than the threshold and than before the rollout.
+    Regression(&'a str),
+    /// Worse than the threshold, but as bad before the rollout.
+    PreExisting(&'a str),
+}
+
 /// One alert instance, normalised from a webhook payload or from the poller.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alert {
@@ -118,6 +132,21 @@ impl Alert {
         AlertKey {
             fingerprint: self.fingerprint,
             starts_at: self.starts_at,
+        }
+    }
+
+    /// The verdict of a rule's post-rollout form, when the poller raised the alert in that
+    /// form: its label [`POST_ROLLOUT_LABEL`] and its sentence [`EVIDENCE_ANNOTATION`].
+    pub fn post_rollout(&self) -> Option<PostRolloutVerdict<'_>> {
+        let evidence = self
+            .annotations
+            .get(EVIDENCE_ANNOTATION)
+            .map(String::as_str)
+            .unwrap_or("no evidence recorded");
+        match self.labels.get(POST_ROLLOUT_LABEL).map(String::as_str) {
+            Some("regression") => Some(PostRolloutVerdict::Regression(evidence)),
+            Some("pre-existing") => Some(PostRolloutVerdict::PreExisting(evidence)),
+            _ => None,
         }
     }
 

@@ -6,6 +6,9 @@
 //! VirtualService named by it, is the target when it has a recorded change. Then the first of
 //! these present decides: an Argo Rollout name, a Deployment name, a ReplicaSet name, a pod name
 //! (pod → ReplicaSet → owner), or an `app`-style label matched against pod-template labels.
+//! A Deployment name that no Deployment has but an Argo Rollout does resolves to that Rollout:
+//! kube-prometheus-stack's pod-owner recording rule names a Rollout's pods' workload after the
+//! Rollout, so rules that sum by that workload emit `deployment="<rollout>"`.
 //! A Deployment that an Argo Rollout references through `workloadRef` is handled as that Rollout.
 //! Which alert labels play which part is configuration ([`CorrelationLabels`]).
 
@@ -112,7 +115,19 @@ pub fn correlate<'a>(
                 target: deployment_or_its_rollout(index, d),
                 via,
             },
-            None => Correlation::NoWorkload(format!("no Deployment {namespace}/{name} ({via})")),
+            // On kube-prometheus-stack a Rollout's pods are owned by ReplicaSets the Rollout
+            // owns, so a rule summing by workload names the Rollout in `deployment`.
+            None => match index.rollout(namespace, name) {
+                Some(r) => Correlation::Found {
+                    target: Target::Rollout(r),
+                    via: format!(
+                        "{via}, no Deployment of that name but an Argo Rollout, as kube-prometheus-stack's workload label names it"
+                    ),
+                },
+                None => Correlation::NoWorkload(format!(
+                    "no Deployment or Argo Rollout {namespace}/{name} ({via})"
+                )),
+            },
         };
     }
     if let Some((label, name)) = first_label(labels, &rules.replica_set) {
@@ -367,6 +382,49 @@ mod tests {
                 "{pairs:?} gave {c:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deployment_label_naming_an_argo_rollout_resolves_to_the_rollout() {
+        let mut index = index();
+        index.apply_rollout(
+            crate::core::workload::tests::mk_rollout("shop", "cart"),
+            ts(0),
+        );
+        let rules = CorrelationLabels::default();
+        let c = correlate(
+            &labels(&[("namespace", "shop"), ("deployment", "cart")]),
+            &index,
+            &rules,
+        );
+        let Correlation::Found { target, via } = c else {
+            panic!("expected the rollout, got {c:?}");
+        };
+        assert_eq!(target_name(&target), "rollout cart");
+        assert!(via.contains("deployment=\"cart\""), "{via}");
+        assert!(
+            via.contains("no Deployment of that name but an Argo Rollout"),
+            "{via}"
+        );
+        // A Deployment of the name still wins, and neither gives a clear no-workload.
+        let c = correlate(
+            &labels(&[("namespace", "default"), ("deployment", "web")]),
+            &index,
+            &rules,
+        );
+        assert_eq!(found(c), "web");
+        let c = correlate(
+            &labels(&[("namespace", "shop"), ("deployment", "nope")]),
+            &index,
+            &rules,
+        );
+        let Correlation::NoWorkload(why) = c else {
+            panic!("expected no workload, got {c:?}");
+        };
+        assert!(
+            why.contains("no Deployment or Argo Rollout shop/nope"),
+            "{why}"
+        );
     }
 
     #[test]

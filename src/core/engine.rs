@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Alert, AlertStatus};
+use super::alert::{Alert, AlertStatus, PostRolloutVerdict};
 use super::correlate::{Correlation, CorrelationLabels, Target, correlate};
 use super::gitops::GitopsPolicy;
 use super::guard::GuardPolicy;
@@ -428,6 +428,17 @@ impl Context<'_> {
                 ),
             ));
         }
+        let post_rollout = alert.post_rollout();
+        if let Some(PostRolloutVerdict::PreExisting(evidence)) = post_rollout {
+            return Err((
+                Outcome::PreExisting,
+                format!(
+                    "{} after {change} of {workload} (matched by {}) is not blamed on it: {evidence}",
+                    alert.name(),
+                    self.via
+                ),
+            ));
+        }
         let lead = alert.starts_at.duration_since(since);
         let grace = signed(self.policy.grace);
         let window = signed(self.policy.correlation_window);
@@ -453,8 +464,14 @@ impl Context<'_> {
                 ),
             ));
         }
+        let evidence = match post_rollout {
+            Some(PostRolloutVerdict::Regression(evidence)) => {
+                format!(", in its post-rollout form: {evidence}")
+            }
+            _ => String::new(),
+        };
         Ok(format!(
-            "{} started {} after {change} of {workload} (window {}, matched by {})",
+            "{} started {} after {change} of {workload} (window {}, matched by {}){evidence}",
             alert.name(),
             human(lead.max(SignedDuration::ZERO)),
             human(window),

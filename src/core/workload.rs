@@ -117,6 +117,27 @@ pub struct CurrentRollout<'a> {
     pub since: Timestamp,
 }
 
+/// A workload by kind, namespace and name: `Deployment shop/web`, `Rollout shop/cart`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadKey(pub String);
+
+impl WorkloadKey {
+    pub fn deployment(namespace: &str, name: &str) -> WorkloadKey {
+        WorkloadKey(format!("Deployment {namespace}/{name}"))
+    }
+
+    pub fn rollout(namespace: &str, name: &str) -> WorkloadKey {
+        WorkloadKey(format!("Rollout {namespace}/{name}"))
+    }
+}
+
+/// A workload whose current ReplicaSet became current at `since`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentRollout {
+    pub workload: WorkloadKey,
+    pub since: Timestamp,
+}
+
 /// Deployments, Argo Rollouts, their ReplicaSets and the traffic objects rollbackd tracks, by
 /// namespace and name, plus observed rollout transitions.
 #[derive(Debug, Default)]
@@ -323,6 +344,33 @@ impl WorkloadIndex {
         })
     }
 
+    /// Every Deployment and Argo Rollout whose current ReplicaSet became current at or after
+    /// `after`, with that time. A Deployment that a Rollout references through `workloadRef`
+    /// is listed as the Rollout, as correlation resolves it.
+    pub fn rollouts_since(&self, after: Timestamp) -> Vec<RecentRollout> {
+        let mut recent = Vec::new();
+        for d in self.deployments.values() {
+            if self.rollout_referencing(&d.namespace, &d.name).is_some() {
+                continue;
+            }
+            if let Some(current) = self.current_rollout(d).filter(|c| c.since >= after) {
+                recent.push(RecentRollout {
+                    workload: WorkloadKey::deployment(&d.namespace, &d.name),
+                    since: current.since,
+                });
+            }
+        }
+        for r in self.rollouts.values() {
+            if let Some(current) = self.current_of_rollout(r).filter(|c| c.since >= after) {
+                recent.push(RecentRollout {
+                    workload: WorkloadKey::rollout(&r.namespace, &r.name),
+                    since: current.since,
+                });
+            }
+        }
+        recent
+    }
+
     /// After a relist: drops transitions of workloads that are gone, notes current ones.
     pub(super) fn forget_gone_and_note(&mut self, now: Timestamp) {
         self.reindex();
@@ -426,6 +474,28 @@ pub(crate) mod tests {
             template: mk_template(image, name),
             annotations: LabelSet::new(),
             labels: LabelSet::new(),
+        }
+    }
+
+    /// A promoted Argo Rollout with its own template, nothing in progress.
+    pub fn mk_rollout(namespace: &str, name: &str) -> crate::core::rollout::RolloutState {
+        crate::core::rollout::RolloutState {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-ro-{name}"),
+            resource_version: "1".into(),
+            generation: 1,
+            observed_generation: Some("1".into()),
+            phase: Some("Healthy".into()),
+            stable_rs: Some("abc".into()),
+            current_pod_hash: Some("abc".into()),
+            aborted: false,
+            paused: false,
+            rollback_window: None,
+            template: mk_template(&format!("{name}:1"), name),
+            workload_ref: None,
+            labels: LabelSet::new(),
+            annotations: LabelSet::new(),
         }
     }
 

@@ -14,7 +14,10 @@
 //! receiver of the events, plus an optional per-evaluation hook ([`Poller::with_eval_hook`]).
 
 pub mod duration;
+pub mod post_rollout;
+mod post_slot;
 pub mod prom;
+pub mod rollouts;
 pub mod rules;
 pub mod state;
 pub mod template;
@@ -28,7 +31,9 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::core::alert::Alert;
+use post_slot::{Judged, PostSlot, window_start};
 pub use prom::{PromAuth, PromClient, PromError};
+pub use rollouts::{IndexView, RolloutView};
 pub use rules::{AlertingRule, LoadedRules, RuleError, RuleErrors, RuleGroup};
 use state::{Observation, Outcome, RuleState};
 
@@ -116,6 +121,8 @@ struct Slot {
     query_offset: Duration,
     next_due: Option<Timestamp>,
     state: RuleState,
+    /// The rule's post-rollout form, when it has one.
+    post: Option<PostSlot>,
     health: Health,
 }
 
@@ -126,6 +133,8 @@ pub struct Poller {
     slots: Vec<Slot>,
     notes: Vec<String>,
     hook: Option<EvalHook>,
+    /// Where rollouts come from, and how long after one the post-rollout form applies.
+    rollouts: Option<(Arc<dyn RolloutView>, Duration)>,
 }
 
 impl fmt::Debug for Poller {
@@ -163,6 +172,7 @@ impl Poller {
                     interval,
                     query_offset: group.query_offset.unwrap_or_default(),
                     next_due: None,
+                    post: None,
                     state: RuleState::new(rule, client.base_url()),
                     health: Health::Unknown,
                 });
@@ -177,7 +187,31 @@ impl Poller {
             slots,
             notes: loaded.notes,
             hook: None,
+            rollouts: None,
         })
+    }
+
+    /// Turns the post-rollout form on: rules that have one are also evaluated in it, for
+    /// `window` after each rollout that `view` knows of. A zero window leaves it off.
+    pub fn with_rollouts(mut self, view: Arc<dyn RolloutView>, window: Duration) -> Self {
+        self.rollouts = (!window.is_zero()).then_some((view, window));
+        let base = self.client.base_url().to_string();
+        for slot in &mut self.slots {
+            slot.post = self
+                .rollouts
+                .as_ref()
+                .and_then(|_| PostSlot::new(slot.state.rule(), &base, window));
+        }
+        self
+    }
+
+    /// `group/alert` of every rule whose post-rollout form is evaluated.
+    pub fn post_rollout_rules(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.post.is_some())
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Calls `hook` after every evaluation (e.g. to count them by rule and result).
@@ -230,6 +264,10 @@ impl Poller {
                 self.slots[i].next_due.is_none_or(|t| t <= ahead)
             })
             .collect();
+        let rollouts = self.rollouts.as_ref();
+        let recent = rollouts
+            .map(|(view, window)| view.recent(window_start(now, *window)))
+            .unwrap_or_default();
         let queries = due.iter().map(|&i| {
             let slot = &self.slots[i];
             let at = now
@@ -237,9 +275,25 @@ impl Poller {
                 .unwrap_or(now);
             let client = &self.client;
             let expr = slot.state.rule().expr.clone();
+            let recent = &recent;
             async move {
                 let started = std::time::Instant::now();
-                let result = client.query(&expr, at).await;
+                let default = client.query(&expr, at);
+                let post = async {
+                    match (&slot.post, rollouts) {
+                        (Some(post), Some((view, _))) if !recent.is_empty() => post
+                            .measure(client, view.as_ref(), recent, at)
+                            .await
+                            .map(Some),
+                        _ => Ok(None),
+                    }
+                };
+                let (default, post) = tokio::join!(default, post);
+                // Either part failing makes the evaluation inconclusive: nothing advances.
+                let result = match post {
+                    Ok(judged) => default.map(|answer| (answer, judged)),
+                    Err(e) => Err(e),
+                };
                 (result, started.elapsed())
             }
         });
@@ -253,7 +307,14 @@ impl Poller {
                     SignedDuration::try_from(slot.interval).unwrap_or(SignedDuration::MAX);
                 slot.next_due = now.checked_add(interval).ok();
             }
-            let (step_alerts, event) = apply(slot, now, result);
+            let (result, judged) = match result {
+                Ok((answer, judged)) => (Ok(answer), judged),
+                Err(e) => (Err(e), None),
+            };
+            let (mut step_alerts, event) = apply(slot, now, result);
+            if slot.health == Health::Conclusive {
+                step_alerts.extend(observe_post(slot, now, judged.as_deref().unwrap_or(&[])));
+            }
             if let Some(hook) = &self.hook {
                 let rule = &slot.name;
                 hook(&EvalRecord {
@@ -319,6 +380,20 @@ fn apply(
             (Vec::new(), event)
         }
     }
+}
+
+/// Feeds a conclusive evaluation's post-rollout verdicts to the rule's post-rollout states
+/// (none when no workload is in its window: firing post-rollout alerts then resolve).
+fn observe_post(slot: &mut Slot, now: Timestamp, judged: &[Judged]) -> Vec<Alert> {
+    let Some(post) = &mut slot.post else {
+        return Vec::new();
+    };
+    for j in judged {
+        if let post_rollout::Verdict::LowTraffic(why) = &j.verdict {
+            tracing::debug!(rule = %slot.name, workload = %j.workload.0, %why, "post-rollout: not judged");
+        }
+    }
+    post.observe(now, judged)
 }
 
 /// An error and its sources, `: `-joined, for one-line reasons.

@@ -14,6 +14,7 @@ fn mk_slot(for_secs: u64) -> Slot {
         keep_firing_for: Duration::ZERO,
         labels: LabelSet::new(),
         annotations: LabelSet::new(),
+        post_rollout: None,
     };
     Slot {
         name: "availability/ServiceDown".into(),
@@ -21,6 +22,7 @@ fn mk_slot(for_secs: u64) -> Slot {
         query_offset: Duration::ZERO,
         next_due: None,
         state: RuleState::new(rule, "http://prometheus:9090"),
+        post: None,
         health: Health::Unknown,
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Data model: a file holds `groups:`, each a [`RuleGroup`] with a name, an optional evaluation
 //! `interval` and its [`AlertingRule`]s (`alert`, `expr`, `for`, `keep_firing_for`, `labels`,
-//! `annotations`). Group `labels` are merged into every rule's labels (the rule wins), as
+//! `annotations`, and the post-rollout form read from `rollbackd_post_rollout_*` annotations).
+//! Group `labels` are merged into every rule's labels (the rule wins), as
 //! Prometheus 3 does. Recording rules (`record:`) are checked but skipped, with a note in
 //! [`LoadedRules::notes`]. `limit` and `query_offset` are accepted; the poller honours
 //! `query_offset` and does not enforce `limit`.
@@ -23,6 +24,7 @@ use saphyr::{MarkedYaml, YamlLoader};
 use super::yaml::{Cx, pos, scalar};
 
 use super::duration::DurationError;
+use super::post_rollout::PostRollout;
 use crate::core::alert::LabelSet;
 
 /// A group of alerting rules from one rule file.
@@ -47,8 +49,11 @@ pub struct AlertingRule {
     pub keep_firing_for: Duration,
     /// Rule labels (group labels merged in); values may hold templates.
     pub labels: LabelSet,
-    /// Annotation templates, expanded per alert.
+    /// Annotation templates, expanded per alert (without the `rollbackd_post_rollout_*` ones).
     pub annotations: LabelSet,
+    /// The post-rollout form, when the rule opts in with `rollbackd_post_rollout_*`
+    /// annotations (see [`super::post_rollout`]).
+    pub post_rollout: Option<PostRollout>,
 }
 
 /// What a successful load produced.
@@ -143,6 +148,8 @@ pub enum RuleErrorKind {
     InvalidAnnotationName(String),
     #[error("{what} {name:?}: unterminated template action ('{{{{' without '}}}}')")]
     UnterminatedTemplate { what: &'static str, name: String },
+    #[error("post-rollout form: {0}")]
+    PostRollout(String),
 }
 
 /// Every error found while loading, in file order. Display shows one per line.
@@ -381,7 +388,7 @@ fn parse_rule<'a>(
     let for_ = fields.duration(cx, "for");
     let keep_firing_for = fields.duration(cx, "keep_firing_for");
     let labels = fields.labels(cx, "labels", RuleErrorKind::InvalidLabelName);
-    let annotations = fields.labels(cx, "annotations", RuleErrorKind::InvalidAnnotationName);
+    let mut annotations = fields.labels(cx, "annotations", RuleErrorKind::InvalidAnnotationName);
     if !record.is_empty() && alert.is_empty() {
         for (field, set) in [
             ("annotations", !annotations.is_empty()),
@@ -401,6 +408,12 @@ fn parse_rule<'a>(
         ));
         return None;
     }
+    let post_rollout = PostRollout::take(&mut annotations).unwrap_or_else(|problems| {
+        for problem in problems {
+            cx.push_at(at, RuleErrorKind::PostRollout(problem));
+        }
+        None
+    });
     for (what, map) in [("label", &labels), ("annotation", &annotations)] {
         for (name, text) in map.iter() {
             if super::template::has_unterminated_action(text) {
@@ -416,6 +429,7 @@ fn parse_rule<'a>(
         keep_firing_for: keep_firing_for.unwrap_or_default(),
         labels,
         annotations,
+        post_rollout,
     })
 }
 

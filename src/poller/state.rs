@@ -178,7 +178,7 @@ impl RuleState {
 
     /// Series labels without `__name__`, then the rule's labels (expanded; an empty result
     /// removes the label, as in Prometheus), then `alertname`.
-    fn alert_labels(&self, sample: &Sample) -> LabelSet {
+    pub fn alert_labels(&self, sample: &Sample) -> LabelSet {
         let mut labels = sample.metric.clone();
         labels.remove("__name__");
         for (name, value) in self.expand_all(&self.rule.labels, sample) {

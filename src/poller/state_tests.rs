@@ -24,6 +24,7 @@ fn mk_rule(for_secs: u64, keep_firing_secs: u64) -> AlertingRule {
             "summary",
             "{{ $labels.app }} in {{ $labels.namespace }}: {{ $value | humanizePercentage }}",
         )]),
+        post_rollout: None,
     }
 }
 

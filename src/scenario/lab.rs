@@ -155,6 +155,21 @@ pub fn start_prometheus(lab: &PrometheusLab<'_>) -> anyhow::Result<LabProcess> {
     spawn("prometheus", PROMETHEUS_BIN, dir, args, port)
 }
 
+/// Starts Prometheus with the given `prometheus.yml` text (rule file paths in it must be
+/// absolute), for labs whose scrape setup the fixed one above does not fit.
+pub fn start_prometheus_with_config(config: &str) -> anyhow::Result<LabProcess> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config)?;
+    let args = vec![
+        format!("--config.file={}", config_path.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    spawn("prometheus", PROMETHEUS_BIN, dir, args, port)
+}
+
 /// Starts Alertmanager routing every alert to `webhook_url` with second-scale timings.
 pub fn start_alertmanager(webhook_url: &str) -> anyhow::Result<LabProcess> {
     let dir = tempfile::tempdir()?;

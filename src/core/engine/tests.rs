@@ -71,6 +71,57 @@ fn a_fresh_alert_after_a_rollout_rolls_back_to_the_previous_revision() {
     assert_eq!(d.rollout.expect("rollout").since, ts(1000));
 }
 
+fn mk_post_rollout_alert(verdict: &str, evidence: &str) -> Alert {
+    let mut alert = mk_alert(WEB, ts(1080));
+    alert.source = AlertSource::Prometheus;
+    alert
+        .labels
+        .insert("rollbackd_post_rollout".into(), verdict.into());
+    alert
+        .annotations
+        .insert("rollbackd_evidence".into(), evidence.into());
+    alert.fingerprint = Fingerprint::of(&alert.labels);
+    alert
+}
+
+#[test]
+fn a_post_rollout_regression_rolls_back_with_its_numbers_in_the_reason() {
+    let evidence = "1.8% errors in the 1m 20s since the rollout, against 0.1% in the 1h before it";
+    let d = decide(
+        &mk_post_rollout_alert("regression", evidence),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    assert!(
+        d.reason
+            .contains(&format!("in its post-rollout form: {evidence}")),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn a_post_rollout_pre_existing_verdict_is_recorded_never_acted_on() {
+    let evidence = "2% errors in the 1m 20s since the rollout, against 2% in the 1h before it";
+    let d = decide(
+        &mk_post_rollout_alert("pre-existing", evidence),
+        &mk_index(),
+        &mk_policy(Mode::Enforce),
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::PreExisting, "{}", d.reason);
+    assert!(d.command.is_none());
+    assert!(d.reason.ends_with(evidence), "{}", d.reason);
+    assert!(
+        d.reason
+            .contains("revision 3 (web-c, nginx:3) of deployment default/web"),
+        "{}",
+        d.reason
+    );
+}
+
 #[test]
 fn dry_run_decides_the_same_but_marks_the_command() {
     let d = decide(
@@ -381,6 +432,26 @@ mod rollouts {
         };
         assert_eq!(abort.blamed.name, "web-b");
         assert_eq!(abort.stable.name, "web-a");
+    }
+
+    #[test]
+    fn a_deployment_label_naming_the_rollout_aborts_it_and_says_how_it_was_matched() {
+        // kube-prometheus-stack's workload label names a Rollout's pods after the Rollout.
+        let index = mk_index(mk_rollout("a", "b"));
+        let d = decide(
+            &mk_alert(&[("namespace", "default"), ("deployment", "web")], ts(1100)),
+            &index,
+            &mk_policy(Mode::Enforce),
+            &[],
+        );
+        assert_eq!(d.outcome, Outcome::Aborted, "{}", d.reason);
+        assert!(matches!(d.command, Some(Command::AbortRollout(_))));
+        assert!(
+            d.reason
+                .contains("no Deployment of that name but an Argo Rollout"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
