@@ -46,7 +46,131 @@ pub struct Split {
 /// Takes every top-level comparison with a number off `expr` (`(a / b) > 0.05 or (c) > 0.05`
 /// → `(a / b) or (c)`, threshold `> 0.05`, the first one's). Comparisons inside parentheses,
 /// brackets, braces or strings stay as they are, and so does one between two expressions.
+/// A guard is not the value: `(ratio > 0.05 and on (ns) traffic >= 100)` graphs `ratio`, the
+/// left side of the first top-level `and` or `unless`, once brackets around the whole
+/// expression are taken off; each side of a top-level `or` is read so, and they are joined
+/// again as `(a) or (b)`.
 pub fn split_threshold(expr: &str) -> Split {
+    let whole = unwrap_brackets(expr);
+    let mut branches = Vec::new();
+    let mut rest = whole.as_str();
+    while let Some(at) = top_level_keyword(rest, &["or"]) {
+        branches.push(&rest[..at]);
+        rest = &rest[at + 2..];
+    }
+    branches.push(rest);
+    let mut splits = branches.iter().map(|branch| {
+        let mut split = split_comparisons(&without_guard(branch));
+        split.value_expr = unwrap_brackets(&split.value_expr);
+        split
+    });
+    let first = splits.next().unwrap_or(Split {
+        value_expr: String::new(),
+        comparison: None,
+        threshold: None,
+    });
+    let others: Vec<Split> = splits.collect();
+    if others.is_empty() {
+        return first;
+    }
+    let value_expr = std::iter::once(&first)
+        .chain(&others)
+        .map(|s| format!("({})", s.value_expr))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let (comparison, threshold) = std::iter::once(&first)
+        .chain(&others)
+        .find(|s| s.threshold.is_some())
+        .map_or((None, None), |s| (s.comparison.clone(), s.threshold));
+    Split {
+        value_expr,
+        comparison,
+        threshold,
+    }
+}
+
+/// `expr` without brackets around all of it, and without a top-level `and …` or `unless …`.
+fn without_guard(expr: &str) -> String {
+    let mut e = unwrap_brackets(expr);
+    if let Some(at) = top_level_keyword(&e, &["and", "unless"]) {
+        e = unwrap_brackets(&e[..at]);
+    }
+    e
+}
+
+/// `expr` trimmed, with brackets that enclose all of it taken off (repeatedly).
+fn unwrap_brackets(expr: &str) -> String {
+    let mut e = expr.trim();
+    while e.starts_with('(') && e.ends_with(')') {
+        let mut depth = 0i32;
+        let closes_at_end = scan_top_level(e, |i, c, d| {
+            depth = d;
+            // The bracket opened first closes before the end: the brackets do not enclose all.
+            (c == b')' && depth == 0 && i + 1 < e.len()).then_some(())
+        })
+        .is_none();
+        if !closes_at_end {
+            break;
+        }
+        e = e[1..e.len() - 1].trim();
+    }
+    e.to_string()
+}
+
+/// Where the first of `keywords` stands at the top level of `expr`, as a whole word.
+fn top_level_keyword(expr: &str, keywords: &[&str]) -> Option<usize> {
+    let bytes = expr.as_bytes();
+    scan_top_level(expr, |i, _c, depth| {
+        if depth != 0 || (i > 0 && !matches!(bytes[i - 1], b' ' | b'\n' | b'\t' | b')')) {
+            return None;
+        }
+        keywords.iter().find_map(|k| {
+            let after = bytes.get(i + k.len()).copied();
+            (expr[i..].starts_with(k) && matches!(after, Some(b' ' | b'\n' | b'\t' | b'(')))
+                .then_some(i)
+        })
+    })
+}
+
+/// Calls `at(index, byte, depth after it)` for every byte outside strings and comments, until
+/// it returns something.
+fn scan_top_level<T>(expr: &str, mut at: impl FnMut(usize, u8, i32) -> Option<T>) -> Option<T> {
+    let bytes = expr.as_bytes();
+    let (mut depth, mut quote, mut i) = (0i32, None::<u8>, 0);
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' | b'`' => quote = Some(c),
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(found) = at(i, c, depth) {
+            return Some(found);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn split_comparisons(expr: &str) -> Split {
     let bytes = expr.as_bytes();
     let mut out = String::with_capacity(expr.len());
     let (mut comparison, mut threshold) = (None, None);
@@ -283,7 +407,7 @@ mod tests {
         );
         assert_eq!(
             s.value_expr,
-            "(\n sum(rate(x{code=~\"5..\"}[5m])) / sum(rate(x[5m]))\n)\nor\n(\n sum(a) / sum(b)\n)"
+            "(sum(rate(x{code=~\"5..\"}[5m])) / sum(rate(x[5m]))) or (sum(a) / sum(b))"
         );
         assert_eq!(s.comparison.as_deref(), Some(">"));
         assert_eq!(s.threshold, Some(0.05));
@@ -302,6 +426,27 @@ mod tests {
             assert_eq!(s.value_expr, expr, "{expr}");
             assert_eq!(s.threshold, None, "{expr}");
         }
+    }
+
+    #[test]
+    fn a_guard_is_left_out_and_enclosing_brackets_taken_off() {
+        let s = split_threshold(
+            "(\n  (\n    sum by (ns) (rate(x{code=~\"5..\"}[5m])) / sum by (ns) (rate(x[5m]))\n  ) > 0.05\n  and on (ns)\n  sum by (ns) (increase(x[5m])) >= 100\n)\n",
+        );
+        assert_eq!(
+            s.value_expr,
+            "sum by (ns) (rate(x{code=~\"5..\"}[5m])) / sum by (ns) (rate(x[5m]))"
+        );
+        assert_eq!(s.comparison.as_deref(), Some(">"));
+        assert_eq!(s.threshold, Some(0.05));
+        let s = split_threshold("up == 0 unless on (job) maintenance == 1");
+        assert_eq!(s.value_expr, "up");
+        assert_eq!(s.threshold, Some(0.0));
+        // Brackets that do not enclose all of it stay; `or` keeps both sides.
+        let s = split_threshold("(a) / (b) > 1 or (c) > 1");
+        assert_eq!(s.value_expr, "((a) / (b)) or (c)");
+        let s = split_threshold("sum(land) > 2");
+        assert_eq!(s.value_expr, "sum(land)");
     }
 
     #[test]
@@ -412,5 +557,22 @@ mod tests {
         assert_eq!(pick_series(&series, &alert), Some(&series[1]));
         let other: LabelSet = [("app".to_string(), "c".to_string())].into();
         assert_eq!(pick_series(&series, &other), None);
+    }
+}
+#[cfg(test)]
+mod shipped_rule_tests {
+    #[test]
+    fn the_shipped_error_rule_gives_its_threshold() {
+        let rules = crate::scenario::lab::SHIPPED_RULES;
+        let start = rules.find("alert: HighErrorRate").expect("rule");
+        let expr_at = rules[start..].find("expr: |").expect("expr") + start + "expr: |".len();
+        let body: Vec<&str> = rules[expr_at..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("          "))
+            .collect();
+        let expr = body.join("\n");
+        let s = super::split_threshold(&expr);
+        assert_eq!(s.threshold, Some(0.05), "{expr}\n=> {s:?}");
     }
 }

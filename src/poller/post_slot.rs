@@ -48,12 +48,14 @@ pub struct PostSlot {
 
 impl PostSlot {
     /// `None` when the rule has no post-rollout form. `window` is the post-rollout window; the
-    /// alerts' generator URL shows the expression over it.
+    /// alerts' generator URL shows the expression over it, compared with the threshold.
     pub fn new(rule: &AlertingRule, prom_url: &str, window: Duration) -> Option<PostSlot> {
         let spec = rule.post_rollout.clone()?;
         let state = |verdict: &str| {
             let mut form = rule.clone();
-            form.expr = with_window(&spec.expr, window);
+            // The link shows the comparison too, as Prometheus's own alerts do, so that a
+            // reader (and the incident's graph) sees the post-rollout threshold.
+            form.expr = format!("({}) > {}", with_window(&spec.expr, window), spec.threshold);
             form.for_ = spec.for_;
             form.post_rollout = None;
             form.labels.insert(VERDICT_LABEL.into(), verdict.into());
@@ -285,7 +287,7 @@ groups:
         assert_eq!(web.starts_at, t(60));
         assert!(
             web.generator_url
-                .ends_with("/graph?g0.expr=error_ratio_over%28900s%29&g0.tab=1"),
+                .ends_with("/graph?g0.expr=%28error_ratio_over%28900s%29%29+%3E+0.01&g0.tab=1"),
             "{}",
             web.generator_url
         );
