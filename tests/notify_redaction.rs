@@ -286,7 +286,9 @@ async fn no_secret_reaches_a_log_line_an_output_or_the_store() {
         "{err}"
     );
     assert!(
-        err.contains("notify.slack.webhook_url: is not an http(s) URL"),
+        err.contains(
+            "notify.slack.webhook_url (set by ROLLBACKD__NOTIFY__SLACK__WEBHOOK_URL): is not an http(s) URL"
+        ),
         "{err}"
     );
     assert_clean("check (bad secrets)", &format!("{out}{err}"));
