@@ -172,61 +172,33 @@ fn scan_top_level<T>(expr: &str, mut at: impl FnMut(usize, u8, i32) -> Option<T>
 
 fn split_comparisons(expr: &str) -> Split {
     let bytes = expr.as_bytes();
+    // (start, end, operator, constant) of each top-level comparison with a number.
+    let mut cuts = Vec::new();
+    let mut next = 0;
+    scan_top_level(expr, |i, _, depth| {
+        if depth == 0
+            && i >= next
+            && let Some((op, len)) = operator_at(&bytes[i..])
+        {
+            next = i + len;
+            if let Some((value, used)) = constant_after(&expr[i + len..]) {
+                next += used;
+                cuts.push((i, next, op, value));
+            }
+        }
+        None::<()>
+    });
     let mut out = String::with_capacity(expr.len());
-    let (mut comparison, mut threshold) = (None, None);
-    let mut depth = 0i32;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
     let mut copied = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 2;
-                continue;
-            }
-            if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b'#' => {
-                // A comment runs to the end of the line.
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            _ if depth == 0 => {
-                if let Some((op, len)) = operator_at(&bytes[i..]) {
-                    if let Some((value, used)) = constant_after(&expr[i + len..]) {
-                        out.push_str(expr[copied..i].trim_end());
-                        copied = i + len + used;
-                        if comparison.is_none() {
-                            comparison = Some(op.to_string());
-                            threshold = Some(value);
-                        }
-                        i = copied;
-                        continue;
-                    }
-                    i += len;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
+    for (start, end, ..) in &cuts {
+        out.push_str(expr[copied..*start].trim_end());
+        copied = *end;
     }
     out.push_str(&expr[copied..]);
     Split {
         value_expr: out.trim().to_string(),
-        comparison,
-        threshold,
+        comparison: cuts.first().map(|c| c.2.to_string()),
+        threshold: cuts.first().map(|c| c.3),
     }
 }
 
