@@ -231,32 +231,7 @@ struct RawRangeSeries {
 
 /// Interprets a `query_range` answer: a matrix.
 pub fn parse_range_response(status: u16, body: &[u8]) -> Result<Vec<RangeSeries>, PromError> {
-    let envelope: Envelope = match serde_json::from_slice(body) {
-        Ok(e) => e,
-        Err(e) if (200..300).contains(&status) => return Err(PromError::Decode(e)),
-        Err(_) => {
-            return Err(PromError::Http {
-                status,
-                snippet: snippet(body),
-            });
-        }
-    };
-    if envelope.status != "success" || !(200..300).contains(&status) {
-        return Err(match (envelope.error_type, envelope.error) {
-            (Some(error_type), Some(error)) => PromError::Api {
-                status,
-                error_type,
-                error,
-            },
-            _ => PromError::Http {
-                status,
-                snippet: snippet(body),
-            },
-        });
-    }
-    let data = envelope
-        .data
-        .ok_or_else(|| PromError::ResultType("(no data)".into()))?;
+    let (_, data) = successful(status, body)?;
     if data.result_type != "matrix" {
         return Err(PromError::ResultType(data.result_type));
     }
@@ -314,9 +289,10 @@ struct RawSample {
     value: Option<(f64, String)>,
 }
 
-/// Interprets an API answer: HTTP status and body.
-pub fn parse_response(status: u16, body: &[u8]) -> Result<QueryResult, PromError> {
-    let envelope: Envelope = match serde_json::from_slice(body) {
+/// The envelope of a successful answer and its data; anything else as the error it is: the
+/// API's own (`errorType`, `error`), or the HTTP status with a snippet of the body.
+fn successful(status: u16, body: &[u8]) -> Result<(Envelope, Data), PromError> {
+    let mut envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) if (200..300).contains(&status) => return Err(PromError::Decode(e)),
         Err(_) => {
@@ -341,7 +317,14 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<QueryResult, PromError
     }
     let data = envelope
         .data
+        .take()
         .ok_or_else(|| PromError::ResultType("(no data)".into()))?;
+    Ok((envelope, data))
+}
+
+/// Interprets an API answer: HTTP status and body.
+pub fn parse_response(status: u16, body: &[u8]) -> Result<QueryResult, PromError> {
+    let (envelope, data) = successful(status, body)?;
     let samples = match data.result_type.as_str() {
         "vector" => {
             let raw: Vec<RawSample> =
