@@ -223,6 +223,31 @@ async fn deploy_many(client: &kube::Client, namespace: &str, count: usize, image
         .await;
 }
 
+/// A new rollout of each of `count` Deployments to `image`, waited for.
+async fn reroll(client: &kube::Client, namespace: &str, count: usize, image: &str) {
+    let api = scenario::deployments_api(client.clone(), namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("d-{i}");
+                let before = api.get(&name).await.expect("deployment");
+                scenario::set_image(&api, &name, image)
+                    .await
+                    .expect("image set");
+                let next = scenario::revision(&before)
+                    .and_then(|r| r.parse::<i64>().ok())
+                    .map_or(String::new(), |r| (r + 1).to_string());
+                scenario::wait_rolled_out(&api, &name, &next, Duration::from_secs(60))
+                    .await
+                    .expect("rolled out");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 /// Memory at scale: `count` Deployments × 3 ReplicaSets, time to ready and RSS at ready.
 async fn scale(
     dir: &std::path::Path,
@@ -278,7 +303,7 @@ async fn start_daemon(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[kubernetes]\nkubeconfig = {:?}\nnamespaces = [{namespace:?}]\n[store]\nurl = {:?}\n[policy]\nbreaker_max_actions = 0\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[kubernetes]\nkubeconfig = {:?}\nnamespaces = [{namespace:?}]\n[store]\nurl = {:?}\n[policy]\nbreaker_max_actions = 0\ncooldown = \"0s\"\n",
             kubeconfig.display().to_string(),
             format!("sqlite://{}", dir.join(format!("{namespace}.db")).display())
         ),
@@ -537,5 +562,24 @@ async fn main() {
         deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
         let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, group_commit).await;
         daemon_storm(label, &sandbox, &daemon, &url, namespace, posts, floor_rate).await;
+        if group_commit {
+            // Two more storms on the same daemon, each after a fresh rollout of every
+            // Deployment: does its memory come back?
+            for round in 2..=3 {
+                reroll(
+                    &client,
+                    namespace,
+                    DEPLOYMENTS,
+                    &format!("app:{}", round + 1),
+                )
+                .await;
+                sandbox.clear_requests();
+                let label = format!("{label}, storm {round} of 3");
+                daemon_storm(
+                    &label, &sandbox, &daemon, &url, namespace, posts, floor_rate,
+                )
+                .await;
+            }
+        }
     }
 }
