@@ -6,10 +6,8 @@
 mod deploy;
 mod sandbox_common;
 
-use deploy::{all, deploy_copy, find, kustomize, parse_yaml, repo, tool};
+use deploy::{all, deploy_copy, find, kustomize, parse_yaml, repo, served_by_sandbox, tool};
 use serde_json::{Value, json};
-
-const SANDBOX_KINDS: &[&str] = &["Namespace", "ConfigMap", "Secret", "Service", "Deployment"];
 
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
@@ -392,16 +390,7 @@ async fn dry_run(env: &sandbox_common::Env, rendered: &str, served_docs: usize) 
     let out = env.kubectl_stdin(&["apply", "-f", "-"], Some(ns)).await;
     assert!(out.ok, "{}", out.stderr);
     // The rendered YAML itself, less the kinds the sandbox does not serve.
-    let served: Vec<&str> = rendered
-        .split("\n---\n")
-        .filter(|doc| {
-            let kind = parse_yaml(doc)[0]["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            SANDBOX_KINDS.contains(&kind.as_str())
-        })
-        .collect();
+    let served = served_by_sandbox(rendered);
     assert_eq!(
         served.len(),
         served_docs,

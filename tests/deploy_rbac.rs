@@ -137,49 +137,7 @@ async fn set_rollout_image(api: &Api<DynamicObject>, name: &str, image: &str) {
 async fn setup(env: &Env) {
     // A Deployment, labelled as Argo CD's label tracking does, with an Application whose
     // self-heal would put the bad revision back.
-    let namespaces: Api<DynamicObject> =
-        Api::all_with(env.client.clone(), &rollbackd::k8s::namespaces());
-    create(
-        &namespaces,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}}),
-    )
-    .await;
-    scenario::deploy_revisions(&env.api, "default", "web", &["nginx:1.0", "nginx:2.0"])
-        .await
-        .expect("two rollouts");
-    env.api
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}})),
-        )
-        .await
-        .expect("labelled");
-    let applications: Api<DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        "argocd",
-        &rollbackd::k8s::applications(),
-    );
-    create(&applications, json!({
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": "web", "namespace": "argocd"},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": "https://git.example/web.git", "path": "deploy", "targetRevision": "main"},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
-            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}
-        },
-        "status": {
-            "sync": {"status": "Synced", "revision": "r2"},
-            "history": [
-                {"id": 1, "revision": "r1", "deployedAt": "2026-01-01T10:00:00Z",
-                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}},
-                {"id": 2, "revision": "r2", "deployedAt": "2026-01-01T11:00:00Z",
-                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}}
-            ]
-        }
-    }))
-    .await;
+    argo_cd_web(env, true).await;
 
     // An Argo Rollout paused mid-update (aborted), and one promoted (undone).
     let rollouts = Api::namespaced_with(env.client.clone(), "default", &rollbackd::k8s::rollouts());

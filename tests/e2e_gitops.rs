@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::scenario;
 use serde_json::{Value, json};
 
@@ -36,64 +36,6 @@ fn applications(env: &Env) -> Api<DynamicObject> {
         "argocd",
         &rollbackd::k8s::applications(),
     )
-}
-
-/// `web` at nginx:1.0 (revision r1), then nginx:2.0 (r2, the bad one), labelled as Argo CD's
-/// label tracking does; with `app`, the Application `argocd/web` with self-heal on.
-async fn setup(env: &Env, app: bool) {
-    let namespaces: Api<DynamicObject> = Api::all_with(
-        env.client.clone(),
-        &kube::core::ApiResource::from_gvk_with_plural(
-            &kube::core::GroupVersionKind::gvk("", "v1", "Namespace"),
-            "namespaces",
-        ),
-    );
-    let ns: DynamicObject = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}}),
-    )
-    .expect("namespace");
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace argocd");
-    scenario::deploy_revisions(&env.api, "default", "web", &["nginx:1.0", "nginx:2.0"])
-        .await
-        .expect("two rollouts");
-    env.api
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}})),
-        )
-        .await
-        .expect("labelled");
-    if !app {
-        return;
-    }
-    let application: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": "web", "namespace": "argocd"},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": "https://git.example/web.git", "path": "deploy", "targetRevision": "main"},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
-            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}
-        },
-        "status": {
-            "sync": {"status": "Synced", "revision": "r2"},
-            "history": [
-                {"id": 1, "revision": "r1", "deployedAt": "2026-01-01T10:00:00Z",
-                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}},
-                {"id": 2, "revision": "r2", "deployedAt": "2026-01-01T11:00:00Z",
-                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}}
-            ]
-        }
-    }))
-    .expect("application");
-    applications(env)
-        .create(&PostParams::default(), &application)
-        .await
-        .expect("application created");
 }
 
 /// The simulated Argo CD controller; stops when the flag is set.
@@ -212,7 +154,7 @@ fn suspended(app: &DynamicObject) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_changes_nothing_and_names_the_application_and_the_last_good_revision() {
     let env = sandbox_env().await;
-    setup(&env, true).await;
+    argo_cd_web(&env, true).await;
     let stop = Arc::new(AtomicBool::new(false));
     let argo = play_argo_cd(&env, stop.clone());
     let running = env.daemon("").await;
@@ -253,7 +195,7 @@ async fn notify_changes_nothing_and_names_the_application_and_the_last_good_revi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_and_undo_suspends_self_heal_and_the_undo_stays() {
     let env = sandbox_env().await;
-    setup(&env, true).await;
+    argo_cd_web(&env, true).await;
     let stop = Arc::new(AtomicBool::new(false));
     let argo = play_argo_cd(&env, stop.clone());
     let running = env.daemon("[gitops]\nmode = \"suspend-and-undo\"\n").await;
@@ -282,7 +224,7 @@ async fn suspend_and_undo_suspends_self_heal_and_the_undo_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_to_previous_has_argo_cd_sync_the_revision_before_the_bad_one() {
     let env = sandbox_env().await;
-    setup(&env, true).await;
+    argo_cd_web(&env, true).await;
     let stop = Arc::new(AtomicBool::new(false));
     let argo = play_argo_cd(&env, stop.clone());
     let running = env.daemon("[gitops]\nmode = \"sync-to-previous\"\n").await;
@@ -325,7 +267,7 @@ async fn sync_to_previous_has_argo_cd_sync_the_revision_before_the_bad_one() {
 async fn without_an_application_the_undo_is_as_before() {
     let env = sandbox_env().await;
     // The instance label alone (Helm sets it too) does not make a workload GitOps-managed.
-    setup(&env, false).await;
+    argo_cd_web(&env, false).await;
     let running = env.daemon("[gitops]\nmode = \"sync-to-previous\"\n").await;
 
     let (outcome, reason) = alert_and_settle(&running).await;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use deploy::{deploy_copy, kustomize, parse_yaml};
+use deploy::{deploy_copy, kustomize, served_by_sandbox};
 use sandbox_common::{bounded, eventually, fast};
 use serde_json::{Value, json};
 
@@ -107,17 +107,7 @@ async fn the_quick_start_from_dry_run_to_enforce() {
 
         let env = sandbox_common::start(fast()).await;
         let rendered = kustomize(deploy.path());
-        let served: Vec<&str> = rendered
-            .split("\n---\n")
-            .filter(|doc| {
-                let kind = parse_yaml(doc)[0]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                ["Namespace", "ConfigMap", "Secret", "Service", "Deployment"]
-                    .contains(&kind.as_str())
-            })
-            .collect();
+        let served = served_by_sandbox(&rendered);
         let applied = env
             .kubectl_stdin(&["apply", "-f", "-"], Some(served.join("\n---\n")))
             .await;

@@ -9,13 +9,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
 use rollbackd::sandbox::{RecordedRequest, Sandbox, SandboxOptions};
 use rollbackd::scenario;
 use rollbackd::store::{IncidentFilter, IncidentSummary};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct Env {
     pub sandbox: Sandbox,
@@ -186,4 +186,67 @@ pub fn image_of(d: &DynamicObject) -> String {
 
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollbackd"))
+}
+
+/// `web` at nginx:1.0 (revision r1), then nginx:2.0 (r2, the bad one), labelled as Argo CD's
+/// label tracking does; with `app`, the Application `argocd/web` with self-heal on.
+pub async fn argo_cd_web(env: &Env, app: bool) {
+    let namespaces: Api<DynamicObject> = Api::all_with(
+        env.client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("", "v1", "Namespace"),
+            "namespaces",
+        ),
+    );
+    let ns: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}}),
+    )
+    .expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace argocd");
+    scenario::deploy_revisions(&env.api, "default", "web", &["nginx:1.0", "nginx:2.0"])
+        .await
+        .expect("two rollouts");
+    env.api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}})),
+        )
+        .await
+        .expect("labelled");
+    if !app {
+        return;
+    }
+    let application: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "web", "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": "https://git.example/web.git", "path": "deploy", "targetRevision": "main"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
+            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}
+        },
+        "status": {
+            "sync": {"status": "Synced", "revision": "r2"},
+            "history": [
+                {"id": 1, "revision": "r1", "deployedAt": "2026-01-01T10:00:00Z",
+                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}},
+                {"id": 2, "revision": "r2", "deployedAt": "2026-01-01T11:00:00Z",
+                 "source": {"repoURL": "https://git.example/web.git", "path": "deploy"}}
+            ]
+        }
+    }))
+    .expect("application");
+    let applications: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        "argocd",
+        &rollbackd::k8s::applications(),
+    );
+    applications
+        .create(&PostParams::default(), &application)
+        .await
+        .expect("application created");
 }

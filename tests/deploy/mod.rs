@@ -68,6 +68,21 @@ pub fn kustomize(dir: &Path) -> String {
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
+/// The kinds of `deploy/` the sandbox serves (it has no RBAC, PVC, NetworkPolicy or budget).
+pub const SANDBOX_KINDS: &[&str] = &["Namespace", "ConfigMap", "Secret", "Service", "Deployment"];
+
+/// The documents of a rendered stream whose kind the sandbox serves, as YAML text.
+pub fn served_by_sandbox(rendered: &str) -> Vec<&str> {
+    rendered
+        .split("\n---\n")
+        .filter(|doc| {
+            parse_yaml(doc)[0]["kind"]
+                .as_str()
+                .is_some_and(|kind| SANDBOX_KINDS.contains(&kind))
+        })
+        .collect()
+}
+
 /// Every document of a YAML stream.
 pub fn parse_yaml(text: &str) -> Vec<Value> {
     Yaml::load_from_str(text)
