@@ -3,46 +3,10 @@
 use serde_json::json;
 use sqlx::Row;
 
-use super::test_db::{TestDb, on_both};
+use super::test_db::{TestDb, alert_about, on_both, rev, t};
 use super::*;
-use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
+use crate::core::alert::AlertStatus;
 use crate::core::engine::{Command, Decision, Outcome, RolloutRef, UndoDeployment, WorkloadRef};
-use crate::core::undo::RevisionRef;
-
-fn t(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
-}
-
-fn alert(workload: &str, status: AlertStatus) -> Alert {
-    let labels: LabelSet = [
-        ("alertname", "HighErrorRate"),
-        ("namespace", "default"),
-        ("deployment", workload),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Alert {
-        source: AlertSource::Alertmanager,
-        status,
-        fingerprint: Fingerprint::of(&labels),
-        labels,
-        annotations: LabelSet::new(),
-        starts_at: t(100),
-        ends_at: (status == AlertStatus::Resolved).then(|| t(200)),
-        generator_url: "http://prom/graph".into(),
-        external_url: None,
-    }
-}
-
-fn rev(name: &str, revision: i64) -> RevisionRef {
-    RevisionRef {
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        revision,
-        image: Some(format!("nginx:{revision}")),
-    }
-}
 
 fn undo(workload: &str) -> Decision {
     Decision {
@@ -95,7 +59,7 @@ async fn open(db: &TestDb) -> Store {
 
 /// An incident about `workload` decided at `at`; with `finish`, its action's result too.
 async fn incident(store: &Store, workload: &str, at: i64, finish: bool) -> i64 {
-    let a = alert(workload, AlertStatus::Firing);
+    let a = alert_about(workload, AlertStatus::Firing);
     let id = store
         .record_alerts(std::slice::from_ref(&a), t(at))
         .await

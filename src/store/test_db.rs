@@ -2,7 +2,11 @@
 //! fresh database on the test binary's PostgreSQL (`tests/pg`). [`on_both!`] runs a test on
 //! each, so the store's suite holds for both backends.
 
+use jiff::Timestamp;
+
 use super::Store;
+use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
+use crate::core::undo::RevisionRef;
 
 #[path = "../../tests/pg/mod.rs"]
 mod pg;
@@ -63,3 +67,42 @@ macro_rules! on_both {
     )*};
 }
 pub(super) use on_both;
+
+/// The store tests' clock: seconds after a fixed instant.
+pub(super) fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+}
+
+/// `HighErrorRate` about Deployment `default/<workload>`, started at `t(100)` and, when
+/// resolved, ended at `t(200)`.
+pub(super) fn alert_about(workload: &str, status: AlertStatus) -> Alert {
+    let labels: LabelSet = [
+        ("alertname", "HighErrorRate"),
+        ("namespace", "default"),
+        ("deployment", workload),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Alert {
+        source: AlertSource::Alertmanager,
+        status,
+        fingerprint: Fingerprint::of(&labels),
+        labels,
+        annotations: LabelSet::new(),
+        starts_at: t(100),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(200)),
+        generator_url: "http://prom/graph".into(),
+        external_url: None,
+    }
+}
+
+/// ReplicaSet `name` at `revision`, running `nginx:<revision>`.
+pub(super) fn rev(name: &str, revision: i64) -> RevisionRef {
+    RevisionRef {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        revision,
+        image: Some(format!("nginx:{revision}")),
+    }
+}

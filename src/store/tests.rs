@@ -1,44 +1,12 @@
 //! Store tests, each against a real SQLite file and a real PostgreSQL ([`on_both!`]).
 
-use super::test_db::{TestDb, on_both};
+use super::test_db::{TestDb, alert_about, on_both, rev, t};
 use super::*;
-use crate::core::alert::{Alert, AlertSource, AlertStatus, Fingerprint, LabelSet};
+use crate::core::alert::{Alert, AlertStatus, Fingerprint};
 use crate::core::engine::{Command, Decision, Outcome, RolloutRef, UndoDeployment, WorkloadRef};
-use crate::core::undo::RevisionRef;
-
-fn t(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
-}
 
 fn mk_alert(status: AlertStatus) -> Alert {
-    let labels: LabelSet = [
-        ("alertname", "HighErrorRate"),
-        ("namespace", "default"),
-        ("deployment", "web"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Alert {
-        source: AlertSource::Alertmanager,
-        status,
-        fingerprint: Fingerprint::of(&labels),
-        labels,
-        annotations: LabelSet::new(),
-        starts_at: t(100),
-        ends_at: (status == AlertStatus::Resolved).then(|| t(200)),
-        generator_url: "http://prom/graph".into(),
-        external_url: None,
-    }
-}
-
-fn rev(name: &str, revision: i64) -> RevisionRef {
-    RevisionRef {
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        revision,
-        image: Some(format!("nginx:{revision}")),
-    }
+    alert_about("web", status)
 }
 
 fn mk_decision() -> Decision {
