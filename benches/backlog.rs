@@ -9,9 +9,12 @@
 //! - the daemon's resident memory before, at its peak, and once the backlog is decided, and
 //!   how fast the backlog is decided.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Daemon, mib};
 use jiff::Timestamp;
 use rollbackd::sandbox::{Sandbox, SandboxOptions};
 use rollbackd::scenario;
@@ -19,27 +22,6 @@ use serde_json::{Value, json};
 
 const AT_REST: usize = 5;
 const PER_POST: usize = 9_000;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A field of /proc/PID/status in MiB (VmRSS, VmHWM).
-fn mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn quiet_payload(post: usize) -> Value {
     let now = Timestamp::now().to_string();

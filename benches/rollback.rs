@@ -5,8 +5,11 @@
 //! Results are ratios and distributions measured side by side in one run, because the machines
 //! this runs on are shared and noisy. Figures go to BENCHMARKS.md with the command.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::percentile;
 use jiff::Timestamp;
 use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
@@ -75,11 +78,6 @@ impl Bench {
                 && r.content_type.as_deref() == Some("application/json-patch+json")
         })
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn summary(label: &str, mut ms: Vec<f64>) -> f64 {

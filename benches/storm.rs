@@ -16,14 +16,17 @@
 //! `STORM_SCALE=10000 cargo bench --bench storm` measures memory at scale instead: that many
 //! Deployments with three ReplicaSets each, then a daemon's time to ready and its RSS at ready.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
+use common::{Daemon, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
 use rollbackd::sandbox::{Sandbox, SandboxOptions};
@@ -31,32 +34,6 @@ use rollbackd::scenario;
 
 const CONNECTIONS: usize = 32;
 const DEPLOYMENTS: usize = 200;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A field of /proc/PID/status in MiB (VmRSS, VmHWM).
-fn mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 /// The storm's bodies, in posting order, and the Deployment each names.
 fn storm(namespace: &str, posts: usize) -> Vec<(usize, Bytes)> {

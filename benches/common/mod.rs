@@ -1,0 +1,34 @@
+//! What the benchmarks share: a daemon process that dies with its handle, its memory as
+//! `/proc` reports it, and percentiles of sorted samples.
+
+#![allow(dead_code)]
+
+use std::process::Child;
+
+/// A child process (the release binary) killed and reaped when dropped.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A field of /proc/PID/status in MiB (VmRSS, VmHWM, RssAnon, RssFile).
+pub fn mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// The `p` quantile (0 to 1) of samples sorted ascending, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
