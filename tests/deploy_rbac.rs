@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use deploy::{deploy_copy, kustomize, parse_yaml};
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::core::traffic::TrafficKind;
 use rollbackd::scenario;
 use rollbackd::store::IncidentFilter;
@@ -83,56 +83,6 @@ fn grant_of(method: &str, path: &str) -> Option<Grant> {
     Some((group, resource, verb.to_string()))
 }
 
-async fn create(api: &Api<DynamicObject>, manifest: Value) {
-    let obj: DynamicObject = serde_json::from_value(manifest).expect("manifest");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("created");
-}
-
-fn rollout(name: &str, image: &str, steps: Value) -> Value {
-    json!({
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": "app", "image": image}]}},
-            "strategy": {"canary": {"steps": steps}}
-        }
-    })
-}
-
-async fn rollout_status(api: &Api<DynamicObject>, name: &str, check: impl Fn(&Value) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = api.get(name).await.expect("rollout");
-        let generation = r.metadata.generation.unwrap_or(0).to_string();
-        let status = r.data.get("status").cloned().unwrap_or(Value::Null);
-        if status["observedGeneration"].as_str() == Some(generation.as_str()) && check(&status) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rollout {name}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn promoted(s: &Value) -> bool {
-    s["phase"] == "Healthy" && s["stableRS"].is_string() && s["stableRS"] == s["currentPodHash"]
-}
-
-async fn set_rollout_image(api: &Api<DynamicObject>, name: &str, image: &str) {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .expect("image set");
-}
-
 /// Every kind of workload and traffic object rollbackd reverts, each freshly rolled out.
 async fn setup(env: &Env) {
     // A Deployment, labelled as Argo CD's label tracking does, with an Application whose
@@ -141,18 +91,30 @@ async fn setup(env: &Env) {
 
     // An Argo Rollout paused mid-update (aborted), and one promoted (undone).
     let rollouts = Api::namespaced_with(env.client.clone(), "default", &rollbackd::k8s::rollouts());
-    create(
+    create_object(
         &rollouts,
-        rollout("canary", "web:1", json!([{"setWeight": 20}, {"pause": {}}])),
+        rollout_manifest(
+            "canary",
+            "web:1",
+            2,
+            json!([{"setWeight": 20}, {"pause": {}}]),
+        ),
     )
     .await;
-    create(&rollouts, rollout("promoted", "web:1", json!([]))).await;
-    rollout_status(&rollouts, "canary", promoted).await;
-    rollout_status(&rollouts, "promoted", promoted).await;
+    create_object(
+        &rollouts,
+        rollout_manifest("promoted", "web:1", 2, json!([])),
+    )
+    .await;
+    wait_rollout(&rollouts, "canary", "healthy at web:1", promoted).await;
+    wait_rollout(&rollouts, "promoted", "healthy at web:1", promoted).await;
     set_rollout_image(&rollouts, "canary", "web:2").await;
     set_rollout_image(&rollouts, "promoted", "web:2").await;
-    rollout_status(&rollouts, "canary", |s| s["phase"] == "Paused").await;
-    rollout_status(&rollouts, "promoted", |s| {
+    wait_rollout(&rollouts, "canary", "paused at 20%", |s| {
+        s["phase"] == "Paused"
+    })
+    .await;
+    wait_rollout(&rollouts, "promoted", "promoted web:2", |s| {
         promoted(s) && s["currentPodHash"].as_str().is_some()
     })
     .await;
@@ -176,7 +138,7 @@ async fn setup(env: &Env) {
         scenario::create(&env.api, d).await.expect("deployment");
     }
     let services = Api::namespaced_with(env.client.clone(), "default", &rollbackd::k8s::services());
-    create(&services, json!({
+    create_object(&services, json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "bg", "namespace": "default", "annotations": {"rollbackd.io/track-selector": "true"}},
         "spec": {"selector": {"app": "bg", "version": "blue"}, "ports": [{"port": 80}]}
@@ -187,7 +149,7 @@ async fn setup(env: &Env) {
         "default",
         &rollbackd::k8s::virtual_services("v1beta1"),
     );
-    create(&vs, json!({
+    create_object(&vs, json!({
         "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
         "metadata": {"name": "mesh", "namespace": "default", "annotations": {"rollbackd.io/track-weights": "true"}},
         "spec": {"hosts": ["mesh"], "http": [{"route": [

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::daemon::Running;
 use rollbackd::scenario;
 use serde_json::{Value, json};
@@ -29,58 +29,24 @@ fn rollouts(env: &Env) -> Api<DynamicObject> {
 }
 
 fn rollout(image: &str, steps: Value) -> Value {
-    json!({
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "replicas": 4,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                         "spec": {"containers": [{"name": "app", "image": image}]}},
-            "strategy": {"canary": {"steps": steps}}
-        }
-    })
+    rollout_manifest("web", image, 4, steps)
 }
 
 async fn create(api: &Api<DynamicObject>, manifest: Value) {
-    let obj: DynamicObject = serde_json::from_value(manifest).expect("manifest");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("created");
+    create_object(api, manifest).await
 }
 
-/// Waits until the Rollout's status satisfies `check` (and describes its generation).
+/// Waits until Rollout `web`'s status satisfies `check` (and describes its generation).
 async fn wait_status(
     api: &Api<DynamicObject>,
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> DynamicObject {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = api.get("web").await.expect("rollout");
-        let generation = r.metadata.generation.unwrap_or(0).to_string();
-        let status = r.data.get("status").cloned().unwrap_or(Value::Null);
-        if status["observedGeneration"].as_str() == Some(generation.as_str()) && check(&status) {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rollout never reached: {what}; status {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn promoted(s: &Value) -> bool {
-    s["phase"] == "Healthy" && s["stableRS"].is_string() && s["stableRS"] == s["currentPodHash"]
+    wait_rollout(api, "web", what, check).await
 }
 
 async fn set_image(api: &Api<DynamicObject>, image: &str) {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
-    api.patch("web", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .expect("image set");
+    set_rollout_image(api, "web", image).await
 }
 
 /// The PATCHes that change the Rollout's behaviour: all of them but rollbackd's note of the

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::core::traffic::TrafficKind;
 use rollbackd::sandbox::SandboxOptions;
 use rollbackd::scenario;
@@ -16,13 +16,6 @@ use serde_json::{Value, json};
 
 fn api(env: &Env, resource: &kube::core::ApiResource) -> Api<DynamicObject> {
     Api::namespaced_with(env.client.clone(), "default", resource)
-}
-
-async fn create(api: &Api<DynamicObject>, manifest: Value) {
-    let obj: DynamicObject = serde_json::from_value(manifest).expect("manifest");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("created");
 }
 
 /// Waits until the daemon has noted (and persisted) `n` changes of the object.
@@ -83,7 +76,7 @@ async fn a_blue_green_switch_is_switched_back() {
         scenario::create(&env.api, d).await.expect("deployment");
     }
     let services = api(&env, &rollbackd::k8s::services());
-    create(&services, json!({
+    create_object(&services, json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "default", "annotations": {"rollbackd.io/track-selector": "true"}},
         "spec": {"selector": {"app": "web", "version": "blue"}, "ports": [{"port": 80}]}
@@ -218,7 +211,7 @@ fn virtual_service(stable: i64, canary: i64) -> Value {
 async fn an_istio_canary_goes_back_to_all_stable() {
     let env = sandbox_env().await;
     let vs_api = api(&env, &rollbackd::k8s::virtual_services("v1beta1"));
-    create(&vs_api, virtual_service(100, 0)).await;
+    create_object(&vs_api, virtual_service(100, 0)).await;
     let running = env.daemon("").await;
     let shift = json!([
         {"op": "replace", "path": "/spec/http/1/route/0/weight", "value": 90},

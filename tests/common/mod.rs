@@ -250,3 +250,64 @@ pub async fn argo_cd_web(env: &Env, app: bool) {
         .await
         .expect("application created");
 }
+
+/// Creates `manifest` through `api`.
+pub async fn create_object(api: &Api<DynamicObject>, manifest: Value) {
+    let obj: DynamicObject = serde_json::from_value(manifest).expect("manifest");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("created");
+}
+
+/// An Argo canary Rollout `default/<name>` running `image` with these steps.
+pub fn rollout_manifest(name: &str, image: &str, replicas: i64, steps: Value) -> Value {
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "app", "image": image}]}},
+            "strategy": {"canary": {"steps": steps}}
+        }
+    })
+}
+
+/// Waits (20 s at most) until Rollout `name`'s status satisfies `check` and describes its
+/// generation; `what` names the wait in the failure.
+pub async fn wait_rollout(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> DynamicObject {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = api.get(name).await.expect("rollout");
+        let generation = r.metadata.generation.unwrap_or(0).to_string();
+        let status = r.data.get("status").cloned().unwrap_or(Value::Null);
+        if status["observedGeneration"].as_str() == Some(generation.as_str()) && check(&status) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollout {name} never reached: {what}; status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Rollout at rest: healthy, its stable ReplicaSet the current one.
+pub fn promoted(s: &Value) -> bool {
+    s["phase"] == "Healthy" && s["stableRS"].is_string() && s["stableRS"] == s["currentPodHash"]
+}
+
+/// A new template image for Rollout `name` (its container `app`).
+pub async fn set_rollout_image(api: &Api<DynamicObject>, name: &str, image: &str) {
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("image set");
+}
