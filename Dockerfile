@@ -14,10 +14,12 @@ ARG RUST_VERSION=1.95.0
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
-# Everything cargo reads to build the binary: the manifest names every bench, and the store's
-# migrations are compiled in. The registry and target caches persist between builds, so a
-# source change does not download or rebuild the dependencies.
+# Everything cargo reads to build the binary: the workspace manifest names its member crates
+# (the simulator and the demo's scenario, not built here but read), the root manifest names
+# every bench, and the store's migrations are compiled in. The registry and target caches
+# persist between builds, so a source change does not download or rebuild the dependencies.
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations
@@ -26,7 +28,7 @@ COPY templates ./templates
 COPY rules ./rules
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --no-default-features \
+    cargo build --release --locked -p rollbackd --no-default-features \
     && install -D -m 0755 target/release/rollbackd /out/rollbackd
 
 FROM gcr.io/distroless/cc-debian12:nonroot

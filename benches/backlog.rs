@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, mib};
 use jiff::Timestamp;
-use rollbackd::sandbox::{Sandbox, SandboxOptions};
-use rollbackd::scenario;
+use kube_sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 const AT_REST: usize = 5;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::percentile;
 use jiff::Timestamp;
+use kube_sandbox::{Sandbox, SandboxOptions};
 use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
-use rollbackd::sandbox::{Sandbox, SandboxOptions};
-use rollbackd::scenario::lab::{self, PrometheusLab};
-use rollbackd::scenario::{self, SampleApp};
+use scenario::lab::{self, PrometheusLab};
+use scenario::{self, SampleApp};
 
 const UNDO_SAMPLES: usize = 50;
 const DUPLICATE_POSTS: usize = 2000;

@@ -29,8 +29,7 @@ use axum::http::StatusCode;
 use common::{Daemon, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
-use rollbackd::sandbox::{Sandbox, SandboxOptions};
-use rollbackd::scenario;
+use kube_sandbox::{Sandbox, SandboxOptions};
 
 const CONNECTIONS: usize = 32;
 const DEPLOYMENTS: usize = 200;

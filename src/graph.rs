@@ -535,7 +535,7 @@ mod tests {
 mod shipped_rule_tests {
     #[test]
     fn the_shipped_error_rule_gives_its_threshold() {
-        let rules = crate::scenario::lab::SHIPPED_RULES;
+        let rules = include_str!("../rules/rollbackd.yml");
         let start = rules.find("alert: HighErrorRate").expect("rule");
         let expr_at = rules[start..].find("expr: |").expect("expr") + start + "expr: |".len();
         let body: Vec<&str> = rules[expr_at..]

@@ -3,8 +3,10 @@
 //! The crate is split the way the design brief draws it: `core` decides and does no I/O;
 //! everything else is an adapter (webhook, poller, watches, executor, store, notifier) or wiring.
 //!
-//! The simulated API server (`sandbox`) and the `demo` built on it come with the default cargo
-//! feature `sandbox`; the production build (the Dockerfile's) leaves them out with
+//! The simulated API server lives in its own crate, `kube-sandbox` (`crates/kube-sandbox`), and
+//! the helpers shared by the demo, the tests and the benchmarks in `scenario`
+//! (`crates/scenario`). `rollbackd sandbox` and `rollbackd demo` use them behind the default cargo
+//! feature `sandbox`; the production build (the Dockerfile's) leaves all of it out with
 //! `--no-default-features`.
 
 pub mod audit;
@@ -12,8 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
-#[cfg(feature = "sandbox")]
-pub mod demo;
 pub mod fault;
 pub mod graph;
 pub mod http;
@@ -23,7 +23,4 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod poller;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
-pub mod scenario;
 pub mod store;

@@ -82,15 +82,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kubeconfig,
             rollout_delay,
         } => {
-            let options = rollbackd::sandbox::SandboxOptions {
+            let options = kube_sandbox::SandboxOptions {
                 listen,
                 rollout_delay,
                 ..Default::default()
             };
-            rollbackd::sandbox::serve_forever(options, &kubeconfig).await?;
+            kube_sandbox::serve_forever(options, &kubeconfig).await?;
         }
         #[cfg(feature = "sandbox")]
-        Command::Demo { keep } => rollbackd::demo::run(keep).await?,
+        Command::Demo { keep } => rollbackd::cli::demo::run(keep).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 use serde_json::{Value, json};
 
 const QUIET_POSTS: usize = 8;

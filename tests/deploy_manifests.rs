@@ -4,6 +4,7 @@
 //! so those are checked structurally here rather than by the API server.
 
 mod deploy;
+#[path = "../crates/kube-sandbox/tests/common/mod.rs"]
 mod sandbox_common;
 
 use deploy::{all, deploy_copy, find, kustomize, parse_yaml, repo, served_by_sandbox, tool};

@@ -16,7 +16,6 @@ use deploy::{deploy_copy, kustomize, parse_yaml};
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::core::traffic::TrafficKind;
-use rollbackd::scenario;
 use rollbackd::store::IncidentFilter;
 use serde_json::{Value, json};
 

@@ -15,7 +15,6 @@ use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollbackd::daemon::Running;
-use rollbackd::scenario;
 use serde_json::{Value, json};
 
 const ALERT: &[(&str, &str)] = &[
@@ -51,7 +50,7 @@ async fn set_image(api: &Api<DynamicObject>, image: &str) {
 
 /// The PATCHes that change the Rollout's behaviour: all of them but rollbackd's note of the
 /// incident on the object (`rollbackd.io/last-action`), sent in the background afterwards.
-fn patches(env: &Env) -> Vec<rollbackd::sandbox::RecordedRequest> {
+fn patches(env: &Env) -> Vec<kube_sandbox::RecordedRequest> {
     env.sandbox
         .requests()
         .into_iter()
@@ -347,7 +346,7 @@ async fn promoted_canary(api: &Api<DynamicObject>, window: Option<i64>) -> (Stri
     (v1, v2)
 }
 
-fn promote_full_requests(env: &Env) -> Vec<rollbackd::sandbox::RecordedRequest> {
+fn promote_full_requests(env: &Env) -> Vec<kube_sandbox::RecordedRequest> {
     patches(env)
         .into_iter()
         .filter(|r| r.body.contains("promoteFull"))
@@ -507,11 +506,11 @@ async fn a_failed_promote_after_the_undo_is_reported_with_what_to_run() {
     let (v1, v2) = promoted_canary(&api, None).await;
     let running = env.daemon("").await;
     env.sandbox.clear_requests();
-    env.sandbox.inject_fault(rollbackd::sandbox::Fault {
+    env.sandbox.inject_fault(kube_sandbox::Fault {
         verb: Some("patch".into()),
         resource: Some("rollouts/status".into()),
         count: 1,
-        action: rollbackd::sandbox::FaultAction::Status(403),
+        action: kube_sandbox::FaultAction::Status(403),
     });
 
     post_alert(

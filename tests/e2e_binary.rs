@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 
 struct Daemon(Child);
 

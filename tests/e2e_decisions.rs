@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use jiff::{SignedDuration, Timestamp};
-use rollbackd::sandbox::{Fault, FaultAction};
-use rollbackd::scenario;
+use kube_sandbox::{Fault, FaultAction};
 
 const WEB: &[(&str, &str)] = &[
     ("alertname", "HighErrorRate"),
@@ -325,7 +324,7 @@ async fn the_undo_equals_kubectl_rollout_undo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_watch_relists_and_decisions_still_work() {
-    let env = sandbox_env_with(rollbackd::sandbox::SandboxOptions {
+    let env = sandbox_env_with(kube_sandbox::SandboxOptions {
         watch_history: 5,
         ..Default::default()
     })
@@ -354,7 +353,7 @@ async fn an_expired_watch_relists_and_decisions_still_work() {
             .await
             .expect("created");
     }
-    let lists = |s: &rollbackd::sandbox::Sandbox| {
+    let lists = |s: &kube_sandbox::Sandbox| {
         s.requests()
             .iter()
             .filter(|r| {

@@ -14,7 +14,6 @@ use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use rollbackd::scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_leaves_an_event_and_an_annotation_on_the_deployment() {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use rollbackd::scenario;
 use serde_json::{Value, json};
 
 const ALERT: &[(&str, &str)] = &[

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use rollbackd::scenario;
 use serde_json::json;
 
 fn alert(name: &str) -> serde_json::Value {

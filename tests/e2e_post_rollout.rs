@@ -29,8 +29,8 @@ use axum::routing::get;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams};
-use rollbackd::scenario::{self, lab};
 use rollbackd::store::{IncidentFilter, IncidentSummary};
+use scenario::{self, lab};
 use serde_json::Value;
 
 const NS: &str = "default";

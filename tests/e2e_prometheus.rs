@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use jiff::Timestamp;
 use rollbackd::daemon::Running;
-use rollbackd::scenario::lab::{self, LabProcess, PrometheusLab};
-use rollbackd::scenario::{self, SampleApp};
 use rollbackd::store::IncidentFilter;
+use scenario::lab::{self, LabProcess, PrometheusLab};
+use scenario::{self, SampleApp};
 
 const GOOD: &str = "shop/web:1.0";
 const BAD: &str = "shop/web:2.0";

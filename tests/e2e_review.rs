@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use rollbackd::scenario::lab::{self, LabProcess, PrometheusLab};
-use rollbackd::scenario::{self, SampleApp};
 use rollbackd::store::IncidentFilter;
+use scenario::lab::{self, LabProcess, PrometheusLab};
+use scenario::{self, SampleApp};
 use support::{Reply, SlackSink};
 
 const GOOD: &str = "shop/web:1.0";

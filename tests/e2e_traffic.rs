@@ -9,9 +9,8 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube_sandbox::SandboxOptions;
 use rollbackd::core::traffic::TrafficKind;
-use rollbackd::sandbox::SandboxOptions;
-use rollbackd::scenario;
 use serde_json::{Value, json};
 
 fn api(env: &Env, resource: &kube::core::ApiResource) -> Api<DynamicObject> {

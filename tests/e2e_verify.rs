@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use rollbackd::daemon::Running;
-use rollbackd::scenario;
 use rollbackd::store::{IncidentDetail, IncidentFilter, IncidentSummary};
 use serde_json::Value;
 use support::{Reply, SlackSink};

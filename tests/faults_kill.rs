@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 use serde_json::Value;
 use support::{Reply, SlackSink};
 

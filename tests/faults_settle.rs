@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::sandbox::{Fault, FaultAction};
-use rollbackd::scenario;
+use kube_sandbox::{Fault, FaultAction};
 
 const WEB: &[(&str, &str)] = &[
     ("alertname", "HighErrorRate"),

@@ -19,7 +19,6 @@ use common::*;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use rollbackd::scenario;
 use serde_json::Value;
 
 const LEASE_DURATION: Duration = Duration::from_secs(2);
@@ -446,11 +445,11 @@ async fn a_leader_cut_off_from_the_lease_stops_acting_and_records_alerts_only() 
     a.wait_for_line("leading: deciding", Duration::from_secs(10));
 
     // Every Lease request fails from now on: the leader can no longer renew.
-    env.sandbox.inject_fault(rollbackd::sandbox::Fault {
+    env.sandbox.inject_fault(kube_sandbox::Fault {
         verb: None,
         resource: Some("leases".into()),
         count: 100_000,
-        action: rollbackd::sandbox::FaultAction::Status(503),
+        action: kube_sandbox::FaultAction::Status(503),
     });
     a.wait_for_line("no longer leading", Duration::from_secs(10));
     assert_eq!(leader_metric(&a.addr).await, 0);

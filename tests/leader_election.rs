@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{sandbox_env, wait_until};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, PostParams};
+use kube_sandbox::{Fault, FaultAction};
 use rollbackd::k8s::lease::{Election, LeaseSettings, elect};
-use rollbackd::sandbox::{Fault, FaultAction};
 
 fn settings(identity: &str) -> LeaseSettings {
     LeaseSettings {

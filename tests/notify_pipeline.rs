@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 use rollbackd::store::OutboxStatus;
 use support::{Reply, SlackSink};
 

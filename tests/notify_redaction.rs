@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::{Env, binary, post_alert, sandbox_env, wait_until};
 use jiff::Timestamp;
 use rollbackd::config::Config;
-use rollbackd::scenario;
 use rollbackd::store::{OutboxStatus, Store};
 use support::{Reply, SlackSink, SmtpSink};
 

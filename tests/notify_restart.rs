@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::{Env, binary, post_alert, sandbox_env, wait_until};
 use jiff::Timestamp;
-use rollbackd::scenario;
 use rollbackd::store::{OutboxRow, OutboxStatus, Store};
 use support::{Reply, SlackSink};
 

@@ -5,6 +5,7 @@
 //! switch `mode` to `enforce` as the page says, and see the next alert roll back.
 
 mod deploy;
+#[path = "../crates/kube-sandbox/tests/common/mod.rs"]
 mod sandbox_common;
 
 use std::path::Path;

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 
 /// A tmpfs of `size` on a fresh directory; unmounted on drop, even after a failed assertion.
 struct Tmpfs(PathBuf);

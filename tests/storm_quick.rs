@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
-use rollbackd::scenario;
 use rollbackd::store::IncidentFilter;
 
 const DEPLOYMENTS: usize = 40;

@@ -14,10 +14,9 @@ use std::time::Duration;
 use common::proxy::{Mode, Proxy};
 use common::*;
 use jiff::Timestamp;
+use kube_sandbox::{Fault, FaultAction, SandboxOptions};
 use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
-use rollbackd::sandbox::{Fault, FaultAction, SandboxOptions};
-use rollbackd::scenario;
 use serde_json::Value;
 
 const WEB: &[(&str, &str)] = &[

@@ -1,6 +1,8 @@
 //! The command line: `serve`, `check`, `incidents`, `notify`, `sandbox` and `demo`.
 
 mod check;
+#[cfg(feature = "sandbox")]
+pub mod demo;
 mod incidents;
 mod notify;
 mod warnings;

@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube_sandbox::{RecordedRequest, Sandbox, SandboxOptions};
 use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
-use rollbackd::sandbox::{RecordedRequest, Sandbox, SandboxOptions};
-use rollbackd::scenario;
 use rollbackd::store::{IncidentFilter, IncidentSummary};
 use serde_json::{Value, json};
 
