@@ -292,6 +292,30 @@ async fn every_call_is_granted_and_every_grant_is_used() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop().await.expect("daemon stops");
 
+    let daemons: Vec<_> = env.sandbox.requests()[mark..]
+        .iter()
+        .filter(|r| {
+            !ours.iter().any(|body| {
+                serde_json::from_str::<Value>(&r.body).ok()
+                    == serde_json::from_str::<Value>(body).ok()
+            })
+        })
+        .cloned()
+        .collect();
+    // Every write carries the query string kubectl would send: `?fieldManager=rollbackd`, not
+    // kube-rs's `?&fieldManager=rollbackd` (the abort, the undo, the Service and Application
+    // patches, the Event series and the annotation).
+    let patches: Vec<&str> = daemons
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path.as_str())
+        .collect();
+    assert!(
+        patches.iter().any(|p| p.ends_with("/status?fieldManager=rollbackd")),
+        "an abort on the status subresource was sent: {patches:#?}"
+    );
+    let stray: Vec<&&str> = patches.iter().filter(|p| p.contains("?&")).collect();
+    assert!(stray.is_empty(), "writes with a stray `?&`: {stray:#?}");
     let used: BTreeSet<Grant> = env.sandbox.requests()[mark..]
         .iter()
         .filter(|r| {

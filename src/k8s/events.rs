@@ -18,6 +18,7 @@ use tracing::warn;
 use super::executor::FIELD_MANAGER;
 use super::{deployments, rollouts, services, virtual_services};
 use crate::core::engine::{Outcome, WorkloadRef};
+use crate::k8s::patch::send_patch;
 
 /// The annotation on a workload rollbackd changed: which incident, what, when.
 pub const LAST_ACTION_ANNOTATION: &str = "rollbackd.io/last-action";
@@ -121,7 +122,7 @@ impl ClusterRecord {
             ..PatchParams::default()
         };
         let patch = Patch::Merge(&patch);
-        let call = api.patch(&w.name, &params, &patch);
+        let call = send_patch(&api, &w.name, None, &params, &patch);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(workload = %w, error = %e, "could not annotate the workload"),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod executor;
 pub mod lease;
 mod objects;
+pub mod patch;
 mod selector;
 mod timing;
 pub mod watch;

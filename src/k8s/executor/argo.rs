@@ -23,6 +23,7 @@ use crate::core::engine::{AbortRollout, Outcome, UndoRollout, describe};
 use crate::core::promote::{AfterUndo, plan_after_undo};
 use crate::core::rollout::{RolloutState, RolloutUndoPlan, abort_patch, plan_rollout_undo};
 use crate::core::workload::ReplicaSetState;
+use crate::k8s::patch::send_patch;
 use crate::k8s::{
     deployment_state, deployments, replica_set_state, replica_sets, rollout_state, rollouts,
 };
@@ -87,13 +88,25 @@ impl Executor {
         let params = patch_params(c.dry_run);
         let patch = abort_patch();
         let mut written = self
-            .timed(api.patch_status(&c.name, &params, &Patch::Merge(&patch)))
+            .timed(send_patch(
+                &api,
+                &c.name,
+                Some("status"),
+                &params,
+                &Patch::Merge(&patch),
+            ))
             .await
             .map(|obj| api_answer(&obj, c.dry_run));
         let mut on = "rollouts/status";
         if written.as_ref().is_err_and(|e| e.is_not_found()) {
             written = self
-                .timed(api.patch(&c.name, &params, &Patch::Merge(&patch)))
+                .timed(send_patch(
+                    &api,
+                    &c.name,
+                    None,
+                    &params,
+                    &Patch::Merge(&patch),
+                ))
                 .await
                 .map(|obj| api_answer(&obj, c.dry_run));
             on = "rollouts";

@@ -18,6 +18,7 @@ use super::{CallError, Executor, patch_params};
 use crate::core::engine::UndoRollout;
 use crate::core::promote::{AfterUndo, UndoSeen, promote_command, promote_full_patches, undo_seen};
 use crate::core::rollout::RolloutState;
+use crate::k8s::patch::send_patch;
 use crate::k8s::{rollout_state, rollouts};
 
 /// How often the Rollout is read while waiting for the controller.
@@ -125,14 +126,26 @@ impl Executor {
         let mut spec = patches.spec.clone();
         if let Some(status) = &patches.status {
             let mut answer = self
-                .timed(api.patch_status(&c.name, &params, &Patch::Merge(status)))
+                .timed(send_patch(
+                    &api,
+                    &c.name,
+                    Some("status"),
+                    &params,
+                    &Patch::Merge(status),
+                ))
                 .await
                 .map(drop);
             let mut on = ("rollouts/status", status);
             if answer.as_ref().is_err_and(CallError::is_not_found) {
                 // No status subresource (Argo Rollouts before v0.10): one patch of both.
                 answer = self
-                    .timed(api.patch(&c.name, &params, &Patch::Merge(&patches.unified)))
+                    .timed(send_patch(
+                        &api,
+                        &c.name,
+                        None,
+                        &params,
+                        &Patch::Merge(&patches.unified),
+                    ))
                     .await
                     .map(drop);
                 on = ("rollouts", &patches.unified);
@@ -145,7 +158,13 @@ impl Executor {
         }
         if let Some(spec) = &spec {
             let answer = self
-                .timed(api.patch(&c.name, &params, &Patch::Merge(spec)))
+                .timed(send_patch(
+                    &api,
+                    &c.name,
+                    None,
+                    &params,
+                    &Patch::Merge(spec),
+                ))
                 .await
                 .map(drop);
             if let Err(e) = answer {

@@ -16,6 +16,7 @@ use tracing::info;
 use super::{Attempt, CallError, Executor, failed, patch_params, read_failed, skipped, unknown};
 use crate::core::engine::{ApplicationRef, Command, Outcome, SuspendAndRevert, SyncToPrevious};
 use crate::core::gitops::{ApplicationState, resume_hint, suspend_patch};
+use crate::k8s::patch::send_patch;
 use crate::k8s::{application_state, applications};
 use crate::store::{ActionResult, ActionStatus};
 
@@ -56,7 +57,13 @@ impl Executor {
     ) -> Result<bool, Attempt> {
         let api = self.applications_api(&app.namespace);
         let answer = self
-            .timed(api.patch(&app.name, &patch_params(dry_run), &Patch::Merge(patch)))
+            .timed(send_patch(
+                &api,
+                &app.name,
+                None,
+                &patch_params(dry_run),
+                &Patch::Merge(patch),
+            ))
             .await
             .map(drop);
         crate::fault::point(crate::fault::AFTER_PATCH).await;

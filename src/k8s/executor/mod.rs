@@ -34,6 +34,7 @@ use tracing::warn;
 use crate::core::engine::{Command, Outcome, describe};
 use crate::core::settle::Settled;
 use crate::core::undo::RevisionRef;
+use crate::k8s::patch::send_patch;
 use crate::store::{ActionResult, ActionStatus};
 
 pub use settle::Probe;
@@ -386,7 +387,13 @@ impl Executor {
         let patch: json_patch::Patch = serde_json::from_value(patch.clone())
             .map_err(|e| CallError::BadPatch(e.to_string()))?;
         let answer = self
-            .timed(api.patch(name, &patch_params(dry_run), &Patch::Json::<()>(patch)))
+            .timed(send_patch(
+                api,
+                name,
+                None,
+                &patch_params(dry_run),
+                &Patch::Json::<()>(patch),
+            ))
             .await
             .map(|obj| api_answer(&obj, dry_run));
         crate::fault::point(crate::fault::AFTER_PATCH).await;

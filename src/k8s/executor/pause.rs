@@ -12,6 +12,7 @@ use super::{
 };
 use crate::core::engine::{Outcome, PauseWorkload, describe};
 use crate::core::workload::current_replica_set;
+use crate::k8s::patch::send_patch;
 use crate::k8s::{deployment_state, deployments, rollout_state, rollouts, selector_string};
 
 impl Executor {
@@ -79,7 +80,13 @@ impl Executor {
             "spec": {"paused": true},
         });
         let written = self
-            .timed(api.patch(&c.name, &patch_params(c.dry_run), &Patch::Merge(&patch)))
+            .timed(send_patch(
+                &api,
+                &c.name,
+                None,
+                &patch_params(c.dry_run),
+                &Patch::Merge(&patch),
+            ))
             .await
             .map(|obj| api_answer(&obj, c.dry_run));
         crate::fault::point(crate::fault::AFTER_PATCH).await;
