@@ -4,8 +4,12 @@
 //! decided on the request path. Intake ranks each alert: *urgent* when it concerns a workload
 //! with a rollout recent enough to blame (or when the index cannot tell yet), quiet otherwise.
 //!
-//! One worker decides alerts one after another, so two alerts about the same rollout can never
-//! race into two rollbacks. Its loop, each time it wakes (or every few seconds):
+//! One worker decides alerts in order, so two alerts about the same rollout can never race
+//! into two rollbacks. Reverts on different workloads are carried out together, a [`Round`] at a
+//! time: each alert is decided against the actions recorded so far, and an alert the round
+//! could change the decision for (about a workload the round acts on, or past the breaker's
+//! room) closes the round and is decided again after its results are recorded. Its loop, each
+//! time it wakes (or every few seconds):
 //! 1. **Settle** every action left without a known result: intended before a crash, or whose
 //!    answer was lost and could not be re-read. The object is read again; what it shows is
 //!    recorded (with a note of the daemon's start, after a restart) and notified. A cause with
@@ -17,8 +21,10 @@
 //!    notified, and decided once the data is fresh.
 //! 3. **Decide the backlog a page at a time**: urgent alerts first, then in arrival order.
 //!    Decisions that act on nothing are recorded in one transaction per page, so a flood about
-//!    quiet workloads costs little and never holds up a rollback. A revert whose failure was
-//!    transient is decided again after a backoff, a bounded number of times.
+//!    quiet workloads costs little and never holds up a rollback. A round's intents are
+//!    recorded in one transaction, its PATCHes sent at once, and its results recorded in one
+//!    transaction. A revert whose failure was transient is decided again after a backoff, a
+//!    bounded number of times.
 //!
 //! Notifications are never sent from here: a notable decision or result queues its messages in
 //! the transaction that records it, and the delivery worker (`notify::outbox`) sends them. A
@@ -32,7 +38,9 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::core::alert::Alert;
-use crate::core::engine::{Decision, Outcome, PastAction, Policy, decide, decide_at};
+use crate::core::engine::{
+    Command, Decision, Outcome, PastAction, Policy, WorkloadRef, decide, decide_at,
+};
 use crate::core::settle::RetryPolicy;
 use crate::k8s::executor::Executor;
 use crate::k8s::watch::{Readiness, SharedIndex};
@@ -40,7 +48,8 @@ use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
 use crate::poller::PollerEvent;
 use crate::store::{
-    ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received, Store, StoreError,
+    ActionOutcome, ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received, Store,
+    StoreError,
 };
 
 mod settle;
@@ -50,6 +59,8 @@ mod verify;
 const SWEEP: Duration = Duration::from_secs(5);
 /// Alerts read from the backlog at once.
 const PAGE: usize = 256;
+/// At most this many reverts are carried out at once.
+const ROUND: usize = 64;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -320,28 +331,55 @@ impl Pipeline {
             let mut past = self.store.past_actions().await?;
             self.note_breaker(&past);
             let mut quiet: Vec<(PendingAlert, Decision)> = Vec::new();
-            for pending in page {
+            let mut round = Round::default();
+            let mut page = page.into_iter();
+            let mut next = page.next();
+            while let Some(pending) = next.take() {
                 if !self.readiness.is_ready() {
                     // Fresh data or no decision: the rest waits for the next round.
                     self.record_quiet(std::mem::take(&mut quiet)).await?;
+                    self.act_round(std::mem::take(&mut round)).await?;
                     return Ok(());
                 }
+                // Each alert is decided against the actions recorded so far. An alert the
+                // round could change the decision for (about a workload the round acts on, or
+                // once the round fills what the breaker allows) waits until the round is
+                // recorded and carried out, then is decided again.
+                let room = self
+                    .policy
+                    .guard
+                    .breaker_room(&past, Timestamp::now())
+                    .unwrap_or(usize::MAX);
                 let decision = self.decide(&pending.alert, &past);
-                if decision.command.is_none() {
-                    quiet.push((pending, decision));
+                let blocked = !round.is_empty()
+                    && (round.len() >= room.min(ROUND)
+                        || round.touches(decision.workload.as_ref()));
+                if blocked {
+                    self.record_quiet(std::mem::take(&mut quiet)).await?;
+                    self.act_round(std::mem::take(&mut round)).await?;
+                    past = self.store.past_actions().await?;
+                    self.note_breaker(&past);
+                    next = Some(pending);
                     continue;
                 }
-                self.record_quiet(std::mem::take(&mut quiet)).await?;
-                if let Err(e) = self.act(&pending, decision).await {
-                    // It stays undecided (or its action unsettled) and is tried again.
-                    error!(alert = %pending.alert.name(), alert_id = pending.alert_id,
-                        error = %error_chain(&e), "could not record a decision; will retry");
-                    return Err(e);
+                match &decision.command {
+                    None => quiet.push((pending, decision)),
+                    Some(command) if Round::batches(command) => round.push(pending, decision),
+                    Some(_) => {
+                        // Traffic switches, pauses and GitOps actions are carried out alone.
+                        self.record_quiet(std::mem::take(&mut quiet)).await?;
+                        self.act_round(std::mem::take(&mut round)).await?;
+                        let mut alone = Round::default();
+                        alone.push(pending, decision);
+                        self.act_round(alone).await?;
+                        past = self.store.past_actions().await?;
+                        self.note_breaker(&past);
+                    }
                 }
-                past = self.store.past_actions().await?;
-                self.note_breaker(&past);
+                next = page.next();
             }
             self.record_quiet(quiet).await?;
+            self.act_round(round).await?;
             // The gauge follows the backlog page by page, not only once it is drained.
             let left = self.store.pending_count().await?;
             self.metrics.set_pending(usize::try_from(left).unwrap_or(0));
@@ -404,74 +442,112 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Records a decision that acts, carries it out, and records what came of it.
-    async fn act(&self, pending: &PendingAlert, decision: Decision) -> Result<(), StoreError> {
-        let alert = &pending.alert;
-        let alert_id = pending.alert_id;
-        let Some(command) = decision.command.clone() else {
+    /// Records a round of acting decisions (their intents, in one transaction), carries them
+    /// out at once, and records what came of them (in one transaction).
+    async fn act_round(&self, round: Round) -> Result<(), StoreError> {
+        if round.is_empty() {
             return Ok(());
-        };
-        let now = Timestamp::now();
-        let Some(recorded) = self
-            .store
-            .record_decision_and_notify(alert_id, alert, &decision, now, |_| Vec::new())
-            .await?
-        else {
-            return Ok(());
-        };
-        info!(alert = %alert.name(), incident = recorded.incident_id, outcome = decision.outcome.code(),
-            "decision: {}", decision.reason);
-        let Some(action_id) = recorded.action_id else {
-            return Ok(());
-        };
-        crate::fault::point(crate::fault::AFTER_INTENT).await;
-        let mut result = self.executor.execute(&command).await;
-        crate::fault::point(crate::fault::BEFORE_RESULT).await;
-        self.metrics.action(result.status);
-        self.metrics.decision(result.outcome);
-        let now = Timestamp::now();
-        let attempts = u32::try_from(pending.attempts + 1).unwrap_or(u32::MAX);
-        let followup = self.followup(&mut result, attempts, now);
-        // A transient failure is told once, at the first attempt, and again when the attempts
-        // are used up: not at every retry in between.
-        let retry_in_between = attempts > 1 && matches!(followup, Followup::RetryAt(_));
-        let messages = if is_notable(result.outcome) && !retry_in_between {
-            let n = self.notification(recorded.incident_id, alert, &decision, Some(&result), now);
-            self.messages(&n, format!("result:{action_id}"), now)
-        } else {
-            warn!(
-                incident = recorded.incident_id,
-                outcome = result.outcome.code(),
-                "{}",
-                result.message
-            );
-            Vec::new()
-        };
-        self.store
-            .record_outcome(
-                action_id,
-                recorded.incident_id,
-                alert_id,
-                &result,
-                followup,
-                &messages,
-                now,
-            )
-            .await?;
-        self.queued(recorded.incident_id, messages.len());
-        let took = now.duration_since(pending.received_at);
-        self.metrics
-            .action_after_alert(Duration::try_from(took).unwrap_or_default());
-        self.tell_cluster(
-            recorded.incident_id,
-            decision.workload.as_ref(),
-            result.outcome,
-            &result.message,
-        );
-        if result.status == ActionStatus::Succeeded {
-            self.graph_later(recorded.incident_id, None);
         }
-        self.start_verify(action_id, &result, now).await;
+        let now = Timestamp::now();
+        let batch: Vec<(i64, &Alert, &Decision)> = round
+            .items
+            .iter()
+            .map(|(p, d)| (p.alert_id, &p.alert, d))
+            .collect();
+        let recorded = match self.store.record_intents(&batch, now).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // They stay undecided and are tried again.
+                error!(alerts = round.len(), error = %error_chain(&e),
+                    "could not record decisions; will retry");
+                return Err(e);
+            }
+        };
+        let mut acting = Vec::with_capacity(round.len());
+        for ((pending, decision), recorded) in round.items.iter().zip(recorded) {
+            let Some(recorded) = recorded else { continue };
+            info!(alert = %pending.alert.name(), incident = recorded.incident_id,
+                outcome = decision.outcome.code(), "decision: {}", decision.reason);
+            let (Some(action_id), Some(command)) = (recorded.action_id, &decision.command) else {
+                continue;
+            };
+            acting.push((pending, decision, recorded.incident_id, action_id, command));
+        }
+        if acting.is_empty() {
+            return Ok(());
+        }
+        crate::fault::point(crate::fault::AFTER_INTENT).await;
+        let mut results = futures::future::join_all(
+            acting
+                .iter()
+                .map(|(_, _, _, _, command)| self.executor.execute(command)),
+        )
+        .await;
+        crate::fault::point(crate::fault::BEFORE_RESULT).await;
+        let now = Timestamp::now();
+        let mut messages = Vec::with_capacity(acting.len());
+        let mut followups = Vec::with_capacity(acting.len());
+        for ((pending, decision, incident_id, action_id, _), result) in
+            acting.iter().zip(results.iter_mut())
+        {
+            self.metrics.action(result.status);
+            self.metrics.decision(result.outcome);
+            let attempts = u32::try_from(pending.attempts + 1).unwrap_or(u32::MAX);
+            let followup = self.followup(result, attempts, now);
+            // A transient failure is told once, at the first attempt, and again when the
+            // attempts are used up: not at every retry in between.
+            let retry_in_between = attempts > 1 && matches!(followup, Followup::RetryAt(_));
+            messages.push(if is_notable(result.outcome) && !retry_in_between {
+                let n =
+                    self.notification(*incident_id, &pending.alert, decision, Some(result), now);
+                self.messages(&n, format!("result:{action_id}"), now)
+            } else {
+                warn!(
+                    incident = incident_id,
+                    outcome = result.outcome.code(),
+                    "{}",
+                    result.message
+                );
+                Vec::new()
+            });
+            followups.push(followup);
+        }
+        let outcomes: Vec<ActionOutcome<'_>> = acting
+            .iter()
+            .zip(&results)
+            .zip(messages.iter().zip(&followups))
+            .map(
+                |(((pending, _, incident_id, action_id, _), result), (messages, followup))| {
+                    ActionOutcome {
+                        action_id: *action_id,
+                        incident_id: *incident_id,
+                        alert_id: pending.alert_id,
+                        result,
+                        followup: *followup,
+                        messages,
+                        verify_until: self.verify_until(result, now),
+                    }
+                },
+            )
+            .collect();
+        self.store.record_outcomes(&outcomes, now).await?;
+        for (((pending, decision, incident_id, _, _), result), messages) in
+            acting.iter().zip(&results).zip(&messages)
+        {
+            self.queued(*incident_id, messages.len());
+            let took = now.duration_since(pending.received_at);
+            self.metrics
+                .action_after_alert(Duration::try_from(took).unwrap_or_default());
+            self.tell_cluster(
+                *incident_id,
+                decision.workload.as_ref(),
+                result.outcome,
+                &result.message,
+            );
+            if result.status == ActionStatus::Succeeded {
+                self.graph_later(*incident_id, None);
+            }
+        }
         Ok(())
     }
 
@@ -596,6 +672,45 @@ impl Pipeline {
             debug!(incident = incident_id, count, "notifications queued");
             self.outbox_wake.notify_one();
         }
+    }
+}
+
+/// Acting decisions carried out together: at most one per workload, each decided against
+/// the actions recorded before the round, so none of them could have changed another.
+#[derive(Default)]
+struct Round {
+    items: Vec<(PendingAlert, Decision)>,
+}
+
+impl Round {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn push(&mut self, pending: PendingAlert, decision: Decision) {
+        self.items.push((pending, decision));
+    }
+
+    /// Whether the round acts on `workload`.
+    fn touches(&self, workload: Option<&WorkloadRef>) -> bool {
+        workload.is_some_and(|w| {
+            self.items
+                .iter()
+                .any(|(_, d)| d.workload.as_ref().is_some_and(|o| o.uid == w.uid))
+        })
+    }
+
+    /// The reverts that touch only their own workload: a Deployment's undo, a Rollout's abort
+    /// or undo. Traffic switches, pauses and GitOps actions are carried out alone.
+    fn batches(command: &Command) -> bool {
+        matches!(
+            command,
+            Command::UndoDeployment(_) | Command::AbortRollout(_) | Command::UndoRollout(_)
+        )
     }
 }
 

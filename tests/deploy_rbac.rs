@@ -311,7 +311,9 @@ async fn every_call_is_granted_and_every_grant_is_used() {
         .map(|r| r.path.as_str())
         .collect();
     assert!(
-        patches.iter().any(|p| p.ends_with("/status?fieldManager=rollbackd")),
+        patches
+            .iter()
+            .any(|p| p.ends_with("/status?fieldManager=rollbackd")),
         "an abort on the status subresource was sent: {patches:#?}"
     );
     let stray: Vec<&&str> = patches.iter().filter(|p| p.contains("?&")).collect();

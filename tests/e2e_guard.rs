@@ -1,6 +1,7 @@
 //! Guard rails end to end against the sandbox: a namespace opted out by its annotation and a
 //! Deployment opted back in; `rollbackd.io/policy: pause` pausing instead of reverting; the
-//! circuit breaker opening, recorded and exposed as a metric.
+//! circuit breaker opening, recorded and exposed as a metric, also for reverts carried out
+//! together.
 
 mod common;
 
@@ -135,6 +136,52 @@ async fn the_circuit_breaker_opens_after_its_limit() {
     assert!(
         metrics.contains("rollbackd_circuit_breaker_open 1"),
         "{metrics}"
+    );
+    running.stop().await.expect("clean stop");
+}
+
+/// Reverts on different workloads are carried out together, a round at a time; the breaker
+/// still counts each one. Four alerts in one delivery reach the worker in one page: two are
+/// rolled back, the other two find the breaker open, and no workload gets a second PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_counts_reverts_carried_out_together() {
+    let env = sandbox_env().await;
+    let names = ["w1", "w2", "w3", "w4"];
+    for name in names {
+        env.three_rollouts(name).await;
+    }
+    let running = env
+        .daemon_with_env(
+            "",
+            &[
+                ("ROLLBACKD__POLICY__BREAKER_MAX_ACTIONS", "2"),
+                ("ROLLBACKD__POLICY__BREAKER_WINDOW", "10m"),
+            ],
+        )
+        .await;
+    let mut payload = alert(names[0]);
+    let alerts: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| alert(name)["alerts"][0].clone())
+        .collect();
+    payload["alerts"] = serde_json::Value::Array(alerts);
+    let (status, _) = post_alert(&running.addr.to_string(), &payload).await;
+    assert_eq!(status, 200);
+    let mut outcomes = Vec::new();
+    for name in names {
+        let (outcome, reason) = outcome_of(&running, name).await;
+        outcomes.push(outcome.clone());
+        if outcome == "rolled-back" {
+            assert_eq!(env.json_patches(name).len(), 1, "{name}: {reason}");
+        } else {
+            assert_eq!(outcome, "breaker-open", "{name}: {reason}");
+            assert!(env.json_patches(name).is_empty(), "{name}: {reason}");
+        }
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["breaker-open", "breaker-open", "rolled-back", "rolled-back"],
     );
     running.stop().await.expect("clean stop");
 }

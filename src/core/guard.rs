@@ -271,6 +271,14 @@ impl GuardPolicy {
             .filter(move |p| p.at <= now && now.duration_since(p.at) < window)
     }
 
+    /// How many more actions the breaker allows at `now` (`None`: no breaker).
+    pub fn breaker_room(&self, past: &[PastAction], now: Timestamp) -> Option<usize> {
+        (self.breaker_max > 0).then(|| {
+            self.breaker_max
+                .saturating_sub(self.actions_in_window(past, now).count())
+        })
+    }
+
     /// Whether the circuit breaker is open at `now`.
     pub fn breaker_open(&self, past: &[PastAction], now: Timestamp) -> bool {
         self.breaker_max > 0 && self.actions_in_window(past, now).count() >= self.breaker_max

@@ -13,7 +13,9 @@ use crate::core::settle::Settled;
 use crate::core::undo::RevisionRef;
 use crate::k8s::executor::Probe;
 use crate::notify::is_notable;
-use crate::store::{ActionResult, ActionStatus, Followup, StoreError, UnsettledAction};
+use crate::store::{
+    ActionOutcome, ActionResult, ActionStatus, Followup, StoreError, UnsettledAction,
+};
 
 impl Pipeline {
     /// Settles every action left without a known result by reading its object again. After a
@@ -173,17 +175,16 @@ impl Pipeline {
         } else {
             Vec::new()
         };
-        self.store
-            .record_outcome(
-                a.action_id,
-                a.incident_id,
-                a.alert_id,
-                &result,
-                followup,
-                &messages,
-                now,
-            )
-            .await?;
+        let outcome = ActionOutcome {
+            action_id: a.action_id,
+            incident_id: a.incident_id,
+            alert_id: a.alert_id,
+            result: &result,
+            followup,
+            messages: &messages,
+            verify_until: self.verify_until(&result, now),
+        };
+        self.store.record_outcomes(&[outcome], now).await?;
         self.queued(a.incident_id, messages.len());
         self.tell_cluster(
             a.incident_id,
@@ -194,7 +195,6 @@ impl Pipeline {
         if result.status == crate::store::ActionStatus::Succeeded {
             self.graph_later(a.incident_id, None);
         }
-        self.start_verify(a.action_id, &result, now).await;
         if matches!(followup, Followup::RetryAt(_)) {
             self.wake.notify_one();
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::Pipeline;
 use crate::core::engine::{Decision, Outcome};
@@ -26,20 +26,15 @@ impl Pipeline {
         self
     }
 
-    /// Starts following `action_id` if `result` says it changed something. The result is
-    /// recorded already; a store failure here only costs the verification, and is logged.
-    pub(super) async fn start_verify(&self, action_id: i64, result: &ActionResult, now: Timestamp) {
+    /// When an applied revert's verification ends (`None` for anything else).
+    pub(super) fn verify_until(&self, result: &ActionResult, now: Timestamp) -> Option<Timestamp> {
         let applied = result.status == ActionStatus::Succeeded
             && matches!(result.outcome, Outcome::RolledBack | Outcome::Aborted);
-        if !applied {
-            return;
-        }
-        let window = SignedDuration::try_from(self.verify_window).unwrap_or(SignedDuration::MAX);
-        let until = now.checked_add(window).unwrap_or(Timestamp::MAX);
-        if let Err(e) = self.store.start_verification(action_id, until).await {
-            error!(action = action_id, error = %super::error_chain(&e),
-                "could not record the verification deadline; this action is not verified");
-        }
+        applied.then(|| {
+            let window =
+                SignedDuration::try_from(self.verify_window).unwrap_or(SignedDuration::MAX);
+            now.checked_add(window).unwrap_or(Timestamp::MAX)
+        })
     }
 
     /// Judges every action under verification and records the verdicts that are due.

@@ -55,7 +55,7 @@ pub use read::{
 pub use review::{AuditStamp, IncidentGraph};
 pub use settle::{PendingAlert, UnsettledAction};
 pub use verify::{Ack, Verifying};
-pub use write::{ACTING, ActionResult, ActionStatus, Followup, Received, Recorded};
+pub use write::{ACTING, ActionOutcome, ActionResult, ActionStatus, Followup, Received, Recorded};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

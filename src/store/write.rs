@@ -82,7 +82,7 @@ pub struct ActionResult {
 /// The outcome an incident and its alert show while an action is under way.
 pub const ACTING: &str = "acting";
 
-/// Outcomes that a later, lesser decision must not hide on the incident.
+/// ActionOutcome that a later, lesser decision must not hide on the incident.
 const SIGNIFICANT: &str =
     "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting', 'unsettled',
     'recovered', 'not-recovered')";
@@ -180,6 +180,37 @@ impl Store {
         }
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// Records acting decisions (with their intents and the audit stamp), several in one
+    /// transaction: a round of reverts on different workloads costs one sync before the API
+    /// is called. Returns, in order, where each was recorded (`None` for an alert already
+    /// decided).
+    pub async fn record_intents(
+        &self,
+        batch: &[(i64, &Alert, &Decision)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<Recorded>>> {
+        let fence = self.fence();
+        let audit = self.audit_stamp();
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (alert_id, alert, decision) in batch {
+            let recorded = record_decision_in(
+                &mut tx,
+                fence,
+                *alert_id,
+                alert,
+                decision,
+                now,
+                audit,
+                |_| Vec::new(),
+            )
+            .await?;
+            out.push(recorded);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Records decisions that act on nothing, several in one transaction: a backlog of alerts
@@ -479,60 +510,123 @@ impl Store {
         messages: &[NewMessage],
         now: Timestamp,
     ) -> Result<()> {
+        self.record_outcomes(
+            &[ActionOutcome {
+                action_id,
+                incident_id,
+                alert_id,
+                result,
+                followup,
+                messages,
+                verify_until: None,
+            }],
+            now,
+        )
+        .await
+    }
+
+    /// Records the results of a round of actions in one transaction: each one's result, what
+    /// becomes of its alert, its messages and, for an applied revert, when its verification
+    /// ends.
+    pub async fn record_outcomes(
+        &self,
+        outcomes: &[ActionOutcome<'_>],
+        now: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let now_text = ts_text(now);
-        sqlx::query(
-            "UPDATE actions SET status = $1, finished_at = $2, target_uid = COALESCE($3, target_uid),
-                target_name = COALESCE($4, target_name), detail = $5 WHERE id = $6",
-        )
-        .bind(result.status.as_str())
-        .bind(&now_text)
-        .bind(result.target.as_ref().map(|t| &t.uid))
-        .bind(result.target.as_ref().map(|t| &t.name))
-        .bind(&result.message)
-        .bind(action_id)
-        .execute(&mut *tx)
-        .await?;
-        let (retry_at, on_delivery) = match followup {
-            Followup::Done => (None, false),
-            Followup::RetryAt(at) => (Some(ts_text(at)), false),
-            Followup::RetryOnDelivery => (None, true),
-        };
-        sqlx::query(
-            "UPDATE alerts SET outcome = $1, reason = $2, retry_at = $3, retry_on_delivery = $4,
-                decided_at = CASE WHEN $3 IS NULL THEN decided_at ELSE NULL END
-             WHERE id = $5",
-        )
-        .bind(result.outcome.code())
-        .bind(&result.message)
-        .bind(&retry_at)
-        .bind(i64::from(on_delivery))
-        .bind(alert_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE incidents SET outcome = $1, reason = $2, updated_at = $3 WHERE id = $4",
-        )
+        for o in outcomes {
+            record_outcome_in(&mut tx, o, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// One action's result, for [`Store::record_outcomes`].
+pub struct ActionOutcome<'a> {
+    pub action_id: i64,
+    pub incident_id: i64,
+    pub alert_id: i64,
+    pub result: &'a ActionResult,
+    pub followup: Followup,
+    pub messages: &'a [NewMessage],
+    /// An applied revert is verified until then.
+    pub verify_until: Option<Timestamp>,
+}
+
+async fn record_outcome_in(
+    tx: &mut sqlx::AnyConnection,
+    o: &ActionOutcome<'_>,
+    now: Timestamp,
+) -> Result<()> {
+    let ActionOutcome {
+        action_id,
+        incident_id,
+        alert_id,
+        result,
+        followup,
+        messages,
+        verify_until,
+    } = *o;
+    let now_text = ts_text(now);
+    sqlx::query(
+        "UPDATE actions SET status = $1, finished_at = $2, target_uid = COALESCE($3, target_uid),
+            target_name = COALESCE($4, target_name), detail = $5 WHERE id = $6",
+    )
+    .bind(result.status.as_str())
+    .bind(&now_text)
+    .bind(result.target.as_ref().map(|t| &t.uid))
+    .bind(result.target.as_ref().map(|t| &t.name))
+    .bind(&result.message)
+    .bind(action_id)
+    .execute(&mut *tx)
+    .await?;
+    let (retry_at, on_delivery) = match followup {
+        Followup::Done => (None, false),
+        Followup::RetryAt(at) => (Some(ts_text(at)), false),
+        Followup::RetryOnDelivery => (None, true),
+    };
+    sqlx::query(
+        "UPDATE alerts SET outcome = $1, reason = $2, retry_at = $3, retry_on_delivery = $4,
+            decided_at = CASE WHEN $3 IS NULL THEN decided_at ELSE NULL END
+         WHERE id = $5",
+    )
+    .bind(result.outcome.code())
+    .bind(&result.message)
+    .bind(&retry_at)
+    .bind(i64::from(on_delivery))
+    .bind(alert_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE incidents SET outcome = $1, reason = $2, updated_at = $3 WHERE id = $4")
         .bind(result.outcome.code())
         .bind(&result.message)
         .bind(&now_text)
         .bind(incident_id)
         .execute(&mut *tx)
         .await?;
-        append(
-            &mut tx,
-            incident_id,
-            now,
-            "result",
-            Some(result.outcome),
-            &result.message,
-            &result.data,
+    append(
+        tx,
+        incident_id,
+        now,
+        "result",
+        Some(result.outcome),
+        &result.message,
+        &result.data,
+    )
+    .await?;
+    enqueue(tx, incident_id, messages, now).await?;
+    if let Some(until) = verify_until {
+        sqlx::query(
+            "UPDATE actions SET verify_until = $1
+             WHERE id = $2 AND dry_run = 0 AND status = 'succeeded' AND verified_at IS NULL",
         )
+        .bind(ts_text(until))
+        .bind(action_id)
+        .execute(&mut *tx)
         .await?;
-        enqueue(&mut tx, incident_id, messages, now).await?;
-        tx.commit().await?;
-        Ok(())
     }
+    Ok(())
 }
 
 pub(super) async fn append(
