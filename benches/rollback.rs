@@ -191,7 +191,7 @@ async fn answering_slack() -> std::net::SocketAddr {
 
 /// The watch hot path: a relist of a large cluster into the index, then single events.
 fn index_scale(deployments: usize, per_deployment: usize) {
-    use rollbackd::core::workload::{DeploymentState, ReplicaSetState, WorkloadIndex};
+    use rollbackd::core::workload::{DeploymentState, PodTemplate, ReplicaSetState, WorkloadIndex};
     use serde_json::json;
     let at = Timestamp::now();
     let template = |name: &str, rev: usize| json!({"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": format!("{name}:{rev}")}]}});
@@ -202,7 +202,7 @@ fn index_scale(deployments: usize, per_deployment: usize) {
             uid: format!("d-uid-{i}"),
             resource_version: "1".into(),
             paused: false,
-            template: template(&format!("d{i}"), per_deployment),
+            template: PodTemplate::read(template(&format!("d{i}"), per_deployment)),
             annotations: Default::default(),
             labels: Default::default(),
         })
@@ -217,7 +217,7 @@ fn index_scale(deployments: usize, per_deployment: usize) {
                 owner_kind: Some("Deployment".into()),
                 revision: Some(rev as i64),
                 pod_hash: Some(format!("h{rev}")),
-                template: template(&format!("d{i}"), rev),
+                template: PodTemplate::read(template(&format!("d{i}"), rev)),
                 annotations: Default::default(),
                 created_at: Timestamp::UNIX_EPOCH,
             })

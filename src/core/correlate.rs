@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use super::alert::LabelSet;
 use super::rollout::RolloutState;
 use super::traffic::{ServiceState, TrafficChange, TrafficKind, VirtualServiceState};
-use super::workload::{DeploymentState, ReplicaSetState, WorkloadIndex, template_labels};
+use super::workload::{DeploymentState, PodTemplate, ReplicaSetState, WorkloadIndex};
 
 /// Which alert labels name the namespace and the workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,8 +148,9 @@ pub fn correlate<'a>(
             continue;
         };
         let via = at(alert_label, value);
-        let has_label = |template: &serde_json::Value| {
-            template_labels(template)
+        let has_label = |template: &PodTemplate| {
+            template
+                .labels()
                 .any(|(k, v)| v == value && template_keys.iter().any(|t| t == k))
         };
         let mut matches: Vec<Target<'a>> = Vec::new();
@@ -431,7 +432,9 @@ mod tests {
     fn two_deployments_with_the_same_app_label_are_ambiguous() {
         let mut index = index();
         let mut twin = mk_deployment("web-canary", "nginx:2");
-        twin.template["metadata"]["labels"]["app"] = "web".into();
+        twin.template = twin
+            .template
+            .edited(|t| t["metadata"]["labels"]["app"] = "web".into());
         index.apply_deployment(twin, ts(0));
         let c = correlate(
             &labels(&[("namespace", "default"), ("app", "web")]),

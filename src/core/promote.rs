@@ -169,7 +169,7 @@ mod tests {
             aborted: false,
             paused: false,
             rollback_window: window,
-            template: mk_template("web:x", "web"),
+            template: crate::core::workload::PodTemplate::read(mk_template("web:x", "web")),
             workload_ref: None,
             annotations: Default::default(),
             labels: Default::default(),

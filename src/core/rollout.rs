@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 use super::alert::LabelSet;
 use super::undo::RevisionRef;
 use super::workload::{
-    CurrentRollout, ObjectKey, ReplicaSetState, WorkloadIndex, strip_label,
-    templates_equal_ignoring_hash,
+    CurrentRollout, ObjectKey, PodTemplate, ReplicaSetState, WorkloadIndex, strip_label,
 };
 
 /// The pod-template-hash label of Argo Rollouts' ReplicaSets.
@@ -42,8 +41,8 @@ pub struct RolloutState {
     pub paused: bool,
     /// `spec.rollbackWindow.revisions`: rollbacks this close are promoted without steps.
     pub rollback_window: Option<i64>,
-    /// `spec.template`; `Null` when the template comes from `spec.workloadRef`.
-    pub template: Value,
+    /// `spec.template`; that of `Null` when the template comes from `spec.workloadRef`.
+    pub template: PodTemplate,
     /// The Deployment named by `spec.workloadRef`.
     pub workload_ref: Option<String>,
     /// `metadata.labels` and `metadata.annotations` (Argo CD's tracking lives there).
@@ -119,7 +118,7 @@ impl WorkloadIndex {
     }
 
     /// The pod template a Rollout runs: its own, or its referenced Deployment's.
-    pub fn rollout_template<'a>(&'a self, rollout: &'a RolloutState) -> Option<&'a Value> {
+    pub fn rollout_template<'a>(&'a self, rollout: &'a RolloutState) -> Option<&'a PodTemplate> {
         match &rollout.workload_ref {
             Some(name) => self
                 .deployment(&rollout.namespace, name)
@@ -151,16 +150,25 @@ impl WorkloadIndex {
 /// What reverting a promoted Rollout would do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RolloutUndoPlan {
-    Patch { target: RevisionRef, patch: Value },
-    AlreadyAtTarget { target: RevisionRef },
+    Patch {
+        target: RevisionRef,
+        patch: Value,
+    },
+    AlreadyAtTarget {
+        target: RevisionRef,
+    },
     NoHistory,
+    /// The target's template is known by its digest only (see `UndoPlan::Unread`).
+    Unread {
+        target: RevisionRef,
+    },
 }
 
 /// `kubectl argo rollouts undo`: the owned ReplicaSet with the second-highest revision; skip
 /// when its template (without `rollouts-pod-template-hash`) is already the live one; else a
 /// JSON patch of `/spec/template`, guarded by a `test` of the patched object's resourceVersion.
 pub fn plan_rollout_undo<'a>(
-    live_template: &Value,
+    live_template: &PodTemplate,
     resource_version: &str,
     owned: impl IntoIterator<Item = &'a ReplicaSetState>,
 ) -> RolloutUndoPlan {
@@ -173,10 +181,13 @@ pub fn plan_rollout_undo<'a>(
         return RolloutUndoPlan::NoHistory;
     };
     let target_ref = RevisionRef::of(target);
-    if templates_equal_ignoring_hash(&target.template, live_template, ROLLOUT_HASH_LABEL) {
+    if target.template.same_as(live_template) {
         return RolloutUndoPlan::AlreadyAtTarget { target: target_ref };
     }
-    let template = strip_label(&target.template, ROLLOUT_HASH_LABEL);
+    let Some(whole) = target.template.whole() else {
+        return RolloutUndoPlan::Unread { target: target_ref };
+    };
+    let template = strip_label(whole, ROLLOUT_HASH_LABEL);
     RolloutUndoPlan::Patch {
         target: target_ref,
         patch: json!([

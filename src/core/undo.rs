@@ -10,9 +10,7 @@
 use serde_json::{Value, json};
 
 use super::alert::LabelSet;
-use super::workload::{
-    DeploymentState, POD_TEMPLATE_HASH, ReplicaSetState, strip_label, templates_equal_ignoring_hash,
-};
+use super::workload::{DeploymentState, POD_TEMPLATE_HASH, ReplicaSetState, strip_label};
 
 /// Annotations the Deployment keeps as they are when rolling back (kubectl `annotationsToSkip`).
 pub const ANNOTATIONS_TO_SKIP: [&str; 6] = [
@@ -37,6 +35,9 @@ pub enum UndoPlan {
     NoHistory,
     /// `--to-revision` named a revision that is not in the history.
     RevisionNotFound { revision: i64 },
+    /// The target's template is known by its digest only (the index's summary), so no patch
+    /// can be written: plans are made from objects read whole.
+    Unread { target: RevisionRef },
 }
 
 /// A ReplicaSet named as a rollback target: name, uid, revision and image for humans.
@@ -74,10 +75,13 @@ pub fn plan_undo<'a>(
         Err(plan) => return plan,
     };
     let target_ref = RevisionRef::of(target);
-    if templates_equal_ignoring_hash(&target.template, &deployment.template, POD_TEMPLATE_HASH) {
+    if target.template.same_as(&deployment.template) {
         return UndoPlan::AlreadyAtTarget { target: target_ref };
     }
-    let template = strip_label(&target.template, POD_TEMPLATE_HASH);
+    let Some(whole) = target.template.whole() else {
+        return UndoPlan::Unread { target: target_ref };
+    };
+    let template = strip_label(whole, POD_TEMPLATE_HASH);
     let annotations = rollback_annotations(&deployment.annotations, &target.annotations);
     let patch = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": deployment.resource_version},

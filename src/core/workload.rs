@@ -12,12 +12,14 @@
 //! therefore looks old, which errs towards not acting.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::alert::LabelSet;
-use super::rollout::RolloutState;
+use super::rollout::{ROLLOUT_HASH_LABEL, RolloutState};
 use super::traffic::{ServiceState, TrafficChange, TrafficKind, VirtualServiceState};
 
 /// The label the Deployment controller adds to pod templates and ReplicaSet selectors.
@@ -35,8 +37,8 @@ pub struct DeploymentState {
     pub uid: String,
     pub resource_version: String,
     pub paused: bool,
-    /// `spec.template`, exactly as the API server returned it.
-    pub template: Value,
+    /// `spec.template`.
+    pub template: PodTemplate,
     pub annotations: LabelSet,
     /// `metadata.labels` (Argo CD's tracking label lives here).
     pub labels: LabelSet,
@@ -56,7 +58,7 @@ pub struct ReplicaSetState {
     pub revision: Option<i64>,
     /// The pod-template-hash label (`pod-template-hash` or `rollouts-pod-template-hash`).
     pub pod_hash: Option<String>,
-    pub template: Value,
+    pub template: PodTemplate,
     pub annotations: LabelSet,
     pub created_at: Timestamp,
 }
@@ -64,31 +66,103 @@ pub struct ReplicaSetState {
 impl ReplicaSetState {
     /// The first container image of the template, for humans reading a decision.
     pub fn image(&self) -> Option<&str> {
-        first_image(&self.template)
+        self.template.first_image()
     }
 }
 
-/// The first container image of a pod template.
-pub fn first_image(template: &Value) -> Option<&str> {
-    template
-        .pointer("/spec/containers/0/image")
-        .and_then(Value::as_str)
+/// A pod template as rollbackd keeps it.
+///
+/// The watches' index keeps only what decisions need: a digest of the whole template (without
+/// the `pod-template-hash` and `rollouts-pod-template-hash` labels, as both the Deployment
+/// controller and `kubectl rollout undo` compare templates), its images and its labels. The
+/// executor reads the objects again before it acts and keeps the whole template as well, for
+/// the undo's patch ([`PodTemplate::whole`]).
+#[derive(Clone, Debug)]
+pub struct PodTemplate {
+    digest: [u8; 32],
+    images: Box<[Box<str>]>,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    whole: Option<Arc<Value>>,
 }
 
-/// Pod-template labels, where correlation by `app`-style labels looks.
-pub fn template_labels(template: &Value) -> impl Iterator<Item = (&str, &str)> {
-    template
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+impl PodTemplate {
+    /// The template as read, whole (`Null` when the object has none).
+    pub fn read(template: Value) -> PodTemplate {
+        let mut unhashed = strip_label(&template, POD_TEMPLATE_HASH);
+        unhashed = strip_label(&unhashed, ROLLOUT_HASH_LABEL);
+        // serde_json's maps are sorted by key, so this text is canonical.
+        let digest = Sha256::digest(unhashed.to_string().as_bytes()).into();
+        let images = template
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("image").and_then(Value::as_str))
+            .map(Box::from)
+            .collect();
+        let labels = template
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (Box::from(k.as_str()), Box::from(v))))
+            .collect();
+        PodTemplate {
+            digest,
+            images,
+            labels,
+            whole: Some(Arc::new(template)),
+        }
+    }
+
+    /// The same template without its whole text: what the index keeps.
+    pub fn summary(&self) -> PodTemplate {
+        PodTemplate {
+            whole: None,
+            ..self.clone()
+        }
+    }
+
+    /// The whole template, where it was kept (the executor's reads).
+    pub fn whole(&self) -> Option<&Value> {
+        self.whole.as_deref()
+    }
+
+    /// Whether two templates are equal once the pod-template-hash labels are ignored.
+    pub fn same_as(&self, other: &PodTemplate) -> bool {
+        self.digest == other.digest
+    }
+
+    /// The first container image, for humans reading a decision.
+    pub fn first_image(&self) -> Option<&str> {
+        self.images.first().map(|i| &**i)
+    }
+
+    /// A copy with `edit` applied to the whole template (tests build variants this way).
+    #[cfg(test)]
+    pub fn edited(&self, edit: impl FnOnce(&mut Value)) -> PodTemplate {
+        let mut whole = self.whole().cloned().unwrap_or(Value::Null);
+        edit(&mut whole);
+        PodTemplate::read(whole)
+    }
+
+    /// The template's labels, where correlation by `app`-style labels looks.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
 }
 
-/// Whether two pod templates are equal once the `pod-template-hash` label is ignored, which is
-/// how both the Deployment controller and `kubectl rollout undo` compare them.
-pub fn templates_equal_ignoring_hash(a: &Value, b: &Value, hash_label: &str) -> bool {
-    strip_label(a, hash_label) == strip_label(b, hash_label)
+impl Default for PodTemplate {
+    fn default() -> Self {
+        PodTemplate::read(Value::Null)
+    }
+}
+
+/// Equal digests, images and labels: the whole text, kept or not, does not count.
+impl PartialEq for PodTemplate {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.images == other.images && self.labels == other.labels
+    }
 }
 
 /// A copy of `template` without the given label (and without an empty `labels` map left behind).
@@ -442,9 +516,7 @@ pub fn current_replica_set<'a>(
     owned: impl Iterator<Item = &'a ReplicaSetState>,
 ) -> Option<&'a ReplicaSetState> {
     owned
-        .filter(|rs| {
-            templates_equal_ignoring_hash(&rs.template, &deployment.template, POD_TEMPLATE_HASH)
-        })
+        .filter(|rs| rs.template.same_as(&deployment.template))
         .max_by_key(|rs| rs.revision.unwrap_or(0))
 }
 
@@ -471,7 +543,7 @@ pub(crate) mod tests {
             uid: format!("uid-{name}"),
             resource_version: "1".into(),
             paused: false,
-            template: mk_template(image, name),
+            template: PodTemplate::read(mk_template(image, name)),
             annotations: LabelSet::new(),
             labels: LabelSet::new(),
         }
@@ -492,7 +564,7 @@ pub(crate) mod tests {
             aborted: false,
             paused: false,
             rollback_window: None,
-            template: mk_template(&format!("{name}:1"), name),
+            template: PodTemplate::read(mk_template(&format!("{name}:1"), name)),
             workload_ref: None,
             labels: LabelSet::new(),
             annotations: LabelSet::new(),
@@ -516,7 +588,7 @@ pub(crate) mod tests {
             owner_kind: Some("Deployment".into()),
             revision: Some(revision),
             pod_hash: Some(hash.into()),
-            template,
+            template: PodTemplate::read(template),
             annotations: [(REVISION_ANNOTATION.to_string(), revision.to_string())].into(),
             created_at: created,
         }
@@ -602,11 +674,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn strip_label_ignores_only_the_hash() {
+    fn templates_compare_without_their_hash_labels_kept_whole_or_not() {
         let a = mk_rs("web", "a", "nginx:1", 1, ts(0)).template;
-        let b = mk_template("nginx:1", "web");
-        assert!(templates_equal_ignoring_hash(&a, &b, POD_TEMPLATE_HASH));
-        let c = mk_template("nginx:2", "web");
-        assert!(!templates_equal_ignoring_hash(&a, &c, POD_TEMPLATE_HASH));
+        let b = PodTemplate::read(mk_template("nginx:1", "web"));
+        assert!(a.same_as(&b));
+        assert!(
+            a.summary().same_as(&b),
+            "the index's summary compares as the whole"
+        );
+        let mut argo = mk_template("nginx:1", "web");
+        argo["metadata"]["labels"][ROLLOUT_HASH_LABEL] = json!("f00");
+        assert!(PodTemplate::read(argo).same_as(&b));
+        let c = PodTemplate::read(mk_template("nginx:2", "web"));
+        assert!(!a.same_as(&c));
+        // Any field counts, not only images and labels.
+        let mut env = mk_template("nginx:1", "web");
+        env["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}]);
+        let env = PodTemplate::read(env);
+        assert!(!env.same_as(&b));
+        assert_eq!(env.first_image(), Some("nginx:1"));
+        assert_eq!(env.labels().collect::<Vec<_>>(), [("app", "web")]);
+        assert!(env.summary().whole().is_none());
+        assert!(env.whole().is_some());
     }
 }

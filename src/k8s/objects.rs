@@ -13,7 +13,7 @@ use crate::core::traffic::{
     TRACK_WEIGHTS_ANNOTATION, VirtualServiceState, route_weights,
 };
 use crate::core::workload::{
-    DeploymentState, POD_TEMPLATE_HASH, REVISION_ANNOTATION, ReplicaSetState,
+    DeploymentState, POD_TEMPLATE_HASH, PodTemplate, REVISION_ANNOTATION, ReplicaSetState,
 };
 
 fn annotations(obj: &DynamicObject) -> LabelSet {
@@ -51,7 +51,7 @@ pub fn deployment_state(obj: &DynamicObject) -> Option<DeploymentState> {
         uid: obj.metadata.uid.clone()?,
         resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
         paused: spec.get("paused").and_then(Value::as_bool).unwrap_or(false),
-        template: spec.get("template").cloned().unwrap_or(Value::Null),
+        template: PodTemplate::read(spec.get("template").cloned().unwrap_or(Value::Null)),
         annotations: annotations(obj),
         labels: labels(obj),
     })
@@ -86,11 +86,12 @@ pub fn replica_set_state(obj: &DynamicObject) -> Option<ReplicaSetState> {
             .as_ref()
             .and_then(|l| l.get(hash_label))
             .cloned(),
-        template: obj
-            .data
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or(Value::Null),
+        template: PodTemplate::read(
+            obj.data
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
         annotations,
         created_at: obj.metadata.creation_timestamp.as_ref()?.0,
     })
@@ -135,7 +136,7 @@ pub fn rollout_state(obj: &DynamicObject) -> Option<RolloutState> {
         rollback_window: spec
             .pointer("/rollbackWindow/revisions")
             .and_then(Value::as_i64),
-        template: spec.get("template").cloned().unwrap_or(Value::Null),
+        template: PodTemplate::read(spec.get("template").cloned().unwrap_or(Value::Null)),
         workload_ref,
         labels: labels(obj),
         annotations: annotations(obj),

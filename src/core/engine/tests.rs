@@ -191,7 +191,9 @@ fn unknown_and_ambiguous_workloads_do_nothing() {
 
     let mut index = mk_index();
     let mut twin = mk_deployment("web2", "nginx:3");
-    twin.template["metadata"]["labels"]["app"] = "web".into();
+    twin.template = twin
+        .template
+        .edited(|t| t["metadata"]["labels"]["app"] = "web".into());
     index.apply_deployment(twin, ts(1000));
     let d = decide(
         &mk_alert(&[("namespace", "default"), ("app", "web")], ts(1100)),
@@ -385,7 +387,10 @@ mod rollouts {
             aborted: false,
             paused: false,
             rollback_window: None,
-            template: mk_template(&format!("web:{current}"), "web"),
+            template: crate::core::workload::PodTemplate::read(mk_template(
+                &format!("web:{current}"),
+                "web",
+            )),
             workload_ref: None,
             labels: LabelSet::new(),
             annotations: LabelSet::new(),
@@ -400,10 +405,12 @@ mod rollouts {
         let mut rs = mk_rs("web", hash, &format!("web:{hash}"), revision, created);
         rs.owner_uid = Some("uid-ro".into());
         rs.owner_kind = Some("Rollout".into());
-        rs.template["metadata"]["labels"]
-            .as_object_mut()
-            .map(|l| l.remove("pod-template-hash"));
-        rs.template["metadata"]["labels"][ROLLOUT_HASH_LABEL] = hash.into();
+        rs.template = rs.template.edited(|t| {
+            t["metadata"]["labels"]
+                .as_object_mut()
+                .map(|l| l.remove("pod-template-hash"));
+            t["metadata"]["labels"][ROLLOUT_HASH_LABEL] = hash.into();
+        });
         rs
     }
 
@@ -502,7 +509,7 @@ mod rollouts {
     fn a_deployment_label_of_a_workload_ref_leads_to_the_rollout() {
         let mut rollout = mk_rollout("b", "b");
         rollout.workload_ref = Some("web-template".into());
-        rollout.template = serde_json::Value::Null;
+        rollout.template = crate::core::workload::PodTemplate::default();
         let mut index = mk_index(rollout);
         let mut template = mk_deployment("web-template", "web:b");
         template.uid = "uid-template".into();

@@ -65,7 +65,8 @@ pub(super) fn decide_deployment(ctx: &Context<'_>, deployment: &DeploymentState)
                 describe(&target)
             );
         }
-        UndoPlan::Patch { target, .. } => {
+        // The index keeps templates by digest: the executor writes the patch from its reads.
+        UndoPlan::Patch { target, .. } | UndoPlan::Unread { target } => {
             decision.outcome = ctx.acting();
             decision.reason = format!("{blame}: roll back to {}", describe(&target));
             decision.command = Some(Command::UndoDeployment(UndoDeployment {
@@ -172,7 +173,7 @@ pub(super) fn decide_rollout(ctx: &Context<'_>, rollout: &RolloutState) -> Decis
                 describe(&target)
             );
         }
-        RolloutUndoPlan::Patch { target, .. } => {
+        RolloutUndoPlan::Patch { target, .. } | RolloutUndoPlan::Unread { target } => {
             decision.outcome = ctx.acting();
             decision.reason = format!(
                 "{blame}, and it is fully promoted: roll back to {}",

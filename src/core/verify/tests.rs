@@ -96,7 +96,7 @@ fn mk_index(stable: &str, phase: &str, observed: &str) -> WorkloadIndex {
             stable_rs: Some(stable.into()),
             current_pod_hash: Some(stable.into()),
             aborted: false,
-            template: mk_template("web:a", "web"),
+            template: crate::core::workload::PodTemplate::read(mk_template("web:a", "web")),
             workload_ref: None,
             annotations: Default::default(),
             labels: Default::default(),

@@ -223,6 +223,11 @@ impl Executor {
                     ),
                 ));
             }
+            RolloutUndoPlan::Unread { .. } => {
+                return Attempt::Done(failed(format!(
+                    "{what}: the target ReplicaSet was not read whole; not acting"
+                )));
+            }
             RolloutUndoPlan::NoHistory => {
                 return Attempt::Done(skipped(
                     Outcome::NoHistory,
@@ -280,7 +285,7 @@ impl Executor {
                     ),
                     String::new(),
                     json!({"patch": patch, "patched": patched, "promote_full": step.data,
-                        "answer": written.as_ref().ok(), "from_template": live}),
+                        "answer": written.as_ref().ok(), "from_template": live.whole()}),
                 )
             });
         }
@@ -296,7 +301,7 @@ impl Executor {
                     format!("rolled back {what} from {from} to {to} (patched {patched})"),
                     format!("the undo of {what} from {from} to {to}"),
                     json!({"patch": patch, "patched": patched, "after_undo": after.as_str(),
-                        "from_template": live}),
+                        "from_template": live.whole()}),
                 )
             },
             &patch,

@@ -114,6 +114,11 @@ impl Executor {
                     format!("{what} is paused; kubectl refuses to roll back a paused deployment"),
                 ));
             }
+            UndoPlan::Unread { .. } => {
+                return Attempt::Done(failed(format!(
+                    "{what}: the target ReplicaSet was not read whole; not acting"
+                )));
+            }
             UndoPlan::NoHistory | UndoPlan::RevisionNotFound { .. } => {
                 return Attempt::Done(skipped(
                     Outcome::NoHistory,
@@ -139,7 +144,7 @@ impl Executor {
                         format!("rolled back {what} from {from} to {to}"),
                         format!("the undo of {what} from {from} to {to}"),
                         json!({"patch": patch, "resource_version": deployment.resource_version,
-                            "from_template": deployment.template}),
+                            "from_template": deployment.template.whole()}),
                     )
                 }
             },

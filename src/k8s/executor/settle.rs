@@ -10,10 +10,9 @@ use serde_json::json;
 
 use super::{CallError, Executor, live_text};
 use crate::core::engine::Intent;
-use crate::core::rollout::ROLLOUT_HASH_LABEL;
 use crate::core::settle::{Settled, classify};
 use crate::core::traffic::{TrafficKind, state_key};
-use crate::core::workload::{ReplicaSetState, current_replica_set, templates_equal_ignoring_hash};
+use crate::core::workload::{ReplicaSetState, current_replica_set};
 use crate::k8s::{
     deployment_state, deployments, replica_set_state, replica_sets, rollout_state, rollouts,
     selector_string, service_state, services, virtual_service_state, virtual_services,
@@ -183,7 +182,7 @@ impl Executor {
             .await?;
         let live = owned
             .iter()
-            .filter(|rs| templates_equal_ignoring_hash(&rs.template, &template, ROLLOUT_HASH_LABEL))
+            .filter(|rs| rs.template.same_as(&template))
             .max_by_key(|rs| rs.revision.unwrap_or(0));
         Ok((live.map(|rs| rs.uid.clone()), live_text(live)))
     }

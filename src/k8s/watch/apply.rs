@@ -61,7 +61,11 @@ impl Listed {
                     .filter_map(deployment_state)
                     .map(slim_deployment),
             ),
-            Listed::ReplicaSets(all) => all.extend(page.iter().filter_map(replica_set_state)),
+            Listed::ReplicaSets(all) => all.extend(
+                page.iter()
+                    .filter_map(replica_set_state)
+                    .map(slim_replica_set),
+            ),
             Listed::Rollouts(all) => {
                 all.extend(page.iter().filter_map(rollout_state).map(slim_rollout))
             }
@@ -77,13 +81,23 @@ impl Listed {
 /// so the index does not hold it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+// Pod templates are kept as summaries (digest, images, labels; see `PodTemplate`): decisions
+// compare and describe them, and the executor reads the whole objects again before it acts.
+
 fn slim_deployment(mut d: DeploymentState) -> DeploymentState {
     d.annotations.remove(LAST_APPLIED);
+    d.template = d.template.summary();
     d
+}
+
+fn slim_replica_set(mut rs: ReplicaSetState) -> ReplicaSetState {
+    rs.template = rs.template.summary();
+    rs
 }
 
 fn slim_rollout(mut r: RolloutState) -> RolloutState {
     r.annotations.remove(LAST_APPLIED);
+    r.template = r.template.summary();
     r
 }
 
@@ -147,7 +161,7 @@ fn apply_one(
             None
         }
         Kind::ReplicaSets => {
-            index.apply_replica_set(replica_set_state(obj)?, now);
+            index.apply_replica_set(slim_replica_set(replica_set_state(obj)?), now);
             None
         }
         Kind::Rollouts => {
