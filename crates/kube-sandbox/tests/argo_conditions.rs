@@ -2,7 +2,8 @@
 //! progress deadlines, against kube-rs and the real kubectl:
 //! - an aborted traffic-routed canary points its canary Service back at the stable
 //!   ReplicaSet and stays there (argo-rollouts' `TestCanaryScaleDownOnAbort`);
-//! - `RolloutAddedToInformer` is a Rollout's first Event, once (`rollout/controller.go`);
+//! - `RolloutAddedToInformer` is a Rollout's first Event, once, `RolloutDeleted` its last
+//!   (the informer handlers in `rollout/controller.go`);
 //! - pods that never become ready (`SandboxOptions::unready_images`) stall a canary or a
 //!   blue-green update until `spec.progressDeadlineSeconds`: `ProgressDeadlineExceeded` and
 //!   phase Degraded, or with `spec.progressDeadlineAbort` an abort (`rollout/sync.go`,
@@ -341,6 +342,19 @@ async fn added_body() {
         "Rollout resource added to informer: default/other"
     );
     assert_eq!(count(&evs, "RolloutAddedToInformer"), 1);
+
+    // Its last one, when it leaves the informer: `RolloutDeleted`, name before namespace.
+    env.ok(&["delete", "rollout", "other"]).await;
+    let evs = eventually(5, "RolloutDeleted", || async {
+        let evs = events(&client, "other").await;
+        (count(&evs, "RolloutDeleted") == 1).then_some(evs)
+    })
+    .await;
+    let last = evs.last().expect("events");
+    assert_eq!(
+        (last.0.as_str(), last.2.as_str()),
+        ("Normal", "Rollout other/default is deleted.")
+    );
 }
 
 /// Wait for the `Progressing` condition to carry `reason`; returns the Rollout and how long

@@ -175,6 +175,18 @@ impl RolloutController {
         let msg = format!("Rollout resource added to informer: {}/{}", key.0, key.1);
         rs::event(store, ro, "Normal", "RolloutAddedToInformer", &msg);
     }
+
+    /// The informer's `DeleteFunc`: a Normal Event `RolloutDeleted` "Rollout <name>/<namespace>
+    /// is deleted." (upstream's arguments in that order) when a Rollout it had leaves it:
+    /// deleted, or labelled with an instance id.
+    fn removed_from_informer(&mut self, store: &Store, key: &Key) {
+        let Some(uid) = self.known.remove(key) else {
+            return;
+        };
+        let ro = json!({"metadata": {"name": key.1, "namespace": key.0, "uid": uid}});
+        let msg = format!("Rollout {}/{} is deleted.", key.1, key.0);
+        rs::event(store, &ro, "Normal", "RolloutDeleted", &msg);
+    }
 }
 
 fn rollout_def(store: &Store) -> Option<&ResourceDef> {
@@ -247,7 +259,7 @@ impl Controller for RolloutController {
             return Requeue::Done;
         };
         let Ok(ro) = store.get(&rodef, Some(&key.0), &key.1) else {
-            self.known.remove(key);
+            self.removed_from_informer(store, key);
             return Requeue::Done;
         };
         let labelled = ro
@@ -255,7 +267,7 @@ impl Controller for RolloutController {
             .is_some_and(|l| l.get(INSTANCE_ID).is_some());
         if labelled {
             // Outside the informer (its list options select unlabelled Rollouts only).
-            self.known.remove(key);
+            self.removed_from_informer(store, key);
             return Requeue::Done;
         }
         self.added_to_informer(store, key, &ro);
