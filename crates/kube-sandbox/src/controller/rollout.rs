@@ -3,8 +3,9 @@
 //! `rollout/sync.go`.
 //!
 //! Per Rollout (key = namespace/name) a reconcile:
-//! 1. skips Rollouts being deleted or labelled `argo-rollouts.argoproj.io/controller-instance-id`
-//!    (the real controller without `--instance-id` only takes unlabelled ones);
+//! 1. skips Rollouts labelled `argo-rollouts.argoproj.io/controller-instance-id` (the real
+//!    controller without `--instance-id` only takes unlabelled ones), records
+//!    `RolloutAddedToInformer` for a Rollout it has not seen yet, skips Rollouts being deleted;
 //! 2. resolves `spec.workloadRef` (an apps/v1 Deployment: its template, its selector if the
 //!    Rollout has none, and the `rollout.argoproj.io/workload-generation` annotation);
 //! 3. validates (an `InvalidSpec` condition and phase Degraded on failure), defaults
@@ -22,8 +23,9 @@
 //!
 //! It is re-run on changes to the Rollout, its ReplicaSets, the Deployment it references and
 //! the Services it names, and on timers (pods becoming ready after `rollout_delay`, timed
-//! pauses, scale-down deadlines).
+//! pauses, scale-down deadlines, progress deadlines).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -63,7 +65,7 @@ pub struct Ctx<'a> {
     pub weights: Option<Value>,
     pub requeue: Option<Duration>,
     pods: &'a mut Pods,
-    delay: Duration,
+    pace: &'a Pace,
 }
 
 impl Ctx<'_> {
@@ -91,7 +93,7 @@ impl Ctx<'_> {
         let ns = self.ns();
         let mut all = rs::owned(self.store, &self.rsdef, &ns, &uid);
         for r in all.iter_mut() {
-            if let Some(left) = self.pods.sync(self.store, &self.rsdef, r, self.delay)? {
+            if let Some(left) = self.pods.sync(self.store, &self.rsdef, r, self.pace)? {
                 self.wake_in(left);
             }
             if let Ok(fresh) = self.store.get(&self.rsdef, Some(&ns), &name_of(r)) {
@@ -142,20 +144,48 @@ impl Ctx<'_> {
 }
 
 pub struct RolloutController {
-    delay: Duration,
-    /// Not read yet: pods that never become ready (see [`Pace`]).
-    #[allow(dead_code)]
+    /// How the simulated pods behave (ready after a delay, or never for some images).
     pace: Pace,
     pods: Pods,
+    /// The Rollouts this controller has seen (its informer's content), by key, with their
+    /// uid: a Rollout not in it yet gets the `RolloutAddedToInformer` Event.
+    known: HashMap<Key, String>,
 }
 
 impl RolloutController {
     pub fn new(pace: Pace) -> Self {
         Self {
-            delay: pace.rollout_delay,
             pace,
             pods: Pods::default(),
+            known: HashMap::new(),
         }
+    }
+
+    /// The informer's `AddFunc` (`rollout/controller.go`, `NewController`): a Normal Event
+    /// `RolloutAddedToInformer` "Rollout resource added to informer: <ns>/<name>", once per
+    /// Rollout the controller's informer takes in: on its creation, or for every Rollout
+    /// when the controller starts, or when a Rollout loses the instance-id label that kept
+    /// it out of the informer.
+    fn added_to_informer(&mut self, store: &Store, key: &Key, ro: &Value) {
+        let uid = meta_str(ro, "uid").unwrap_or_default().to_string();
+        if self.known.get(key) == Some(&uid) {
+            return;
+        }
+        self.known.insert(key.clone(), uid);
+        let msg = format!("Rollout resource added to informer: {}/{}", key.0, key.1);
+        rs::event(store, ro, "Normal", "RolloutAddedToInformer", &msg);
+    }
+
+    /// The informer's `DeleteFunc`: a Normal Event `RolloutDeleted` "Rollout <name>/<namespace>
+    /// is deleted." (upstream's arguments in that order) when a Rollout it had leaves it:
+    /// deleted, or labelled with an instance id.
+    fn removed_from_informer(&mut self, store: &Store, key: &Key) {
+        let Some(uid) = self.known.remove(key) else {
+            return;
+        };
+        let ro = json!({"metadata": {"name": key.1, "namespace": key.0, "uid": uid}});
+        let msg = format!("Rollout {}/{} is deleted.", key.1, key.0);
+        rs::event(store, &ro, "Normal", "RolloutDeleted", &msg);
     }
 }
 
@@ -229,12 +259,19 @@ impl Controller for RolloutController {
             return Requeue::Done;
         };
         let Ok(ro) = store.get(&rodef, Some(&key.0), &key.1) else {
+            self.removed_from_informer(store, key);
             return Requeue::Done;
         };
         let labelled = ro
             .pointer("/metadata/labels")
             .is_some_and(|l| l.get(INSTANCE_ID).is_some());
-        if ro.pointer("/metadata/deletionTimestamp").is_some() || labelled {
+        if labelled {
+            // Outside the informer (its list options select unlabelled Rollouts only).
+            self.removed_from_informer(store, key);
+            return Requeue::Done;
+        }
+        self.added_to_informer(store, key, &ro);
+        if ro.pointer("/metadata/deletionTimestamp").is_some() {
             return Requeue::Done;
         }
         let stored = ro.get("status").cloned().unwrap_or(json!({}));
@@ -252,7 +289,7 @@ impl Controller for RolloutController {
             weights: None,
             requeue: None,
             pods: &mut self.pods,
-            delay: self.delay,
+            pace: &self.pace,
         };
         match sync(&mut ctx) {
             Ok(()) => ctx.requeue.map_or(Requeue::Done, Requeue::After),

@@ -311,17 +311,21 @@ fn reconcile_pause(ctx: &mut Ctx) -> bool {
     true
 }
 
-/// `reconcileTrafficRouting` (status weights only; no traffic router is driven).
-fn traffic(ctx: &mut Ctx) {
+/// `reconcileTrafficRouting` (status weights only; no traffic router is driven; on abort the
+/// canary Service goes back to the stable ReplicaSet).
+fn traffic(ctx: &mut Ctx) -> Result<(), String> {
     if !traffic_routed(&ctx.ro) {
         ctx.weights = None;
-        return;
+        return Ok(());
+    }
+    let promoted = text(&ctx.ro, "/status/stableRS") == text(&ctx.ro, "/status/currentPodHash");
+    if !promoted && ctx.pause.is_aborted(&ctx.ro) {
+        rollout_svc::canary_back_to_stable(ctx)?;
     }
     let ro = &ctx.ro;
     let (_, idx) = current_step(ro);
     let max = max_weight(ro);
     let new_avail = ctx.new_rs.as_ref().map(|r| avail(Some(r))).unwrap_or(0);
-    let promoted = text(ro, "/status/stableRS") == text(ro, "/status/currentPodHash");
     let mut weight = 0;
     if promoted || ctx.pause.is_aborted(ro) || ctx.new_rs.is_none() || new_avail == 0 {
     } else if flag(ro, "/status/promoteFull") {
@@ -342,7 +346,7 @@ fn traffic(ctx: &mut Ctx) {
     let stable_need = (max - weight) * replicas(ro) / max.max(1);
     let stable_avail = ctx.stable_rs.as_ref().map(|r| avail(Some(r))).unwrap_or(0);
     if stable_avail < stable_need {
-        return;
+        return Ok(());
     }
     let canary = ctx
         .new_rs
@@ -386,6 +390,7 @@ fn traffic(ctx: &mut Ctx) {
         );
         ctx.weights = Some(new);
     }
+    Ok(())
 }
 
 /// `rolloutCanary`.
@@ -396,7 +401,7 @@ pub fn sync(ctx: &mut Ctx) -> Result<(), String> {
     let others = ctx.others.clone();
     rs::cleanup(ctx.store, &ctx.rsdef, &ctx.ro, &others);
     rollout_svc::canary_services(ctx)?;
-    traffic(ctx);
+    traffic(ctx)?;
     let scaled = reconcile_replicasets(ctx)?;
     ctx.refresh()?;
     if scaled {

@@ -4,13 +4,23 @@
 //! `CalculateRolloutPhase` (`utils/rollout/rolloututil.go`: Healthy / Degraded /
 //! Progressing / Paused and the message, e.g. `RolloutAborted: Rollout aborted update to
 //! revision 2` or `CanaryPauseStep`).
+//!
+//! The progress deadline too: `Progressing` keeps the time of the last progress in its
+//! `lastUpdateTime`; `spec.progressDeadlineSeconds` (default 600) later, with no progress,
+//! no pause and no step that may take indefinitely, it becomes False with reason
+//! `ProgressDeadlineExceeded` (`RolloutTimedOut`), and the phase Degraded. With
+//! `spec.progressDeadlineAbort` the update is aborted instead (`evaluateProgressDeadlineAbort`).
+//! A stuck Rollout is reconciled again when its deadline passes (`requeueStuckRollout`).
+
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use super::rollout::Ctx;
 use super::rollout_rs::{event, hash_of, revision_of};
 use super::rollout_spec::{
-    flag, int, is_blue_green, is_canary, replicas, step_count, text, traffic_routed,
+    SCALE_DOWN_DEADLINE, current_step, flag, int, is_blue_green, is_canary, replicas, step_count,
+    text, traffic_routed,
 };
 use super::rollout_status::put;
 use crate::store::{meta_str, now_rfc3339};
@@ -160,8 +170,129 @@ fn progressing(ro: &Value, st: &Value) -> bool {
         || strategy
 }
 
-/// `calculateRolloutConditions` (no progress deadline: `ProgressDeadlineExceeded` never
-/// happens in the sandbox).
+/// `TimedOutReason`.
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+
+/// `GetProgressDeadlineSecondsOrDefault`.
+fn progress_deadline(ro: &Value) -> Duration {
+    let secs = ro
+        .pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(600);
+    Duration::from_secs(secs.clamp(0, i64::from(i32::MAX)) as u64)
+}
+
+/// `isIndefiniteStep`: at an experiment, analysis or pause step, or with the `Paused`
+/// condition True (a blue-green pause): lack of progress does not count then.
+fn indefinite_step(ro: &Value) -> bool {
+    let (step, _) = current_step(ro);
+    if step.is_some_and(|s| {
+        ["experiment", "analysis", "pause"]
+            .iter()
+            .any(|k| s.get(k).is_some())
+    }) {
+        return true;
+    }
+    let conds = conditions_of(ro.get("status").unwrap_or(&Value::Null));
+    get_condition(&conds, "Paused").is_some_and(|c| text(c, "/status") == "True")
+}
+
+/// `isWaitingForReplicaSetScaleDown`: an old ReplicaSet still waits for its
+/// `scale-down-deadline`.
+fn waiting_for_scale_down(ctx: &Ctx) -> bool {
+    ctx.others
+        .iter()
+        .any(|rs| !text(rs, &format!("/metadata/annotations/{SCALE_DOWN_DEADLINE}")).is_empty())
+}
+
+/// Time left before the `Progressing` condition of `st` is `progressDeadlineSeconds` old
+/// (zero once it is), None when there is no condition to count from (none, or one of
+/// reason `RolloutAborted` or `RolloutPaused`).
+fn deadline_left(ro: &Value, st: &Value) -> Option<Duration> {
+    let conds = conditions_of(st);
+    let c = get_condition(&conds, "Progressing")?;
+    let reason = text(c, "/reason");
+    if reason == "RolloutAborted" || reason == "RolloutPaused" {
+        return None;
+    }
+    if reason == TIMED_OUT {
+        return Some(Duration::ZERO);
+    }
+    let from = text(c, "/lastUpdateTime").parse::<jiff::Timestamp>().ok()?;
+    let end = from.as_millisecond() + progress_deadline(ro).as_millis() as i64;
+    let left = end - jiff::Timestamp::now().as_millisecond();
+    Some(Duration::from_millis(left.max(0) as u64))
+}
+
+/// `RolloutTimedOut`: the `Progressing` condition of `st` already says so, or its
+/// `lastUpdateTime` is more than `progressDeadlineSeconds` ago.
+fn timed_out(ro: &Value, st: &Value) -> bool {
+    deadline_left(ro, st).is_some_and(|left| left.is_zero())
+}
+
+/// `RolloutTimeOutMessage` / `ReplicaSetTimeOutMessage`.
+fn timeout_message(ctx: &Ctx) -> String {
+    match ctx.new_rs.as_ref().and_then(|rs| meta_str(rs, "name")) {
+        Some(rs) => format!("ReplicaSet \"{rs}\" has timed out progressing."),
+        None => format!(
+            "Rollout \"{}\" has timed out progressing.",
+            meta_str(&ctx.ro, "name").unwrap_or_default()
+        ),
+    }
+}
+
+/// `evaluateProgressDeadlineAbort`: with `spec.progressDeadlineAbort`, an update in flight
+/// that made no progress in this reconcile and whose stored `Progressing` condition has
+/// timed out is aborted (through the pause context, so this very status write carries
+/// `abort: true`), with a `RolloutAborted` Warning naming the timeout.
+pub fn evaluate_deadline_abort(ctx: &mut Ctx, st: &Map<String, Value>) {
+    let ro = &ctx.ro;
+    if !flag(ro, "/spec/progressDeadlineAbort") || ctx.pause.is_aborted(ro) {
+        return;
+    }
+    let view = Value::Object(st.clone());
+    let stable = text(&view, "/stableRS");
+    if !stable.is_empty() && stable == text(&view, "/currentPodHash") {
+        return;
+    }
+    if progressing(ro, &view) || indefinite_step(ro) || waiting_for_scale_down(ctx) {
+        return;
+    }
+    if !timed_out(ro, &ctx.stored) {
+        return;
+    }
+    let msg = timeout_message(ctx);
+    event(ctx.store, ro, "Warning", "RolloutAborted", &msg);
+    ctx.pause.add_abort = true;
+    ctx.pause.abort_message = Some(msg);
+}
+
+/// `requeueStuckRollout`: reconcile again when the progress deadline passes, unless the
+/// Rollout is healthy, paused, aborted, at an indefinite step or already timed out.
+pub fn requeue_stuck(ctx: &mut Ctx, st: &Map<String, Value>) {
+    let ro = &ctx.ro;
+    let view = Value::Object(st.clone());
+    let paused = view.get("pauseConditions").is_some() || flag(ro, "/spec/paused");
+    let conds = conditions_of(&view);
+    let timed_out_already =
+        get_condition(&conds, "Progressing").is_some_and(|c| text(c, "/reason") == TIMED_OUT);
+    if healthy(ro, &view)
+        || timed_out_already
+        || paused
+        || flag(&view, "/abort")
+        || indefinite_step(ro)
+    {
+        return;
+    }
+    let Some(left) = deadline_left(ro, &view) else {
+        return;
+    };
+    // Upstream adds a second against clock skew, or requeues at once under a second.
+    let second = Duration::from_secs(1);
+    ctx.wake_in(if left < second { left } else { left + second });
+}
+
+/// `calculateRolloutConditions`.
 pub fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
     let ro = &ctx.ro;
     let view = Value::Object(st.clone());
@@ -193,7 +324,10 @@ pub fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
         .unwrap_or_default()
         .to_string();
     if aborted {
-        let msg = format!("Rollout aborted update to revision {}", revision_of(ro));
+        let mut msg = format!("Rollout aborted update to revision {}", revision_of(ro));
+        if let Some(why) = &ctx.pause.abort_message {
+            msg = format!("{msg}: {why}");
+        }
         if set_condition(
             &mut conds,
             new_condition("Progressing", "False", "RolloutAborted", &msg),
@@ -227,6 +361,15 @@ pub fn calculate_conditions(ctx: &Ctx, st: &mut Map<String, Value>) {
             remove_condition(&mut conds, "Progressing");
         }
         set_condition(&mut conds, c);
+    } else if !indefinite_step(ro)
+        && !waiting_for_scale_down(ctx)
+        && timed_out(ro, &json!({"conditions": conds}))
+    {
+        let msg = timeout_message(ctx);
+        set_condition(
+            &mut conds,
+            new_condition("Progressing", "False", TIMED_OUT, &msg),
+        );
     }
     let n = replicas(ro);
     let available = if is_blue_green(ro) {
@@ -294,5 +437,27 @@ mod tests {
         assert_eq!(phase(&ro, &st), ("Paused", "CanaryPauseStep".to_string()));
         let st = json!({"updatedReplicas": 1, "availableReplicas": 1, "replicas": 1, "stableRS": "a", "currentPodHash": "a"});
         assert_eq!(phase(&ro, &st), ("Healthy", String::new()));
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_last_progress() {
+        let ro = json!({"spec": {"progressDeadlineSeconds": 5}});
+        let ago = |secs: i64| {
+            let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs);
+            t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        };
+        let st = |reason: &str, at: String| json!({"conditions": [{"type": "Progressing", "status": "True", "reason": reason, "lastUpdateTime": at}]});
+        assert!(timed_out(&ro, &st("ReplicaSetUpdated", ago(10))));
+        assert!(!timed_out(&ro, &st("ReplicaSetUpdated", ago(1))));
+        assert!(!timed_out(&ro, &st("RolloutPaused", ago(10))));
+        assert!(!timed_out(&ro, &st("RolloutAborted", ago(10))));
+        assert!(timed_out(&ro, &st(TIMED_OUT, ago(0))));
+        assert!(
+            !timed_out(&ro, &json!({})),
+            "no condition, no base to count from"
+        );
+        let default = json!({"spec": {}});
+        assert!(!timed_out(&default, &st("ReplicaSetUpdated", ago(599))));
+        assert!(timed_out(&default, &st("ReplicaSetUpdated", ago(602))));
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! No pods exist, so this file also plays the ReplicaSet controller for Rollout-owned
 //! ReplicaSets: [`Pods::sync`] reports scale-ups as created at once and ready/available
-//! after the sandbox's `rollout_delay`, scale-downs at once.
+//! after the sandbox's `rollout_delay` (never, for a template with one of the sandbox's
+//! `unready_images`), scale-downs at once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::Pace;
 use super::objects::{ensure_map, name_of, obj_at};
 use super::rollout_spec::{
     DESIRED_REPLICAS, HASH_LABEL, REVISION, REVISION_HISTORY, SCALE_DOWN_DEADLINE,
@@ -335,19 +337,25 @@ pub struct Pods {
 
 impl Pods {
     /// Bring one ReplicaSet's status towards its spec; returns how long until its pods are
-    /// ready if they are not yet.
+    /// ready if they are not yet. Pods of a template that never becomes ready (see
+    /// [`Pace::never_ready`]) are created (`status.replicas`) but never counted ready or
+    /// available.
     pub fn sync(
         &mut self,
         store: &Store,
         rsdef: &ResourceDef,
         rs: &Value,
-        delay: Duration,
+        pace: &Pace,
     ) -> Result<Option<Duration>, String> {
+        let delay = pace.rollout_delay;
         let ns = meta_str(rs, "namespace").unwrap_or("default").to_string();
         let key = (ns.clone(), name_of(rs));
         let want = int(rs, "/spec/replicas");
         let available = int(rs, "/status/availableReplicas");
-        let (ready, left) = if want <= available {
+        let (ready, left) = if pace.never_ready(rs) {
+            self.scaled_up.remove(&key);
+            (available.min(want), None)
+        } else if want <= available {
             self.scaled_up.remove(&key);
             (want, None)
         } else {

@@ -26,6 +26,8 @@ pub struct PauseCtx {
     pub clear: bool,
     pub add_abort: bool,
     pub remove_abort: bool,
+    /// Why the controller aborts (a progress deadline), appended to the abort message.
+    pub abort_message: Option<String>,
 }
 
 impl PauseCtx {
@@ -169,7 +171,8 @@ pub fn write(ctx: &mut Ctx, st: Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// `persistRolloutStatus`: observed generation, pause and abort fields, conditions, phase.
+/// `persistRolloutStatus`: observed generation, a progress-deadline abort, pause and abort
+/// fields, conditions, phase, and a wake-up at the progress deadline.
 pub fn persist(ctx: &mut Ctx, mut st: Map<String, Value>) -> Result<(), String> {
     let ro = &ctx.ro;
     st.insert(
@@ -188,11 +191,13 @@ pub fn persist(ctx: &mut Ctx, mut st: Map<String, Value>) -> Result<(), String> 
     } else {
         st.remove("workloadObservedGeneration");
     }
+    conditions::evaluate_deadline_abort(ctx, &st);
     calculate_pause(ctx, &mut st);
     conditions::calculate_conditions(ctx, &mut st);
     let (p, m) = conditions::phase(&ctx.ro, &Value::Object(st.clone()));
     put(&mut st, "phase", json!(p));
     put(&mut st, "message", json!(m));
+    conditions::requeue_stuck(ctx, &st);
     write(ctx, st)
 }
 

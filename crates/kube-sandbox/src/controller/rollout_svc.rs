@@ -80,8 +80,14 @@ pub fn switch(ctx: &Ctx, name: &str, hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `ensureSVCTargets`: point `svc` at `rs`, once `rs` has pods available.
-fn ensure(ctx: &Ctx, svc: &str, rs: Option<&Value>) -> Result<(), String> {
+/// `ensureSVCTargets`: point `svc` at `rs`; with `check_availability`, only once `rs` has pods
+/// available (all of them when adopting a Service not yet managed, one otherwise).
+fn ensure(
+    ctx: &Ctx,
+    svc: &str,
+    rs: Option<&Value>,
+    check_availability: bool,
+) -> Result<(), String> {
     let Some(rs) = rs.filter(|_| !svc.is_empty()) else {
         return Ok(());
     };
@@ -101,23 +107,40 @@ fn ensure(ctx: &Ctx, svc: &str, rs: Option<&Value>) -> Result<(), String> {
         .is_some_and(|a| a.get(MANAGED_BY).is_some());
     // Adopting a Service: only once the ReplicaSet is fully available (`IsReplicaSetAvailable`).
     let fully_available = spec_n != 0 && avail != 0 && spec_n <= avail;
-    if !managed && !fully_available {
+    if check_availability && !managed && !fully_available {
         return Ok(());
     }
-    if avail == 0 {
+    // `IsReplicaSetPartiallyAvailable`.
+    if check_availability && avail == 0 {
         return Ok(());
     }
     switch(ctx, svc, want)
 }
 
-/// `reconcileStableAndCanaryService`.
+/// `reconcileStableAndCanaryService`: the stable Service follows the stable ReplicaSet, the
+/// canary Service the new one, or the stable one while aborted.
+///
+/// While aborted with traffic routing, upstream points the canary Service at the new
+/// ReplicaSet here and `reconcileTrafficRouting` points it back at the stable one (see
+/// [`canary_back_to_stable`]), so it flaps for as long as the canary keeps available pods
+/// (argo-rollouts#3078). The sandbox, whose reads are never stale, would turn that into a
+/// hot loop; it skips the first switch and keeps the end state: the canary Service on stable.
 pub fn canary_services(ctx: &Ctx) -> Result<(), String> {
     let stable_svc = text(&ctx.ro, "/spec/strategy/canary/stableService").to_string();
     let canary_svc = text(&ctx.ro, "/spec/strategy/canary/canaryService").to_string();
-    ensure(ctx, &stable_svc, ctx.stable_rs.as_ref())?;
-    let routed = super::rollout_spec::traffic_routed(&ctx.ro);
-    if ctx.pause.is_aborted(&ctx.ro) && !routed {
-        return ensure(ctx, &canary_svc, ctx.stable_rs.as_ref());
+    ensure(ctx, &stable_svc, ctx.stable_rs.as_ref(), true)?;
+    if ctx.pause.is_aborted(&ctx.ro) {
+        if super::rollout_spec::traffic_routed(&ctx.ro) {
+            return Ok(());
+        }
+        return ensure(ctx, &canary_svc, ctx.stable_rs.as_ref(), true);
     }
-    ensure(ctx, &canary_svc, ctx.new_rs.as_ref())
+    ensure(ctx, &canary_svc, ctx.new_rs.as_ref(), true)
+}
+
+/// The abort branch of `reconcileTrafficRouting`: the canary Service goes back to the
+/// stable ReplicaSet without an availability check (no `dynamicStableScale` in the sandbox).
+pub fn canary_back_to_stable(ctx: &Ctx) -> Result<(), String> {
+    let canary_svc = text(&ctx.ro, "/spec/strategy/canary/canaryService").to_string();
+    ensure(ctx, &canary_svc, ctx.stable_rs.as_ref(), false)
 }

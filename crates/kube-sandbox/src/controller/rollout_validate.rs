@@ -52,6 +52,25 @@ pub fn validate(ro: &Value, template: &Value, selector: Option<&Value>) -> Resul
     if containers.is_none_or(|c| c.is_empty()) {
         return Err("spec.template.spec.containers: Required value".into());
     }
+    // `ValidateRolloutSpec`: progressDeadlineSeconds (default 600) >= 0 and > minReadySeconds.
+    let deadline = ro
+        .pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(600);
+    if deadline < 0 {
+        return Err(format!(
+            "spec.progressDeadlineSeconds: Invalid value: {deadline}: must be greater than or equal to 0"
+        ));
+    }
+    let min_ready = ro
+        .pointer("/spec/minReadySeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if deadline <= min_ready {
+        return Err(format!(
+            "spec.progressDeadlineSeconds: Invalid value: {deadline}: must be greater than minReadySeconds"
+        ));
+    }
     match (is_canary(ro), is_blue_green(ro)) {
         (false, false) => {
             return Err("spec.strategy.strategy: Required value: Rollout has missing field '.spec.strategy.canary or .spec.strategy.blueGreen'".into());
@@ -128,6 +147,11 @@ mod tests {
             validate(&ro, &t, Some(&sel))
                 .unwrap_err()
                 .contains("SetWeight needs")
+        );
+        let ro = json!({"spec": {"progressDeadlineSeconds": 5, "minReadySeconds": 5, "strategy": {"canary": {}}}});
+        assert_eq!(
+            validate(&ro, &t, Some(&sel)).unwrap_err(),
+            "spec.progressDeadlineSeconds: Invalid value: 5: must be greater than minReadySeconds"
         );
     }
 }
