@@ -285,9 +285,20 @@ async fn watches_across_a_restart_body() {
     let current = tokio::spawn(watch_line(restored_rv));
     // The watcher reconnects (relisting after its 410) and sees a change made after the
     // restart; so does the raw watch from the restored revision.
-    cms.create(&PostParams::default(), &cm("after"))
-        .await
-        .expect("created after restart");
+    // The first request may go out on a pooled connection the old server closed, as to any
+    // restarted API server: ask again (a create that did land answers 409 the next time).
+    eventually(10, "a create after the restart", || {
+        let cms = cms.clone();
+        let after = cm("after");
+        async move {
+            match cms.create(&PostParams::default(), &after).await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Some(()),
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
     wait_for(&mut seen, "after").await;
     let ev = current.await.expect("raw watch");
     assert_eq!(ev["type"], json!("ADDED"), "{ev}");
