@@ -97,11 +97,11 @@ mod tests {
     fn flags_parse_and_bad_ones_are_named() {
         let a = args("--kubeconfig kc --listen 127.0.0.1:6443 --rollout-delay 250ms").unwrap();
         assert_eq!(a.kubeconfig, PathBuf::from("kc"));
+        assert_eq!(a.options.listen.port(), 6443);
+        assert_eq!(a.options.rollout_delay, Duration::from_millis(250));
         assert_eq!(a.options.state_dir, None);
         let a = args("--kubeconfig kc --state-dir st").unwrap();
         assert_eq!(a.options.state_dir, Some(PathBuf::from("st")));
-        assert_eq!(a.options.listen.port(), 6443);
-        assert_eq!(a.options.rollout_delay, Duration::from_millis(250));
         assert!(
             args("--listen 127.0.0.1:1")
                 .unwrap_err()
