@@ -12,9 +12,9 @@
 //! routing), `api` (resource verbs), `watch`, `discovery` + `aggregated` + `openapi`,
 //! `table` (server-side printing), `scale`, `patch` + `smp`, `protobuf` +
 //! `protobuf_schema` (request decoding), `selectors`, `store` + `writes` + `gc` (storage
-//! and write semantics), `state` (the state directory), `resources` + `kinds` (the table of kinds), `defaults`
-//! (defaulting, validation), `status` (error bodies), `admin` (request log, faults),
-//! `controller`.
+//! and write semantics), `state` (the state directory), `resources` + `kinds` (the table of
+//! kinds), `defaults` (defaulting, validation), `status` (error bodies), `admin` (request
+//! log, faults), `controller`.
 
 mod admin;
 mod aggregated;
