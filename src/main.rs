@@ -81,10 +81,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             kubeconfig,
             rollout_delay,
+            state_dir,
         } => {
             let options = kube_sandbox::SandboxOptions {
                 listen,
                 rollout_delay,
+                state_dir,
                 ..Default::default()
             };
             kube_sandbox::serve_forever(options, &kubeconfig).await?;

@@ -79,6 +79,11 @@ pub enum Command {
         /// How long the simulated Deployment controller takes to converge a rollout.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         rollout_delay: std::time::Duration,
+        /// Keep the certificates, token and objects in this directory (saved after every
+        /// write) and start from them: restarted with the same --listen address, it is the
+        /// same cluster and the kubeconfig written before still works.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Show the whole story on one machine: sandbox, bad rollout, alert, undo, incident.
     #[cfg(feature = "sandbox")]

@@ -4,16 +4,17 @@
 //! no bearer token over plain http), serves discovery and a generic JSON object store for
 //! the resources declared in `kinds.rs`, and runs simulated controllers (the Deployment
 //! controller, the Argo Rollouts controller) as tasks reacting to store events. Every request needs the bearer token;
-//! every API request is recorded; faults can be injected. See the crate's README for what is
-//! and is not simulated.
+//! every API request is recorded; faults can be injected. With a state directory it keeps
+//! its certificates, token and objects across restarts (`state`). See the crate's README
+//! for what is and is not simulated.
 //!
 //! Layout: `tls` (certificates, accept loop), `server` (HTTP entry, auth, admin endpoints,
 //! routing), `api` (resource verbs), `watch`, `discovery` + `aggregated` + `openapi`,
 //! `table` (server-side printing), `scale`, `patch` + `smp`, `protobuf` +
 //! `protobuf_schema` (request decoding), `selectors`, `store` + `writes` + `gc` (storage
-//! and write semantics), `resources` + `kinds` (the table of kinds), `defaults`
-//! (defaulting, validation), `status` (error bodies), `admin` (request log, faults),
-//! `controller`.
+//! and write semantics), `state` (the state directory), `resources` + `kinds` (the table of
+//! kinds), `defaults` (defaulting, validation), `status` (error bodies), `admin` (request
+//! log, faults), `controller`.
 
 mod admin;
 mod aggregated;
@@ -32,6 +33,7 @@ mod scale;
 mod selectors;
 mod server;
 mod smp;
+mod state;
 mod status;
 mod store;
 mod table;
@@ -40,7 +42,7 @@ mod watch;
 mod writes;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,14 +50,16 @@ use tokio::sync::watch as tokio_watch;
 use tokio::task::JoinHandle;
 
 pub use admin::{Fault, FaultAction, RecordedRequest};
+pub use state::StateError;
 
 /// How to run a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
     /// Where to listen; `127.0.0.1:0` picks a free port.
     pub listen: SocketAddr,
-    /// Bearer token required on every request (401 Status otherwise).
-    pub token: String,
+    /// Bearer token required on every request (401 Status otherwise); None: the one kept in
+    /// `state_dir`, else a random one. One given that differs from the kept one is an error.
+    pub token: Option<String>,
     /// How long the simulated Deployment controller waits before status converges.
     pub rollout_delay: Duration,
     /// How many past events are kept for watch resume; an older resourceVersion gets 410.
@@ -68,18 +72,43 @@ pub struct SandboxOptions {
     /// Images whose simulated pods never become ready, as an image that cannot be pulled:
     /// a rollout to one of them stalls until its progress deadline.
     pub unready_images: Vec<String>,
+    /// Where to keep the certificates, token, objects and resourceVersion counter, so that a
+    /// sandbox started again on the same directory (and port) is the same cluster to its
+    /// clients. Saved after every write. None: nothing is kept.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Open a state directory, waiting a moment if it is locked: the lock of a sandbox just
+/// stopped (or killed) can outlive it briefly, as a process forked meanwhile holds a copy
+/// of its descriptor until it execs.
+async fn open_state(dir: &Path, token: Option<&str>) -> Result<state::Opened, StateError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match state::open(dir, token) {
+            Err(StateError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A random bearer token.
+pub(crate) fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token: None,
             rollout_delay: Duration::from_millis(200),
             watch_history: 1000,
             argo_and_istio: true,
             bookmark_interval: Duration::from_secs(30),
             unready_images: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -93,6 +122,8 @@ pub enum SandboxError {
     },
     #[error("cannot make the sandbox's TLS certificate: {0}")]
     Tls(String),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("cannot write the kubeconfig {path}: {source}")]
     Kubeconfig {
         path: std::path::PathBuf,
@@ -122,14 +153,31 @@ impl Sandbox {
             addr: opts.listen,
             source,
         })?;
-        let identity = tls::generate().map_err(SandboxError::Tls)?;
+        let (pems, token, persister, restored) = match &opts.state_dir {
+            Some(dir) => {
+                let o = open_state(dir, opts.token.as_deref()).await?;
+                (o.pems, o.token, Some(o.persister), o.restored)
+            }
+            None => (
+                tls::generate().map_err(SandboxError::Tls)?,
+                opts.token.clone().unwrap_or_else(random_token),
+                None,
+                None,
+            ),
+        };
+        let identity = tls::identity(&pems).map_err(SandboxError::Tls)?;
         let registry = resources::Registry::new(opts.argo_and_istio);
-        let store = Arc::new(store::Store::new(registry, opts.watch_history));
+        let store = Arc::new(store::Store::open(
+            registry,
+            opts.watch_history,
+            persister,
+            restored,
+        ));
         let (stop, stop_rx) = tokio_watch::channel(false);
         let shared = Arc::new(server::Shared {
             store: store.clone(),
             admin: admin::Admin::default(),
-            token: opts.token.clone(),
+            token: token.clone(),
             shutdown: stop_rx.clone(),
             bookmark_every: opts.bookmark_interval.max(Duration::from_millis(10)),
         });
@@ -153,7 +201,7 @@ impl Sandbox {
         ));
         Ok(Sandbox {
             addr,
-            token: opts.token,
+            token,
             ca_pem: identity.ca_pem,
             shared,
             stop,
@@ -228,6 +276,7 @@ impl Sandbox {
 
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.shared.store.close();
         for t in self.tasks.drain(..) {
             // Give the server a moment to close connections gracefully, then stop it.
             let abort = t.abort_handle();
@@ -244,6 +293,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        self.shared.store.close();
         for t in &self.tasks {
             t.abort();
         }

@@ -1,7 +1,7 @@
 //! `kube-sandbox`: run the simulated API server alone until Ctrl-C.
 //!
 //! ```text
-//! kube-sandbox --kubeconfig FILE [--listen 127.0.0.1:6443] [--rollout-delay 1s]
+//! kube-sandbox --kubeconfig FILE [--listen 127.0.0.1:6443] [--rollout-delay 1s] [--state-dir DIR]
 //! ```
 
 use std::path::PathBuf;
@@ -12,11 +12,16 @@ use kube_sandbox::SandboxOptions;
 
 const USAGE: &str =
     "usage: kube-sandbox --kubeconfig FILE [--listen ADDR] [--rollout-delay DURATION]
+                    [--state-dir DIR]
 
   --kubeconfig FILE         where to write a kubeconfig for kubectl and clients
   --listen ADDR             address to listen on (default 127.0.0.1:0, a free port)
   --rollout-delay DURATION  how long a simulated rollout takes to converge, as 1s or 250ms
-                            (default 1s)";
+                            (default 1s)
+  --state-dir DIR           keep the certificates, token and objects in DIR, saved after
+                            every write, and start from them if DIR has them: restarted
+                            on the same --listen address, the sandbox is the same cluster
+                            and the kubeconfig it wrote before still works";
 
 #[derive(Debug)]
 struct Args {
@@ -46,6 +51,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                     format!("--rollout-delay: {v:?} is not a duration such as 1s: {e}")
                 })?;
             }
+            "--state-dir" => options.state_dir = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -93,6 +99,9 @@ mod tests {
         assert_eq!(a.kubeconfig, PathBuf::from("kc"));
         assert_eq!(a.options.listen.port(), 6443);
         assert_eq!(a.options.rollout_delay, Duration::from_millis(250));
+        assert_eq!(a.options.state_dir, None);
+        let a = args("--kubeconfig kc --state-dir st").unwrap();
+        assert_eq!(a.options.state_dir, Some(PathBuf::from("st")));
         assert!(
             args("--listen 127.0.0.1:1")
                 .unwrap_err()

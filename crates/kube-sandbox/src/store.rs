@@ -8,14 +8,24 @@
 //! `watch_history` events; a watch from before it gets 410 Expired) and broadcast to live
 //! watchers and controllers. Write semantics (metadata, status rules, generation,
 //! garbage collection) live in `writes.rs`; this file only holds and publishes.
+//!
+//! A write is a transaction under [`Store::lock`]: the events it commits are held in
+//! `State::pending` and leave when the lock is released ([`Locked`]'s drop): first the whole
+//! state is saved if the sandbox has a state directory (`state.rs`), then the events are
+//! broadcast, still under the lock and in order. A store restored from a state directory
+//! starts with an empty history at the saved resourceVersion, like the watch cache of a
+//! restarted kube-apiserver, which is filled by one list: a watch from an older
+//! resourceVersion gets 410 Expired, one from the current resourceVersion goes on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::resources::{Registry, ResourceDef};
+use super::state::{Persister, Restored};
 use super::status::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +55,52 @@ pub(crate) struct State {
     pub rv: u64,
     pub objects: HashMap<String, Objects>,
     history: VecDeque<Arc<Event>>,
-    /// Highest resourceVersion whose event has been dropped from the history.
+    /// Highest resourceVersion whose event has been dropped from the history (or, after a
+    /// restore, the resourceVersion the history starts after).
     pub evicted_upto: u64,
+    /// Events committed under the current lock, broadcast when it is released.
+    pending: Vec<Arc<Event>>,
+    /// Where committed changes are saved; None without a state directory, and after
+    /// [`Store::close`].
+    persister: Option<Persister>,
+}
+
+/// The store's lock, held by one transaction. Dropping it saves and publishes what the
+/// transaction committed.
+pub(crate) struct Locked<'a> {
+    store: &'a Store,
+    st: MutexGuard<'a, State>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.st
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.st
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let st = &mut *self.st;
+        if st.pending.is_empty() {
+            return;
+        }
+        // Saved before anyone hears of it: a resourceVersion a client has seen is on disk.
+        if let Some(p) = st.persister.as_mut()
+            && let Err(e) = p.save(st.rv, &st.objects)
+        {
+            tracing::error!(error = %e, rv = st.rv, "cannot save the sandbox state");
+        }
+        for ev in st.pending.drain(..) {
+            let _ = self.store.tx.send(ev);
+        }
+    }
 }
 
 pub struct Store {
@@ -77,13 +131,31 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Store {
+    /// A fresh cluster, kept only in memory.
+    #[allow(dead_code)] // the sandbox opens its store with `open`; kept for unit tests
     pub fn new(registry: Registry, history_limit: usize) -> Self {
+        Self::open(registry, history_limit, None, None)
+    }
+
+    /// A store saving to `persister` if given, starting from `restored` if given (else a
+    /// fresh cluster).
+    pub(crate) fn open(
+        registry: Registry,
+        history_limit: usize,
+        persister: Option<Persister>,
+        restored: Option<Restored>,
+    ) -> Self {
         let (tx, _) = broadcast::channel(8192);
+        let fresh = restored.is_none();
+        let (rv, objects) = restored.map_or_else(|| (1, HashMap::new()), |r| (r.rv, r.objects));
         let state = State {
-            rv: 1,
-            objects: HashMap::new(),
+            rv,
+            objects,
             history: VecDeque::new(),
-            evicted_upto: 0,
+            // Nothing before the restored revision can be replayed.
+            evicted_upto: if fresh { 0 } else { rv },
+            pending: Vec::new(),
+            persister,
         };
         let store = Self {
             registry,
@@ -92,16 +164,37 @@ impl Store {
             history_limit,
         };
         // The namespaces a fresh cluster has.
-        if let Some(ns) = store.registry.find("", "v1", "namespaces").cloned() {
+        if fresh && let Some(ns) = store.registry.find("", "v1", "namespaces").cloned() {
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let _ = store.create(&ns, None, json!({"metadata": {"name": name}}), false);
+            }
+        }
+        // A first start saves at once, so the directory holds a cluster before anything is
+        // served.
+        if fresh {
+            let mut st = store.lock();
+            let st = &mut *st;
+            if let Some(p) = st.persister.as_mut()
+                && let Err(e) = p.save(st.rv, &st.objects)
+            {
+                tracing::error!(error = %e, "cannot save the sandbox state");
             }
         }
         store
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Stop saving (the sandbox is stopping): a write still in flight from a task not yet
+    /// stopped changes memory only, never the state directory a new sandbox may already
+    /// use. Releases the directory's lock.
+    pub(crate) fn close(&self) {
+        self.lock().persister = None;
+    }
+
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked {
+            store: self,
+            st: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -180,7 +273,9 @@ impl Store {
     pub fn events_since(&self, from: u64) -> Result<(Vec<Arc<Event>>, EventReceiver), ApiError> {
         let st = self.lock();
         if from < st.evicted_upto {
-            return Err(ApiError::expired(from, st.evicted_upto + 1));
+            // As `getAllEventsSinceLocked` in the watch cache: "too old resource version: RV
+            // (OLDEST-1)", OLDEST being the first revision it can replay.
+            return Err(ApiError::expired(from, st.evicted_upto));
         }
         let rx = self.tx.subscribe();
         let past = st.history.iter().filter(|e| e.rv > from).cloned().collect();
@@ -200,7 +295,8 @@ impl Store {
         (Self::list_locked(&st, def, ns, filter), st.rv, rx)
     }
 
-    /// Commit a change already applied by the caller to `st`: record and publish it.
+    /// Commit a change already applied by the caller to `st`: record it; it is saved and
+    /// broadcast when the caller releases the lock.
     pub(crate) fn publish(&self, st: &mut State, ev: Event) {
         let ev = Arc::new(ev);
         st.history.push_back(ev.clone());
@@ -209,7 +305,7 @@ impl Store {
                 st.evicted_upto = st.evicted_upto.max(old.rv);
             }
         }
-        let _ = self.tx.send(ev);
+        st.pending.push(ev);
     }
 
     /// Issue the next resourceVersion.

@@ -6,7 +6,8 @@
 //! sandbox therefore generates, at start, a throwaway CA and a server certificate for
 //! 127.0.0.1/localhost signed by it (rcgen, ring), serves https with rustls, and puts the CA
 //! in the kubeconfig as `certificate-authority-data`. Nothing is written to disk but the
-//! kubeconfig.
+//! kubeconfig, unless a state directory keeps the certificates for the next start
+//! (`state.rs`).
 
 use std::sync::Arc;
 
@@ -17,19 +18,32 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// A generated server identity.
+/// A server identity ready to serve.
 pub struct Identity {
     /// PEM of the CA certificate clients must trust.
     pub ca_pem: String,
     pub config: Arc<rustls::ServerConfig>,
 }
 
-pub fn generate() -> Result<Identity, String> {
+/// The PEM texts an identity is made of: what `state.rs` keeps in a state directory so that a
+/// restarted sandbox presents the same certificate (and an old kubeconfig still works). The CA
+/// key is not kept: nothing is signed after the first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pems {
+    pub ca_cert: String,
+    pub server_cert: String,
+    /// PKCS#8.
+    pub server_key: String,
+}
+
+/// A new CA, and a server certificate for 127.0.0.1/localhost/::1 signed by it.
+pub fn generate() -> Result<Pems, String> {
     let err = |e: rcgen::Error| e.to_string();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -60,20 +74,36 @@ pub fn generate() -> Result<Identity, String> {
     ];
     let key = KeyPair::generate().map_err(err)?;
     let cert = params.signed_by(&key, &ca).map_err(err)?;
+    Ok(Pems {
+        ca_cert: ca.pem(),
+        server_cert: cert.pem(),
+        server_key: key.serialize_pem(),
+    })
+}
 
+/// The rustls configuration serving `pems` (the chain sent is the server certificate, then
+/// the CA's).
+pub fn identity(pems: &Pems) -> Result<Identity, String> {
+    let cert = |what: &str, pem: &str| {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| format!("the {what} certificate is not PEM: {e}"))
+    };
+    let chain = vec![
+        cert("server", &pems.server_cert)?,
+        cert("CA", &pems.ca_cert)?,
+    ];
+    let key = PrivateKeyDer::from_pem_slice(pems.server_key.as_bytes())
+        .map_err(|e| format!("the server key is not PEM: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone(), ca.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        .with_single_cert(chain, key)
         .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Identity {
-        ca_pem: ca.pem(),
+        ca_pem: pems.ca_cert.clone(),
         config: Arc::new(config),
     })
 }
