@@ -11,8 +11,8 @@
 //! (`ExpectRevisionPodCount`, `ExpectCanaryStablePodCount`) is its `status.replicas`;
 //! `MarkPodsReady` is not needed (pods are declared ready after the rollout delay).
 //! `WaitForRolloutStatus` uses `GetRolloutPhase` (utils/rollout/rolloututil.go) on the
-//! Rollout read once and then on each watch event (upstream only looks at events after the
-//! read, which the quicker sandbox could make it miss).
+//! Rollout as the last patch returned it and on each watch event after that patch (upstream
+//! watches from a read made after the patch, which the quicker sandbox could outrun).
 //!
 //! Not ported, and why: ephemeral metadata, `dynamicStableScale`, `TestRolloutRestart` and
 //! `TestRolloutPDBRestart` (`restartAt` evicts pods), progress-deadline tests (no
@@ -63,10 +63,11 @@ const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
     ),
     (
         "TestRolloutAbortRetryPromote: records the other events in order",
-        "on a canary, upstream records RolloutNotCompleted before RolloutUpdated and \
-         NewReplicaSetCreated (\"started update to revision 0\", also on the first deploy); the \
-         sandbox records it after NewReplicaSetCreated and not on the first deploy, which is \
-         upstream's blue-green order",
+        "upstream's rolloutCanary (rollout/canary.go), on PodTemplateOrStepsChanged, first \
+         writes the status without creating the ReplicaSet (RolloutNotCompleted, 'started \
+         update to revision 0', also on the first deploy) and creates it on the next sync; the \
+         sandbox creates it at once and records RolloutNotCompleted after \
+         NewReplicaSetCreated, and not on the first deploy (upstream's blue-green order)",
     ),
     (
         "TestCanaryPromoteFull: at the analysis step (currentStepIndex 1) 2 s after promote",
@@ -219,6 +220,9 @@ struct Case<'a> {
     checks: &'a Checks,
     ns: String,
     name: String,
+    /// The Rollout as the last patch returned it: waits start from there, so a state the
+    /// controller passes through right after the patch is not missed.
+    last_write: std::sync::Mutex<Option<Value>>,
 }
 
 impl<'a> Case<'a> {
@@ -242,6 +246,7 @@ impl<'a> Case<'a> {
             checks,
             ns,
             name: rollout_name.to_string(),
+            last_write: std::sync::Mutex::new(None),
         }
     }
 
@@ -277,9 +282,14 @@ impl<'a> Case<'a> {
         }
     }
 
-    /// `WaitForRolloutCondition`: the Rollout as read, then each change, until `test` holds.
+    /// `WaitForRolloutCondition`: the Rollout as the last patch left it (else as read now),
+    /// then each change after that, until `test` holds.
     async fn wait(&self, what: &str, test: impl Fn(&Value) -> bool) -> bool {
-        let ro = self.get().await;
+        let written = self.last_write.lock().expect("lock").clone();
+        let ro = match written {
+            Some(ro) => ro,
+            None => self.get().await,
+        };
         let mut last = ro.clone();
         let mut ok = test(&ro);
         if !ok {
@@ -365,23 +375,29 @@ impl<'a> Case<'a> {
     /// upstream; a merge patch here, the same for the maps these tests patch) and
     /// `ScaleRollout(n)`.
     async fn merge_patch(&self, patch: Value) {
-        if let Err(e) = self
+        let res = self
             .rollouts()
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            println!("  ({}: patch failed: {e})", self.test);
+            .await;
+        self.written(res);
+    }
+
+    fn written(&self, res: kube::Result<DynamicObject>) {
+        match res {
+            Ok(ro) => {
+                *self.last_write.lock().expect("lock") =
+                    Some(serde_json::to_value(ro).expect("json"));
+            }
+            Err(e) => println!("  ({}: patch failed: {e})", self.test),
         }
     }
 
     async fn status_patch(&self, patch: Value) {
-        if let Err(e) = self
+        let res = self
             .rollouts()
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            println!("  ({}: status patch failed: {e})", self.test);
-        }
+            .await;
+        self.written(res);
     }
 
     /// `kubectl argo rollouts promote [--full]` (`promote.go`, `getPatches`).
@@ -539,7 +555,13 @@ impl<'a> Case<'a> {
     /// `ExpectRolloutEvents(reasons)`, as two checks: the informer event upstream records
     /// first, and the rest in order.
     async fn expect_events(&self, reasons: &[&str]) {
-        let got = self.event_reasons().await;
+        // The last Events may be written just after the status the wait saw: allow 2 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut got = self.event_reasons().await;
+        while got.len() < reasons.len() - 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            got = self.event_reasons().await;
+        }
         let first = got.first().map(String::as_str);
         self.eq(
             "records RolloutAddedToInformer first",
@@ -583,6 +605,8 @@ async fn conformance_argo_rollouts_e2e() {
 async fn body() {
     let env = start(kube_sandbox::SandboxOptions {
         rollout_delay: Duration::from_millis(100),
+        // Waits replay the watch from the last patch; keep enough history for all cases.
+        watch_history: 100_000,
         ..kube_sandbox::SandboxOptions::default()
     })
     .await;

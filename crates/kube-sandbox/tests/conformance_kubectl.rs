@@ -1238,6 +1238,12 @@ async fn rollout_history(s: &Script<'_>) {
         &format!("{IMAGE_PERL}:"),
     )
     .await;
+    s.settle(
+        "deployment nginx-deployment",
+        "{{index .metadata.annotations \"deployment.kubernetes.io/revision\"}}",
+        "2",
+    )
+    .await;
     let out = s
         .run(&["rollout", "history", "deployment", "nginx-deployment"])
         .await
