@@ -15,8 +15,9 @@
 //! watches from a read made after the patch, which the quicker sandbox could outrun).
 //!
 //! Not ported, and why: ephemeral metadata, `dynamicStableScale`, `TestRolloutRestart` and
-//! `TestRolloutPDBRestart` (`restartAt` evicts pods), progress-deadline tests (no
-//! `progressDeadlineSeconds`), Experiments, traffic-router tests (ALB, SMI, Istio, APISIX,
+//! `TestRolloutPDBRestart` (`restartAt` evicts pods), progress-deadline tests that need pods
+//! to become ready late or to crash (only `TestBlueGreenExceedProgressDeadlineAbort` is
+//! ported: its image does not exist, an `unready_images` entry here), Experiments, traffic-router tests (ALB, SMI, Istio, APISIX,
 //! AppMesh objects are never changed), `TestCanaryScaleReportingHPAReplicas` (no HPA), and the
 //! analysis suite (AnalysisRuns are not run). Ingress objects of the fixtures are not applied:
 //! `networking.k8s.io` is not served, and the sandbox does not read traffic routers' objects.
@@ -95,7 +96,24 @@ const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
     ("TestRollbackAnalysis: revision 5: 3 AnalysisRuns", ANALYSIS),
     ("TestRollbackAnalysis: revision 6: 4 AnalysisRuns", ANALYSIS),
     ("TestRollbackAnalysis: revision 7: 5 AnalysisRuns", ANALYSIS),
+    (
+        "TestBlueGreenExceedProgressDeadlineAbort: Degraded once the progress deadline passes",
+        PROGRESS_DEADLINE,
+    ),
+    (
+        "TestBlueGreenExceedProgressDeadlineAbort: Degraded again with progressDeadlineAbort",
+        PROGRESS_DEADLINE,
+    ),
+    (
+        "TestBlueGreenExceedProgressDeadlineAbort: the aborted revision 2 has no pods",
+        PROGRESS_DEADLINE,
+    ),
+    (
+        "TestBlueGreenExceedProgressDeadlineAbort: status.abort is set, with 4 conditions",
+        PROGRESS_DEADLINE,
+    ),
 ];
+const PROGRESS_DEADLINE: &str = "the Rollout controller has no progressDeadlineSeconds and reads no unready_images: the update is promoted";
 const ANALYSIS: &str = "the sandbox creates no AnalysisRuns: analysis steps complete at once";
 const INFORMER: &str = "the sandbox records no RolloutAddedToInformer event (upstream's informer handler emits one when it first sees the Rollout)";
 
@@ -103,7 +121,10 @@ const HASH: &str = "rollouts-pod-template-hash";
 const REVISION: &str = "rollout.argoproj.io/revision";
 const SCALE_DOWN_DEADLINE: &str = "scale-down-deadline";
 /// How long a wait may take (upstream's `E2EWaitTimeout` is minutes on a real cluster).
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(8);
+/// The image `TestBlueGreenExceedProgressDeadlineAbort` rolls out, which does not exist: its
+/// pods never become ready (`SandboxOptions::unready_images`).
+const ERROR_IMAGE: &str = "nginx:1.19-alpine-argo-error";
 
 fn rollout_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(
@@ -607,6 +628,7 @@ async fn body() {
         rollout_delay: Duration::from_millis(100),
         // Waits replay the watch from the last patch; keep enough history for all cases.
         watch_history: 100_000,
+        unready_images: vec![ERROR_IMAGE.to_string()],
         ..kube_sandbox::SandboxOptions::default()
     })
     .await;
@@ -626,6 +648,7 @@ async fn body() {
         blue_green_promote_full(e, c).boxed_local(),
         blue_green_scale_down_on_abort(e, c).boxed_local(),
         blue_green_scale_down_delay(e, c).boxed_local(),
+        blue_green_exceed_progress_deadline_abort(e, c).boxed_local(),
         kubectl_wait_for_paused(e, c).boxed_local(),
         rollback_analysis(e, c).boxed_local(),
     ])
@@ -1312,4 +1335,74 @@ async fn rollback_analysis(env: &Env, checks: &Checks) {
         c.expect_analysis_runs(&format!("revision {rev}: {runs} AnalysisRuns"), runs)
             .await;
     }
+}
+
+/// functional_test.go `TestBlueGreenExceedProgressDeadlineAbort`: an update whose pods never
+/// become ready goes Degraded after `progressDeadlineSeconds`, and is aborted (preview scaled
+/// down) only with `progressDeadlineAbort`.
+async fn blue_green_exceed_progress_deadline_abort(env: &Env, checks: &Checks) {
+    let c = Case::new(
+        "TestBlueGreenExceedProgressDeadlineAbort",
+        env,
+        checks,
+        "bluegreen-scaledowndelay",
+    )
+    .await;
+    let app = "bluegreen-scaledowndelay";
+    let ro = rollout(
+        app,
+        app,
+        Some(1),
+        json!({"blueGreen": {
+            "activeService": "bluegreen-scaledowndelay-active",
+            "abortScaleDownDelaySeconds": 2
+        }}),
+    );
+    // PatchSpec is a strategic merge: the container named bad2good is added next to the
+    // existing one (containers merge by name).
+    let mut containers = ro["spec"]["template"]["spec"]["containers"].clone();
+    containers
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({"name": "bad2good", "image": ERROR_IMAGE}));
+    c.apply(
+        "applies its manifests",
+        vec![service("bluegreen-scaledowndelay-active", app), ro],
+    )
+    .await;
+    c.wait_status("Healthy after create", "Healthy").await;
+    c.merge_patch(json!({"spec": {
+        "progressDeadlineAbort": false,
+        "progressDeadlineSeconds": 1,
+        "template": {"spec": {"containers": containers}}
+    }}))
+    .await;
+    c.wait_status("Degraded once the progress deadline passes", "Degraded")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.expect_revision_pods(
+        "revision 2 keeps its pod without progressDeadlineAbort",
+        "2",
+        1,
+    )
+    .await;
+    c.eq(
+        "status.abort stays false",
+        c.get().await["status"]["abort"].as_bool().unwrap_or(false),
+        false,
+    );
+    c.merge_patch(json!({"spec": {"progressDeadlineAbort": true, "progressDeadlineSeconds": 1}}))
+        .await;
+    c.wait_status("Degraded again with progressDeadlineAbort", "Degraded")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.expect_revision_pods("the aborted revision 2 has no pods", "2", 0)
+        .await;
+    let ro = c.get().await;
+    let conditions = ro["status"]["conditions"].as_array().map_or(0, Vec::len);
+    c.eq(
+        "status.abort is set, with 4 conditions",
+        (ro["status"]["abort"].as_bool().unwrap_or(false), conditions),
+        (true, 4),
+    );
 }

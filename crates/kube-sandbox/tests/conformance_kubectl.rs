@@ -9,6 +9,12 @@
 //! command the script runs under `set -o errexit` (or negated with `!`) is a check that it
 //! succeeds (or fails).
 //!
+//! One Deployment-controller test that apps.sh lacks is added the same way: the first half of
+//! `TestFailedDeployment` (kubernetes `test/integration/deployment/deployment_test.go`), a
+//! rollout whose pods never become ready hitting `progressDeadlineSeconds`; its pods are an
+//! image in `SandboxOptions::unready_images`. Its second half marks the pods ready by hand,
+//! which the sandbox cannot do.
+//!
 //! Not ported, and why:
 //! - `describe pods` (after `create deployment test-nginx-apps`): the sandbox runs no pods.
 //! - `describe_resource_chunk_size_assert`: it inspects kubectl's own paging requests (`-v=6`
@@ -32,15 +38,25 @@ use common::{Env, Out, start};
 /// Checks that fail because of a known difference between the sandbox and a real cluster.
 /// Keep it exact: `Checks::finish` fails on a failure not listed here and on a listed check
 /// that passes.
-const KNOWN_DIVERGENCES: &[(&str, &str)] = &[(
-    "rollback: the Deployment records kubectl-rollout as a field manager",
-    "the sandbox keeps no metadata.managedFields (no server-side apply)",
-)];
+const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
+    (
+        "rollback: the Deployment records kubectl-rollout as a field manager",
+        "the sandbox keeps no metadata.managedFields (no server-side apply)",
+    ),
+    (
+        "TestFailedDeployment: Progressing times out with ProgressDeadlineExceeded",
+        "the Deployment controller has no progressDeadlineSeconds and reads no unready_images: \
+     the rollout completes",
+    ),
+];
 
 // Images of test/cmd/legacy-script.sh.
 const IMAGE_DEPLOYMENT_R1: &str = "registry.k8s.io/nginx:test-cmd";
 const IMAGE_DEPLOYMENT_R2: &str = "registry.k8s.io/nginx:1.7.9";
 const IMAGE_PERL: &str = "registry.k8s.io/perl";
+
+/// The image of test/integration/deployment (`fakeImage`), whose pods are never marked ready.
+const FAKE_IMAGE: &str = "fakeimage";
 
 // Field templates of test/cmd/legacy-script.sh (`runTests`).
 const ID_FIELD: &str = ".metadata.name";
@@ -239,9 +255,9 @@ impl Script<'_> {
         self.checks.eq(name, got.as_str(), expected);
     }
 
-    /// `kube::test::wait_object_assert`: the same, retried for up to 10 s.
+    /// `kube::test::wait_object_assert`: the same, retried for up to 8 s.
     async fn wait_assert(&self, name: &str, object: &str, template: &str, expected: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(8);
         let mut got = self.get(object, template).await;
         while got != expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -301,10 +317,11 @@ async fn conformance_kubectl_apps_sh() {
 async fn body() {
     let env = start(kube_sandbox::SandboxOptions {
         rollout_delay: Duration::from_millis(50),
+        unready_images: vec![FAKE_IMAGE.to_string()],
         ..kube_sandbox::SandboxOptions::default()
     })
     .await;
-    let checks = Checks::new("kubectl (test/cmd/apps.sh)");
+    let checks = Checks::new("kubectl (test/cmd/apps.sh, TestFailedDeployment)");
     let s = Script {
         env: &env,
         checks: &checks,
@@ -326,6 +343,7 @@ async fn body() {
     set_env(&s).await;
     rollout_history(&s).await;
     scale_deployments(&s).await;
+    failed_deployment(&s).await;
 
     checks.finish(KNOWN_DIVERGENCES);
 }
@@ -1356,4 +1374,52 @@ async fn scale_deployments(s: &Script<'_>) {
     expect("after --all", ["3", "3", "3"]).await;
     s.step(&["delete", "deploy", "scale-1", "scale-2", "scale-3"])
         .await;
+}
+
+/// `TestFailedDeployment` (test/integration/deployment/deployment_test.go), first half: one
+/// replica that never becomes ready, `progressDeadlineSeconds: 3`; the controller must report
+/// `Progressing` with reason `ProgressDeadlineExceeded` (`deploymentutil.TimedOutReason`).
+async fn failed_deployment(s: &Script<'_>) {
+    let manifest = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: progress-check
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 3
+  selector:
+    matchLabels:
+      name: test
+  template:
+    metadata:
+      labels:
+        name: test
+    spec:
+      containers:
+      - name: fake-name
+        image: {FAKE_IMAGE}
+"
+    );
+    let file = s.file("progress-check.yaml", &manifest);
+    s.ok(
+        "TestFailedDeployment: create the deployment",
+        &["create", "-f", &file],
+    )
+    .await;
+    s.wait_assert(
+        "TestFailedDeployment: the new ReplicaSet gets its replica (updatedReplicas 1)",
+        "deployment progress-check",
+        "{{.status.updatedReplicas}}",
+        "1",
+    )
+    .await;
+    s.wait_assert(
+        "TestFailedDeployment: Progressing times out with ProgressDeadlineExceeded",
+        "deployment progress-check",
+        "{{range .status.conditions}}{{if eq .type \"Progressing\"}}{{.reason}}{{end}}{{end}}",
+        "ProgressDeadlineExceeded",
+    )
+    .await;
+    s.step(&["delete", "deployment", "progress-check"]).await;
 }
