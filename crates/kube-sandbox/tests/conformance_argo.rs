@@ -47,20 +47,8 @@ use serde_json::{Value, json};
 /// listed check that passes.
 const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
     (
-        "TestCanaryScaleDownOnAbort: the canary Service selects the stable pods after abort",
-        "with traffic routing, an aborted canary keeps the canary Service on the canary hash",
-    ),
-    (
         "TestBlueGreenScaleDownOnAbort: revision 2 runs previewReplicaCount (1) pods",
         "previewReplicaCount is not simulated: the preview gets all replicas",
-    ),
-    (
-        "TestRolloutAbortRetryPromote: records RolloutAddedToInformer first",
-        INFORMER,
-    ),
-    (
-        "TestBlueGreenUpdate: records RolloutAddedToInformer first",
-        INFORMER,
     ),
     (
         "TestRolloutAbortRetryPromote: records the other events in order",
@@ -96,26 +84,8 @@ const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
     ("TestRollbackAnalysis: revision 5: 3 AnalysisRuns", ANALYSIS),
     ("TestRollbackAnalysis: revision 6: 4 AnalysisRuns", ANALYSIS),
     ("TestRollbackAnalysis: revision 7: 5 AnalysisRuns", ANALYSIS),
-    (
-        "TestBlueGreenExceedProgressDeadlineAbort: Degraded once the progress deadline passes",
-        PROGRESS_DEADLINE,
-    ),
-    (
-        "TestBlueGreenExceedProgressDeadlineAbort: Degraded again with progressDeadlineAbort",
-        PROGRESS_DEADLINE,
-    ),
-    (
-        "TestBlueGreenExceedProgressDeadlineAbort: the aborted revision 2 has no pods",
-        PROGRESS_DEADLINE,
-    ),
-    (
-        "TestBlueGreenExceedProgressDeadlineAbort: status.abort is set, with 4 conditions",
-        PROGRESS_DEADLINE,
-    ),
 ];
-const PROGRESS_DEADLINE: &str = "the Rollout controller has no progressDeadlineSeconds and reads no unready_images: the update is promoted";
 const ANALYSIS: &str = "the sandbox creates no AnalysisRuns: analysis steps complete at once";
-const INFORMER: &str = "the sandbox records no RolloutAddedToInformer event (upstream's informer handler emits one when it first sees the Rollout)";
 
 const HASH: &str = "rollouts-pod-template-hash";
 const REVISION: &str = "rollout.argoproj.io/revision";
