@@ -53,8 +53,10 @@ fn record_progressing(
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
         let mut events = watcher(api, cfg).boxed();
-        while let Some(ev) = events.next().await {
-            let Ok(watcher::Event::Apply(d)) = ev else {
+        // The first error ends the recording: without a backoff the watcher would retry
+        // at once, forever, once the sandbox is gone.
+        while let Some(Ok(ev)) = events.next().await {
+            let watcher::Event::Apply(d) = ev else {
                 continue;
             };
             let conds = d.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -358,4 +360,137 @@ async fn paused_deployment_does_not_time_out_body() {
     })
     .await;
     assert_eq!(p["status"], json!("False"));
+}
+
+/// The `ScalingReplicaSet` Event messages about Deployment `name`, oldest first.
+async fn scaling_events(env: &Env, name: &str) -> Vec<String> {
+    let sel = format!("involvedObject.name={name},reason=ScalingReplicaSet");
+    let ev = env.json(&["get", "events", "--field-selector", &sel]).await;
+    let mut items: Vec<(u64, String)> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    items.sort();
+    items.into_iter().map(|(_, m)| m).collect()
+}
+
+fn deployment(name: &str, replicas: u32, strategy: &str, image: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  strategy: {{type: {strategy}}}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: app
+        image: {image}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_within_surge_and_unavailability() {
+    common::bounded(rolling_update_within_surge_and_unavailability_body()).await;
+}
+
+async fn rolling_update_within_surge_and_unavailability_body() {
+    let env = start(SandboxOptions {
+        rollout_delay: Duration::from_millis(300),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let manifest = deployment("roll", 4, "RollingUpdate", "img:1");
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(manifest))
+        .await;
+    env.ok(&["rollout", "status", "deploy/roll", "--timeout=30s"])
+        .await;
+    let before = scaling_events(&env, "roll").await.len();
+    env.ok(&["set", "image", "deploy/roll", "app=img:2"]).await;
+    env.ok(&["rollout", "status", "deploy/roll", "--timeout=30s"])
+        .await;
+    let (old, new) = (
+        rs_named(&env, "roll", "img:1").await,
+        rs_named(&env, "roll", "img:2").await,
+    );
+    let events = scaling_events(&env, "roll").await.split_off(before);
+    // maxSurge 1, maxUnavailable 1 of 4: one new pod, one old pod gone, a second new pod;
+    // then an old pod goes for each new one available (rolling.go).
+    assert_eq!(
+        events[..3],
+        [
+            format!("Scaled up replica set {new} from 0 to 1"),
+            format!("Scaled down replica set {old} from 4 to 3"),
+            format!("Scaled up replica set {new} from 1 to 2"),
+        ],
+        "{events:?}"
+    );
+    let (mut o, mut n) = (4i64, 0i64);
+    for e in &events {
+        let to: i64 = e.rsplit(' ').next().unwrap().parse().unwrap();
+        if e.contains(&new) {
+            n = to;
+        } else {
+            o = to;
+        }
+        assert!(o + n <= 5, "over maxSurge: {events:?}");
+    }
+    assert_eq!((o, n), (0, 4), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_scales_old_down_before_creating_new() {
+    common::bounded(recreate_scales_old_down_before_creating_new_body()).await;
+}
+
+async fn recreate_scales_old_down_before_creating_new_body() {
+    let env = start(SandboxOptions {
+        rollout_delay: Duration::from_millis(200),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let manifest = deployment("rec", 2, "Recreate", "img:1");
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(manifest))
+        .await;
+    env.ok(&["rollout", "status", "deploy/rec", "--timeout=30s"])
+        .await;
+    env.ok(&["set", "image", "deploy/rec", "app=img:2"]).await;
+    env.ok(&["rollout", "status", "deploy/rec", "--timeout=30s"])
+        .await;
+    let (old, new) = (
+        rs_named(&env, "rec", "img:1").await,
+        rs_named(&env, "rec", "img:2").await,
+    );
+    assert_eq!(
+        scaling_events(&env, "rec").await,
+        [
+            format!("Scaled up replica set {old} from 0 to 2"),
+            format!("Scaled down replica set {old} from 2 to 0"),
+            format!("Scaled up replica set {new} from 0 to 2"),
+        ]
+    );
+    let dep = env.json(&["get", "deploy", "rec"]).await;
+    assert_eq!(
+        reason(&condition(&dep, "Progressing")),
+        "NewReplicaSetAvailable"
+    );
 }

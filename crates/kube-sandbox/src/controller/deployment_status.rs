@@ -248,7 +248,9 @@ pub fn rollout_status(all: &[Value], new_rs: Option<&Value>, dep: &Value) -> Val
 }
 
 /// `requeueStuckDeployment`: when to look again for a timeout, if the rollout is neither
-/// complete nor timed out (one second after the deadline passes, as upstream adds).
+/// complete nor timed out: one second after the deadline passes, as upstream adds. Within
+/// the last second upstream requeues at once, rate-limited, until it passes; here the
+/// check is simply made just after it.
 pub fn stuck_requeue(dep: &Value, st: &Value) -> Option<Duration> {
     let deadline = progress_deadline(dep)?;
     let c = condition(dep.get("status")?, PROGRESSING)?;
@@ -261,7 +263,8 @@ pub fn stuck_requeue(dep: &Value, st: &Value) -> Option<Duration> {
         .ok()?;
     let after = end.duration_since(jiff::Timestamp::now());
     if after < jiff::SignedDuration::from_secs(1) {
-        return Some(Duration::from_millis(5));
+        let left = Duration::try_from(after).unwrap_or_default();
+        return Some(left + Duration::from_millis(10));
     }
     Some(Duration::try_from(after).ok()? + Duration::from_secs(1))
 }
