@@ -77,7 +77,7 @@ pub fn image(d: &DynamicObject) -> Option<String> {
 }
 
 /// Waits (at most `limit`) until the Deployment is at `revision` with all replicas updated and
-/// available, as `kubectl rollout status` would.
+/// available and no old replica left, as `kubectl rollout status` would.
 pub async fn wait_rolled_out(
     api: &Api<DynamicObject>,
     name: &str,
@@ -101,6 +101,7 @@ pub async fn wait_rolled_out(
         if revision(&d).as_deref() == Some(revision_wanted)
             && status("observedGeneration") == Some(generation)
             && status("updatedReplicas") == Some(want)
+            && status("replicas") == Some(want)
             && status("availableReplicas") == Some(want)
         {
             return Ok(d);

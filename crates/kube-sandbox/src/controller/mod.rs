@@ -10,6 +10,9 @@
 //! events.k8s.io/v1 Event at core/v1 too, as the API server's one Event resource does.
 
 mod deployment;
+mod deployment_pods;
+mod deployment_scale;
+mod deployment_status;
 mod events;
 mod objects;
 mod revision;
@@ -44,14 +47,12 @@ pub type Key = (String, String);
 #[derive(Debug, Clone, Default)]
 pub struct Pace {
     pub rollout_delay: Duration,
-    #[allow(dead_code)] // until the controllers simulate unready pods
     pub unready_images: Arc<[String]>,
 }
 
 impl Pace {
     /// Whether the pods of this object's template (a Deployment, ReplicaSet or Rollout)
     /// never become ready.
-    #[allow(dead_code)] // until the controllers simulate unready pods
     pub fn never_ready(&self, obj: &serde_json::Value) -> bool {
         if self.unready_images.is_empty() {
             return false;

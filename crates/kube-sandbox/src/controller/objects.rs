@@ -1,8 +1,7 @@
 //! The objects the Deployment controller reads and writes: its owned ReplicaSets (found by
-//! controller ownerReference), the ReplicaSet it creates for a template, the Deployment
-//! status computed from the ReplicaSets, and the store writes that scale ReplicaSets,
-//! publish the status (through `/status`, with the revision annotation) and delete old
-//! ReplicaSets beyond `revisionHistoryLimit`.
+//! controller ownerReference), the ReplicaSet it creates for a template, and the store
+//! writes that scale ReplicaSets, publish the Deployment status (through `/status`, with the
+//! revision annotation) and delete old ReplicaSets beyond `revisionHistoryLimit`.
 
 use serde_json::{Map, Value, json};
 
@@ -42,9 +41,9 @@ pub fn counts(pairs: &[(&str, i64)]) -> Map<String, Value> {
         .collect()
 }
 
-/// Set a ReplicaSet's replicas and the desired/max replica annotations, recording a
-/// `ScalingReplicaSet` Event on the Deployment when the count changes.
-#[allow(clippy::too_many_arguments)]
+/// `scaleReplicaSet`: set a ReplicaSet's replicas and its desired/max replica annotations
+/// (written when either differs), recording a `ScalingReplicaSet` Event on the Deployment
+/// when the count changes. Returns the ReplicaSet as stored.
 pub fn scale(
     store: &Store,
     rsdef: &ResourceDef,
@@ -53,30 +52,30 @@ pub fn scale(
     want: i64,
     desired: i64,
     surge: i64,
-) -> Result<(), String> {
+) -> Result<Value, String> {
     let ns = meta_str(dep, "namespace").unwrap_or("default");
     let mut from = None;
-    store
+    let stored = store
         .modify(rsdef, Some(ns), &name_of(rs), Part::Main, false, |cur| {
             let mut n = cur.clone();
             let had = int(cur, "/spec/replicas");
             if had != want {
                 from = Some(had);
                 obj_at(&mut n, "spec").insert("replicas".into(), json!(want));
-                let ann = ensure_map(&mut n, "annotations");
-                ann.insert(rev::DESIRED_REPLICAS.into(), json!(desired.to_string()));
-                ann.insert(
-                    rev::MAX_REPLICAS.into(),
-                    json!((desired + surge).to_string()),
-                );
             }
+            let ann = ensure_map(&mut n, "annotations");
+            ann.insert(rev::DESIRED_REPLICAS.into(), json!(desired.to_string()));
+            ann.insert(
+                rev::MAX_REPLICAS.into(),
+                json!((desired + surge).to_string()),
+            );
             Ok(n)
         })
         .map_err(|e| e.to_string())?;
     if let Some(from) = from {
         scaling_event(store, dep, &name_of(rs), from, want);
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// A core/v1 Event like the real controller's EventRecorder writes.
@@ -107,68 +106,70 @@ pub fn scaling_event(store: &Store, dep: &Value, rs_name: &str, from: i64, to: i
     }
 }
 
-pub fn write_status(
-    store: &Store,
-    ddef: &ResourceDef,
-    ns: &str,
-    name: &str,
-    revision: Option<i64>,
-    st: Value,
-) -> Result<(), String> {
+/// `UpdateStatus` of a Deployment: its `status` and revision annotation as in `dep`
+/// (through `/status`, so its generation does not move). Returns the Deployment as stored.
+pub fn update_status(store: &Store, ddef: &ResourceDef, dep: &Value) -> Result<Value, String> {
+    let ns = meta_str(dep, "namespace").unwrap_or("default");
+    let revision = dep
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(rev::REVISION))
+        .cloned();
     store
-        .modify(ddef, Some(ns), name, Part::Status, false, |cur| {
+        .modify(ddef, Some(ns), &name_of(dep), Part::Status, false, |cur| {
             let mut n = cur.clone();
-            if let Some(r) = revision {
-                ensure_map(&mut n, "annotations")
-                    .insert(rev::REVISION.into(), json!(r.to_string()));
+            if let Some(r) = &revision {
+                ensure_map(&mut n, "annotations").insert(rev::REVISION.into(), r.clone());
             }
-            let collisions = cur.pointer("/status/collisionCount").cloned();
             let status = obj_at(&mut n, "status");
             status.clear();
-            if let Some(m) = st.as_object() {
+            if let Some(m) = dep.get("status").and_then(Value::as_object) {
                 status.extend(m.clone());
-            }
-            if let Some(c) = collisions {
-                status.insert("collisionCount".into(), c);
             }
             Ok(n)
         })
-        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// Delete the oldest old ReplicaSets with no replicas beyond `revisionHistoryLimit`.
-pub fn cleanup(
-    store: &Store,
-    rsdef: &ResourceDef,
-    ns: &str,
-    dep: &Value,
-    owned: &[Value],
-    new_name: &str,
-) -> Result<(), String> {
-    let limit = dep
+/// `cleanupDeployment`: delete the old ReplicaSets beyond `revisionHistoryLimit`, lowest
+/// revision first, skipping any that still has replicas or is being deleted.
+pub fn cleanup(store: &Store, rsdef: &ResourceDef, dep: &Value, old: &[Value]) {
+    let Some(limit) = dep
         .pointer("/spec/revisionHistoryLimit")
         .and_then(Value::as_i64)
-        .unwrap_or(10)
-        .max(0) as usize;
-    let mut old: Vec<&Value> = owned
+        .filter(|l| *l != i64::from(i32::MAX))
+    else {
+        return;
+    };
+    let ns = meta_str(dep, "namespace").unwrap_or("default");
+    let mut alive: Vec<&Value> = old
         .iter()
-        .filter(|rs| {
-            name_of(rs) != new_name
-                && int(rs, "/spec/replicas") == 0
-                && int(rs, "/status/replicas") == 0
-        })
         .filter(|rs| rs.pointer("/metadata/deletionTimestamp").is_none())
         .collect();
-    if old.len() <= limit {
-        return Ok(());
+    let diff = alive.len() as i64 - limit.max(0);
+    if diff <= 0 {
+        return;
     }
-    old.sort_by_key(|rs| rev::revision_of(rs));
-    let excess = old.len() - limit;
-    for rs in old.into_iter().take(excess) {
+    alive.sort_by(|a, b| {
+        (
+            rev::revision_of(a),
+            meta_str(a, "creationTimestamp"),
+            name_of(a),
+        )
+            .cmp(&(
+                rev::revision_of(b),
+                meta_str(b, "creationTimestamp"),
+                name_of(b),
+            ))
+    });
+    for rs in alive.into_iter().take(diff as usize) {
+        if int(rs, "/status/replicas") != 0
+            || int(rs, "/spec/replicas") != 0
+            || int(rs, "/metadata/generation") > int(rs, "/status/observedGeneration")
+        {
+            continue;
+        }
         let _ = store.delete(rsdef, Some(ns), &name_of(rs), &DeleteOptions::default());
     }
-    Ok(())
 }
 
 /// The map at `key` of `v`, made an object (replacing any other value) if it is not one.
@@ -204,49 +205,6 @@ pub fn ensure_map<'a>(o: &'a mut Value, field: &str) -> &'a mut Map<String, Valu
         unreachable!("made an object above")
     };
     m
-}
-
-pub fn max_unavailable(dep: &Value, replicas: i64) -> i64 {
-    match dep.pointer("/spec/strategy/rollingUpdate/maxUnavailable") {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) => s
-            .strip_suffix('%')
-            .and_then(|p| p.parse::<i64>().ok())
-            .map(|p| replicas * p / 100)
-            .unwrap_or(0),
-        _ => replicas / 4,
-    }
-}
-
-/// The Deployment status computed from its ReplicaSets.
-pub fn status(
-    generation: i64,
-    owned: &[Value],
-    new_name: Option<&str>,
-    conds: &[Value],
-    dep: &Value,
-) -> Value {
-    let sum = |p: &str| owned.iter().map(|rs| int(rs, p)).sum::<i64>();
-    let updated = new_name
-        .and_then(|n| owned.iter().find(|rs| name_of(rs) == n))
-        .map(|rs| int(rs, "/status/replicas"))
-        .unwrap_or(0);
-    let replicas = sum("/status/replicas");
-    let available = sum("/status/availableReplicas");
-    let desired = dep
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let mut st = counts(&[
-        ("replicas", replicas),
-        ("updatedReplicas", updated),
-        ("readyReplicas", sum("/status/readyReplicas")),
-        ("availableReplicas", available),
-        ("unavailableReplicas", (desired - available).max(0)),
-    ]);
-    st.insert("observedGeneration".into(), json!(generation));
-    st.insert("conditions".into(), json!(conds));
-    Value::Object(st)
 }
 
 /// The ReplicaSet the controller creates for a template.

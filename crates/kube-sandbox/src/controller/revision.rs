@@ -1,6 +1,6 @@
 //! Deployment-controller helpers that do not touch the store: the pod-template hash,
-//! template equality ignoring `pod-template-hash`, revision annotations, conditions and
-//! max-surge arithmetic, following the real controller's rules (see the README).
+//! template equality ignoring `pod-template-hash`, revision annotations and the
+//! max-surge / max-unavailable arithmetic, following the real controller's rules (see the README).
 
 use serde_json::{Map, Value, json};
 
@@ -171,54 +171,61 @@ pub fn bump_revision(ann: &mut Map<String, Value>, new_rev: i64) {
     }
 }
 
-/// `maxSurge` of a Deployment for `replicas` (percentages round up; Recreate: 0).
-pub fn max_surge(dep: &Value, replicas: i64) -> i64 {
-    if dep.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
-        return 0;
-    }
-    match dep.pointer("/spec/strategy/rollingUpdate/maxSurge") {
+/// An int-or-string (`3`, `"3"`, `"25%"`) scaled against `total`, percentages rounded up or
+/// down (`intstr.GetScaledValueFromIntOrPercent`).
+fn scaled(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
+    match v {
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
         Some(Value::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
-            Some(p) => (replicas * p + 99) / 100,
+            Some(p) if round_up => (total * p + 99) / 100,
+            Some(p) => total * p / 100,
             None => s.parse().unwrap_or(0),
         },
-        _ => (replicas * 25 + 99) / 100,
+        _ => 0,
     }
 }
 
-/// Set a condition, keeping its times when nothing about it changes, and
-/// `lastTransitionTime` when only reason/message change.
-pub fn set_condition(
-    conds: &mut Vec<Value>,
-    ty: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: &str,
-) {
-    let fresh = json!({"type": ty, "status": status, "lastUpdateTime": now, "lastTransitionTime": now, "reason": reason, "message": message});
-    match conds
-        .iter_mut()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
-    {
-        Some(c) => {
-            let same_status = c.get("status").and_then(Value::as_str) == Some(status);
-            let same = same_status
-                && c.get("reason").and_then(Value::as_str) == Some(reason)
-                && c.get("message").and_then(Value::as_str) == Some(message);
-            if same {
-                return;
-            }
-            let transition = if same_status {
-                c.get("lastTransitionTime").cloned().unwrap_or(json!(now))
-            } else {
-                json!(now)
-            };
-            *c = fresh;
-            c["lastTransitionTime"] = transition;
-        }
-        None => conds.push(fresh),
+/// `(maxSurge, maxUnavailable)` of a RollingUpdate Deployment for `replicas`: surge rounds
+/// up, unavailability down, and when both come to 0 unavailability is 1
+/// (`deploymentutil.ResolveFenceposts`). Fields left out default to 25% as the API does.
+pub fn fenceposts(dep: &Value, replicas: i64) -> (i64, i64) {
+    let ru = dep.pointer("/spec/strategy/rollingUpdate");
+    let quarter = json!("25%");
+    let surge = scaled(
+        Some(ru.and_then(|r| r.get("maxSurge")).unwrap_or(&quarter)),
+        replicas,
+        true,
+    );
+    let unavailable = scaled(
+        Some(ru.and_then(|r| r.get("maxUnavailable")).unwrap_or(&quarter)),
+        replicas,
+        false,
+    );
+    if surge == 0 && unavailable == 0 {
+        return (0, 1);
     }
+    (surge, unavailable)
+}
+
+fn recreate(dep: &Value) -> bool {
+    dep.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate")
+}
+
+/// `maxSurge` of a Deployment for `replicas` (`deploymentutil.MaxSurge`; Recreate: 0).
+pub fn max_surge(dep: &Value, replicas: i64) -> i64 {
+    if recreate(dep) {
+        return 0;
+    }
+    fenceposts(dep, replicas).0
+}
+
+/// `maxUnavailable` of a Deployment for `replicas`, at most `replicas`
+/// (`deploymentutil.MaxUnavailable`; Recreate or no replicas: 0).
+pub fn max_unavailable(dep: &Value, replicas: i64) -> i64 {
+    if recreate(dep) || replicas == 0 {
+        return 0;
+    }
+    fenceposts(dep, replicas).1.min(replicas)
 }
 
 #[cfg(test)]
@@ -255,5 +262,17 @@ mod tests {
         assert_eq!(max_surge(&d, 1), 1);
         assert_eq!(max_surge(&d, 4), 1);
         assert_eq!(max_surge(&d, 5), 2);
+    }
+
+    #[test]
+    fn fenceposts_round_and_never_both_zero() {
+        let d = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}});
+        assert_eq!(fenceposts(&d, 1), (1, 0));
+        assert_eq!(fenceposts(&d, 4), (1, 1));
+        assert_eq!(max_unavailable(&d, 7), 1);
+        let z = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "10%"}}}});
+        assert_eq!(fenceposts(&z, 3), (0, 1));
+        let r = json!({"spec": {"strategy": {"type": "Recreate"}}});
+        assert_eq!((max_surge(&r, 3), max_unavailable(&r, 3)), (0, 0));
     }
 }
