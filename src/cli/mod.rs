@@ -76,7 +76,7 @@ pub enum Command {
         /// Where to write a kubeconfig pointing at the sandbox.
         #[arg(long)]
         kubeconfig: PathBuf,
-        /// How long the simulated Deployment controller takes to converge a rollout.
+        /// How long a simulated pod takes to become ready (a rolling update takes a few of these).
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         rollout_delay: std::time::Duration,
         /// Keep the certificates, token and objects in this directory (saved after every

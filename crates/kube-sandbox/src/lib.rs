@@ -60,7 +60,8 @@ pub struct SandboxOptions {
     /// Bearer token required on every request (401 Status otherwise); None: the one kept in
     /// `state_dir`, else a random one. One given that differs from the kept one is an error.
     pub token: Option<String>,
-    /// How long the simulated Deployment controller waits before status converges.
+    /// How long a simulated pod takes to become ready after its ReplicaSet is scaled up (a
+    /// rolling update takes a few of these).
     pub rollout_delay: Duration,
     /// How many past events are kept for watch resume; an older resourceVersion gets 410.
     pub watch_history: usize,

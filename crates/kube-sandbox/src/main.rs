@@ -16,7 +16,7 @@ const USAGE: &str =
 
   --kubeconfig FILE         where to write a kubeconfig for kubectl and clients
   --listen ADDR             address to listen on (default 127.0.0.1:0, a free port)
-  --rollout-delay DURATION  how long a simulated rollout takes to converge, as 1s or 250ms
+  --rollout-delay DURATION  how long a simulated pod takes to become ready, as 1s or 250ms
                             (default 1s)
   --state-dir DIR           keep the certificates, token and objects in DIR, saved after
                             every write, and start from them if DIR has them: restarted

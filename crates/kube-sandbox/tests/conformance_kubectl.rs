@@ -38,17 +38,10 @@ use common::{Env, Out, start};
 /// Checks that fail because of a known difference between the sandbox and a real cluster.
 /// Keep it exact: `Checks::finish` fails on a failure not listed here and on a listed check
 /// that passes.
-const KNOWN_DIVERGENCES: &[(&str, &str)] = &[
-    (
-        "rollback: the Deployment records kubectl-rollout as a field manager",
-        "the sandbox keeps no metadata.managedFields (no server-side apply)",
-    ),
-    (
-        "TestFailedDeployment: Progressing times out with ProgressDeadlineExceeded",
-        "the Deployment controller has no progressDeadlineSeconds and reads no unready_images: \
-     the rollout completes",
-    ),
-];
+const KNOWN_DIVERGENCES: &[(&str, &str)] = &[(
+    "rollback: the Deployment records kubectl-rollout as a field manager",
+    "the sandbox keeps no metadata.managedFields (no server-side apply)",
+)];
 
 // Images of test/cmd/legacy-script.sh.
 const IMAGE_DEPLOYMENT_R1: &str = "registry.k8s.io/nginx:test-cmd";
