@@ -13,16 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use jiff::Timestamp;
 use kube_sandbox::{Sandbox, SandboxOptions};
 use rollbackd::config::Config;
 use serde_json::Value;
-
-const WEB: &[(&str, &str)] = &[
-    ("alertname", "HighErrorRate"),
-    ("namespace", "default"),
-    ("deployment", "web"),
-];
 
 fn options(state: &Path) -> SandboxOptions {
     SandboxOptions {
@@ -111,15 +104,7 @@ async fn after_an_api_server_restart_a_bad_rollout_is_undone_once() {
     scenario::set_image(&env.api, "web", "nginx:4.0")
         .await
         .expect("rollout");
-    scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
-        .await
-        .expect("rolled out");
-    let (status, answer) = post_alert(
-        &running.addr.to_string(),
-        &scenario::alertmanager_payload(WEB, Timestamp::now()),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    alert_after_rollout(&env.api, &running).await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
     let web = scenario::wait_rolled_out(&env.api, "web", "5", Duration::from_secs(10))
@@ -281,15 +266,7 @@ async fn after_the_sandbox_process_is_killed_and_restarted_a_bad_rollout_is_undo
         },
     )
     .await;
-    scenario::wait_rolled_out(&api, "web", "4", Duration::from_secs(10))
-        .await
-        .expect("rolled out");
-    let (status, answer) = post_alert(
-        &running.addr.to_string(),
-        &scenario::alertmanager_payload(WEB, Timestamp::now()),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    alert_after_rollout(&api, &running).await;
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
     let web = scenario::wait_rolled_out(&api, "web", "5", Duration::from_secs(10))

@@ -19,12 +19,6 @@ use rollbackd::config::Config;
 use rollbackd::daemon::{self, Running};
 use serde_json::Value;
 
-const WEB: &[(&str, &str)] = &[
-    ("alertname", "HighErrorRate"),
-    ("namespace", "default"),
-    ("deployment", "web"),
-];
-
 /// `kubernetes.stale_after` in these tests: watches renew every 1s, a silent connection is
 /// dropped after 1.5s.
 const STALE_AFTER: &str = "3s";
@@ -125,15 +119,7 @@ async fn alert_during_outage(env: &Env, running: &Running) {
     scenario::set_image(&env.api, "web", "nginx:4.0")
         .await
         .expect("rollout");
-    scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
-        .await
-        .expect("rolled out");
-    let (status, answer) = post_alert(
-        &running.addr.to_string(),
-        &scenario::alertmanager_payload(WEB, Timestamp::now()),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    alert_after_rollout(&env.api, running).await;
     // Several sweeps of the decision worker.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(readyz(running).await.0, 503, "the outage is still on");

@@ -310,3 +310,24 @@ pub async fn set_rollout_image(api: &Api<DynamicObject>, name: &str, image: &str
         .await
         .expect("image set");
 }
+
+/// The labels of an alert about the Deployment `web` in `default`.
+pub const WEB: &[(&str, &str)] = &[
+    ("alertname", "HighErrorRate"),
+    ("namespace", "default"),
+    ("deployment", "web"),
+];
+
+/// Waits until `web` rolled out to revision 4, then posts an alert about it that starts now
+/// (after the rollout) and asserts the webhook recorded it.
+pub async fn alert_after_rollout(api: &Api<DynamicObject>, running: &Running) {
+    scenario::wait_rolled_out(api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("rolled out");
+    let (status, answer) = post_alert(
+        &running.addr.to_string(),
+        &scenario::alertmanager_payload(WEB, jiff::Timestamp::now()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}

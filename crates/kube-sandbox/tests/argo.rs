@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Env, eventually, kube_client, start};
+use common::{Env, eventually, kube_client, phase, st, start, wait};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -50,35 +50,6 @@ async fn service(client: &kube::Client, name: &str, app: &str) {
     svcs.create(&PostParams::default(), &svc)
         .await
         .expect("service created");
-}
-
-/// The Rollout as JSON once `ok` holds for it.
-async fn wait(
-    api: &Api<DynamicObject>,
-    name: &str,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(15, what, || async {
-        let ro = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-        ok(&ro).then_some(ro)
-    })
-    .await
-}
-
-fn st<'a>(ro: &'a Value, field: &str) -> &'a Value {
-    &ro["status"][field]
-}
-
-/// Trust the phase only once the generation has been observed (as rollbackd will).
-fn phase(ro: &Value) -> &str {
-    let observed =
-        st(ro, "observedGeneration").as_str() == Some(&ro["metadata"]["generation"].to_string());
-    if observed {
-        st(ro, "phase").as_str().unwrap_or_default()
-    } else {
-        ""
-    }
 }
 
 async fn replicasets(client: &kube::Client, app: &str) -> Vec<ReplicaSet> {

@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, kube_client, start};
+use common::{eventually, kube_client, phase, st, start, wait};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -99,35 +99,6 @@ async fn set_abort(api: &Api<DynamicObject>, name: &str, abort: bool) {
     )
     .await
     .expect("abort patch");
-}
-
-/// The Rollout as JSON once `ok` holds for it.
-async fn wait(
-    api: &Api<DynamicObject>,
-    name: &str,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(20, what, || async {
-        let ro = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-        ok(&ro).then_some(ro)
-    })
-    .await
-}
-
-fn st<'a>(ro: &'a Value, field: &str) -> &'a Value {
-    &ro["status"][field]
-}
-
-/// The phase, once the generation has been observed.
-fn phase(ro: &Value) -> &str {
-    let observed =
-        st(ro, "observedGeneration").as_str() == Some(&ro["metadata"]["generation"].to_string());
-    if observed {
-        st(ro, "phase").as_str().unwrap_or_default()
-    } else {
-        ""
-    }
 }
 
 fn condition<'a>(ro: &'a Value, ty: &str) -> &'a Value {

@@ -6,22 +6,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use common::{fast, kube_client, start};
+use common::{fast, image, kube_client, revision, start};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-
-fn revision(o: &Value) -> &str {
-    o.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-fn image(o: &Value) -> &str {
-    o.pointer("/spec/template/spec/containers/0/image")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_history_and_undo() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, eventually, fast, kube_client};
+use common::{Env, eventually, fast, image, kube_client, revision};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -27,18 +27,6 @@ fn rv(o: &Value) -> u64 {
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .expect("a numeric resourceVersion")
-}
-
-fn revision(o: &Value) -> &str {
-    o.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-fn image(o: &Value) -> &str {
-    o.pointer("/spec/template/spec/containers/0/image")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 fn opts(state: &Path) -> SandboxOptions {

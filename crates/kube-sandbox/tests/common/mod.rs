@@ -155,6 +155,50 @@ where
     }
 }
 
+/// An Argo Rollout as JSON once `ok` holds for it (at most 20 s).
+pub async fn wait(
+    api: &kube::Api<kube::api::DynamicObject>,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    eventually(20, what, || async {
+        let ro = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+        ok(&ro).then_some(ro)
+    })
+    .await
+}
+
+/// A Deployment's `deployment.kubernetes.io/revision` annotation ("" when it has none).
+pub fn revision(o: &serde_json::Value) -> &str {
+    o.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The image of a workload's first container ("" when it has none).
+pub fn image(o: &serde_json::Value) -> &str {
+    o.pointer("/spec/template/spec/containers/0/image")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+/// A field of an object's `status`.
+pub fn st<'a>(ro: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
+    &ro["status"][field]
+}
+
+/// A Rollout's phase, trusted only once its generation has been observed (as rollbackd does).
+pub fn phase(ro: &serde_json::Value) -> &str {
+    let observed =
+        st(ro, "observedGeneration").as_str() == Some(&ro["metadata"]["generation"].to_string());
+    if observed {
+        st(ro, "phase").as_str().unwrap_or_default()
+    } else {
+        ""
+    }
+}
+
 /// Every sandbox test runs under this bound, so a hang fails instead of blocking CI.
 pub async fn bounded(test: impl std::future::Future<Output = ()>) {
     if tokio::time::timeout(Duration::from_secs(90), test)
