@@ -191,26 +191,8 @@ impl Store {
         batch: &[(i64, &Alert, &Decision)],
         now: Timestamp,
     ) -> Result<Vec<Option<Recorded>>> {
-        let fence = self.fence();
-        let audit = self.audit_stamp();
-        let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (alert_id, alert, decision) in batch {
-            let recorded = record_decision_in(
-                &mut tx,
-                fence,
-                *alert_id,
-                alert,
-                decision,
-                now,
-                audit,
-                |_| Vec::new(),
-            )
-            .await?;
-            out.push(recorded);
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.record_batch(batch, now, self.audit_stamp(), |_, _| Vec::new())
+            .await
     }
 
     /// Records decisions that act on nothing, several in one transaction: a backlog of alerts
@@ -221,16 +203,26 @@ impl Store {
         &self,
         batch: &[(i64, &Alert, &Decision)],
         now: Timestamp,
+        notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
+    ) -> Result<Vec<Option<Recorded>>> {
+        debug_assert!(
+            batch.iter().all(|(_, _, d)| d.command.is_none()),
+            "acting decisions are recorded by record_intents"
+        );
+        self.record_batch(batch, now, None, notify).await
+    }
+
+    async fn record_batch(
+        &self,
+        batch: &[(i64, &Alert, &Decision)],
+        now: Timestamp,
+        audit: Option<&super::AuditStamp>,
         mut notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
     ) -> Result<Vec<Option<Recorded>>> {
         let fence = self.fence();
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(batch.len());
         for (i, (alert_id, alert, decision)) in batch.iter().enumerate() {
-            debug_assert!(
-                decision.command.is_none(),
-                "acting decisions are recorded alone"
-            );
             let recorded = record_decision_in(
                 &mut tx,
                 fence,
@@ -238,7 +230,7 @@ impl Store {
                 alert,
                 decision,
                 now,
-                None,
+                audit,
                 |incident| notify(i, incident),
             )
             .await?;
