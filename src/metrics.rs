@@ -142,6 +142,8 @@ pub struct Metrics {
     kubernetes_duration: Family<VerbLabel, Histogram>,
     poller_query_duration: Histogram,
     alert_to_action: Histogram,
+    alert_to_decision: Histogram,
+    decision_to_action: Histogram,
 }
 
 impl Default for Metrics {
@@ -209,6 +211,18 @@ impl Metrics {
             "alert_to_action_seconds",
             "From an alert's receipt to the recorded result of the action it caused",
             alert_to_action.clone(),
+        );
+        let alert_to_decision = latency_histogram();
+        registry.register(
+            "alert_to_decision_seconds",
+            "From an alert's receipt to its recorded decision (acting or not)",
+            alert_to_decision.clone(),
+        );
+        let decision_to_action = latency_histogram();
+        registry.register(
+            "decision_to_action_seconds",
+            "From an acting decision's recorded intent to the recorded result of its action",
+            decision_to_action.clone(),
         );
         registry.register(
             "poller_query_duration_seconds",
@@ -300,6 +314,8 @@ impl Metrics {
             kubernetes_duration,
             poller_query_duration,
             alert_to_action,
+            alert_to_decision,
+            decision_to_action,
         }
     }
 
@@ -363,6 +379,16 @@ impl Metrics {
     /// An action's result was recorded `took` after its alert was received.
     pub fn action_after_alert(&self, took: Duration) {
         self.alert_to_action.observe(took.as_secs_f64());
+    }
+
+    /// An alert's decision was recorded `took` after the alert was received.
+    pub fn decision_after_alert(&self, took: Duration) {
+        self.alert_to_decision.observe(took.as_secs_f64());
+    }
+
+    /// An action's result was recorded `took` after its intent.
+    pub fn action_after_decision(&self, took: Duration) {
+        self.decision_to_action.observe(took.as_secs_f64());
     }
 
     /// One poller evaluation: its result, and how long its query took.

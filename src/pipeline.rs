@@ -431,6 +431,7 @@ impl Pipeline {
             let Some(r) = r else { continue };
             if d.outcome != Outcome::StaleData {
                 self.metrics.decision(d.outcome);
+                self.metrics.decision_after_alert(since(p.received_at, now));
             }
             info!(alert = %p.alert.name(), incident = r.incident_id, outcome = d.outcome.code(),
                 "decision: {}", d.reason);
@@ -468,6 +469,8 @@ impl Pipeline {
             let Some(recorded) = recorded else { continue };
             info!(alert = %pending.alert.name(), incident = recorded.incident_id,
                 outcome = decision.outcome.code(), "decision: {}", decision.reason);
+            self.metrics
+                .decision_after_alert(since(pending.received_at, now));
             let (Some(action_id), Some(command)) = (recorded.action_id, &decision.command) else {
                 continue;
             };
@@ -484,6 +487,7 @@ impl Pipeline {
         )
         .await;
         crate::fault::point(crate::fault::BEFORE_RESULT).await;
+        let decided = now;
         let now = Timestamp::now();
         let mut messages = Vec::with_capacity(acting.len());
         let mut followups = Vec::with_capacity(acting.len());
@@ -535,9 +539,9 @@ impl Pipeline {
             acting.iter().zip(&results).zip(&messages)
         {
             self.queued(*incident_id, messages.len());
-            let took = now.duration_since(pending.received_at);
             self.metrics
-                .action_after_alert(Duration::try_from(took).unwrap_or_default());
+                .action_after_alert(since(pending.received_at, now));
+            self.metrics.action_after_decision(since(decided, now));
             self.tell_cluster(
                 *incident_id,
                 decision.workload.as_ref(),
@@ -712,6 +716,11 @@ impl Round {
             Command::UndoDeployment(_) | Command::AbortRollout(_) | Command::UndoRollout(_)
         )
     }
+}
+
+/// The time from `from` to `to`, zero if the clock went back.
+fn since(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or_default()
 }
 
 /// An error and its sources on one line, for logs.

@@ -35,10 +35,13 @@ async fn a_rollback_leaves_an_event_and_an_annotation_on_the_deployment() {
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
     let metrics = running.state.metrics.render();
-    assert!(
-        metrics.contains("rollbackd_alert_to_action_seconds_count 1"),
-        "{metrics}"
-    );
+    for histogram in [
+        "rollbackd_alert_to_action_seconds_count 1",
+        "rollbackd_alert_to_decision_seconds_count 1",
+        "rollbackd_decision_to_action_seconds_count 1",
+    ] {
+        assert!(metrics.contains(histogram), "{histogram}:\n{metrics}");
+    }
 
     let events: Api<DynamicObject> = Api::namespaced_with(
         env.client.clone(),
