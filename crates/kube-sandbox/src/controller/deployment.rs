@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 
 use super::deployment_pods::Pods;
 use super::deployment_status::{self as ds, PROGRESSING, progress_deadline, replicas};
-use super::objects::{self, controller_uid, ensure_map, int, name_of, new_replicaset, obj_at};
+use super::objects::{
+    self, controller_ref, controller_uid, ensure_map, int, name_of, new_replicaset, obj_at,
+};
 use super::revision as rev;
 use super::{Controller, Key, Pace, Requeue};
 use crate::resources::ResourceDef;
@@ -68,20 +70,22 @@ impl Controller for DeploymentController {
         match ev.key.as_str() {
             "apps/deployments" => vec![(ev.namespace.clone(), name_of(&ev.object))],
             "apps/replicasets" => {
-                let Some(uid) =
-                    controller_uid(&ev.object).or_else(|| ev.old.as_ref().and_then(controller_uid))
+                // `resolveControllerRef`: the Deployment the controller reference names, if
+                // its uid is the one referenced (a lookup by name, not a scan).
+                let Some((name, uid)) =
+                    controller_ref(&ev.object).or_else(|| ev.old.as_ref().and_then(controller_ref))
                 else {
                     return vec![];
                 };
                 let Some(def) = store.registry.find("apps", "v1", "deployments") else {
                     return vec![];
                 };
-                let (deps, _) = store.list(def, Some(&ev.namespace), |d| {
-                    meta_str(d, "uid") == Some(uid)
-                });
-                deps.iter()
-                    .map(|d| (ev.namespace.clone(), name_of(d)))
-                    .collect()
+                match store.get(def, Some(&ev.namespace), name) {
+                    Ok(d) if meta_str(&d, "uid") == Some(uid) => {
+                        vec![(ev.namespace.clone(), name.to_string())]
+                    }
+                    _ => vec![],
+                }
             }
             _ => vec![],
         }

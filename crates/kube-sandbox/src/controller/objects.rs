@@ -21,15 +21,20 @@ pub fn name_of(v: &Value) -> String {
 
 /// The uid of an object's controller ownerReference of kind Deployment.
 pub fn controller_uid(o: &Value) -> Option<&str> {
-    o.pointer("/metadata/ownerReferences")?
+    controller_ref(o).map(|(_, uid)| uid)
+}
+
+/// The name and uid of the controlling Deployment's ownerReference.
+pub fn controller_ref(o: &Value) -> Option<(&str, &str)> {
+    let r = o
+        .pointer("/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| {
             r.get("controller").and_then(Value::as_bool) == Some(true)
                 && r.get("kind").and_then(Value::as_str) == Some("Deployment")
-        })?
-        .get("uid")?
-        .as_str()
+        })?;
+    Some((r.get("name")?.as_str()?, r.get("uid")?.as_str()?))
 }
 
 /// Drop zero counters like the real API's `omitempty`.
