@@ -82,10 +82,7 @@ impl Store {
             set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
             let rv = Store::next_rv(&mut st);
             set_meta(&mut marked, "resourceVersion", json!(rv.to_string()));
-            st.objects
-                .entry(def.storage_key())
-                .or_default()
-                .insert(key, marked.clone());
+            st.put(&def.storage_key(), ns, name, marked.clone());
             let ev = Event {
                 rv,
                 key: def.storage_key(),
@@ -134,10 +131,7 @@ impl Store {
         ns: &str,
         name: &str,
     ) -> Option<Value> {
-        let mut obj = st
-            .objects
-            .get_mut(&key)?
-            .remove(&(ns.to_string(), name.to_string()))?;
+        let mut obj = st.take(&key, ns, name)?;
         let old = obj.clone();
         let rv = Store::next_rv(st);
         set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
@@ -225,10 +219,7 @@ impl Store {
                     );
                     let rv = Store::next_rv(st);
                     set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
-                    st.objects
-                        .entry(key.clone())
-                        .or_default()
-                        .insert((ns.clone(), name), new.clone());
+                    st.put(&key, &ns, &name, new.clone());
                     let ev = Event {
                         rv,
                         key,

@@ -17,7 +17,7 @@
 //! restarted kube-apiserver, which is filled by one list: a watch from an older
 //! resourceVersion gets 410 Expired, one from the current resourceVersion goes on.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -51,9 +51,18 @@ pub type EventReceiver = broadcast::Receiver<Arc<Event>>;
 
 pub(crate) type Objects = BTreeMap<(String, String), Value>;
 
+/// Where an object is stored: its storage key, namespace and name.
+type Place = (String, String, String);
+
 pub(crate) struct State {
     pub rv: u64,
+    /// Every object. Read it freely; change it only through [`State::put`] and
+    /// [`State::take`], which keep `owned` in step.
     pub objects: HashMap<String, Objects>,
+    /// For each owner uid, the objects whose ownerReferences name it: how a controller finds
+    /// its ReplicaSets without reading every ReplicaSet of the namespace (kube-controller-
+    /// manager's informers keep the same index).
+    owned: HashMap<String, BTreeSet<Place>>,
     history: VecDeque<Arc<Event>>,
     /// Highest resourceVersion whose event has been dropped from the history (or, after a
     /// restore, the resourceVersion the history starts after).
@@ -103,6 +112,100 @@ impl Drop for Locked<'_> {
     }
 }
 
+/// The uids an object's ownerReferences name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("uid").and_then(Value::as_str))
+}
+
+impl State {
+    /// A state at `rv` holding `objects`, with no history before `evicted_upto`.
+    fn new(
+        rv: u64,
+        objects: HashMap<String, Objects>,
+        evicted_upto: u64,
+        persister: Option<Persister>,
+    ) -> Self {
+        let mut owned: HashMap<String, BTreeSet<Place>> = HashMap::new();
+        for (key, m) in &objects {
+            for ((ns, name), obj) in m {
+                for uid in owner_uids(obj) {
+                    owned.entry(uid.to_string()).or_default().insert((
+                        key.clone(),
+                        ns.clone(),
+                        name.clone(),
+                    ));
+                }
+            }
+        }
+        Self {
+            rv,
+            objects,
+            owned,
+            history: VecDeque::new(),
+            evicted_upto,
+            pending: Vec::new(),
+            persister,
+        }
+    }
+
+    /// Stores `obj` at `key` (storage key) and `(ns, name)`; returns what it replaced.
+    pub(crate) fn put(&mut self, key: &str, ns: &str, name: &str, obj: Value) -> Option<Value> {
+        let place = (key.to_string(), ns.to_string(), name.to_string());
+        let owners: BTreeSet<String> = owner_uids(&obj).map(str::to_string).collect();
+        let old = self
+            .objects
+            .entry(place.0.clone())
+            .or_default()
+            .insert((place.1.clone(), place.2.clone()), obj);
+        if let Some(old) = &old {
+            self.unindex(old, &place, &owners);
+        }
+        for uid in owners {
+            self.owned.entry(uid).or_default().insert(place.clone());
+        }
+        old
+    }
+
+    /// Removes the object at `key` and `(ns, name)`, if there is one.
+    pub(crate) fn take(&mut self, key: &str, ns: &str, name: &str) -> Option<Value> {
+        let old = self
+            .objects
+            .get_mut(key)?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        let place = (key.to_string(), ns.to_string(), name.to_string());
+        self.unindex(&old, &place, &BTreeSet::new());
+        Some(old)
+    }
+
+    /// Drops `place` from the index of each owner `old` named and `kept` does not.
+    fn unindex(&mut self, old: &Value, place: &Place, kept: &BTreeSet<String>) {
+        for uid in owner_uids(old).filter(|uid| !kept.contains(*uid)) {
+            if let Some(set) = self.owned.get_mut(uid) {
+                set.remove(place);
+                if set.is_empty() {
+                    self.owned.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// The objects of storage key `key` in namespace `ns` whose ownerReferences name `uid`.
+    fn owned_by(&self, key: &str, ns: &str, uid: &str) -> Vec<Value> {
+        self.owned
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter(|(k, n, _)| k == key && n == ns)
+            .filter_map(|(k, n, name)| self.objects.get(k)?.get(&(n.clone(), name.clone())))
+            .cloned()
+            .collect()
+    }
+}
+
 pub struct Store {
     pub registry: Registry,
     state: Mutex<State>,
@@ -147,15 +250,10 @@ impl Store {
     ) -> Self {
         let (tx, _) = broadcast::channel(8192);
         let fresh = restored.is_none();
-        let (rv, objects) = restored.map_or_else(|| (1, HashMap::new()), |r| (r.rv, r.objects));
-        let state = State {
-            rv,
-            objects,
-            history: VecDeque::new(),
+        let state = match restored {
             // Nothing before the restored revision can be replayed.
-            evicted_upto: if fresh { 0 } else { rv },
-            pending: Vec::new(),
-            persister,
+            Some(r) => State::new(r.rv, r.objects, r.rv, persister),
+            None => State::new(1, HashMap::new(), 0, persister),
         };
         let store = Self {
             registry,
@@ -235,6 +333,12 @@ impl Store {
         } else {
             ""
         }
+    }
+
+    /// The objects of `def` in namespace `ns` whose ownerReferences name `uid`, in no
+    /// particular order: what a controller owns, found through the owner index.
+    pub fn owned_by(&self, def: &ResourceDef, ns: &str, uid: &str) -> Vec<Value> {
+        self.lock().owned_by(&def.storage_key(), ns, uid)
     }
 
     /// All objects of a resource (in one namespace, or all), sorted by namespace and name,
@@ -319,5 +423,56 @@ impl Store {
         st.objects
             .get("/namespaces")
             .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(name: &str, owners: &[&str]) -> Value {
+        let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u})).collect();
+        json!({"metadata": {"name": name, "ownerReferences": refs}})
+    }
+
+    fn names(st: &State, ns: &str, uid: &str) -> Vec<String> {
+        let mut out: Vec<String> = st
+            .owned_by("apps/replicasets", ns, uid)
+            .iter()
+            .filter_map(|o| meta_str(o, "name").map(str::to_string))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_owner_index_follows_every_put_and_take() {
+        let mut st = State::new(1, HashMap::new(), 0, None);
+        st.put("apps/replicasets", "a", "r1", rs("r1", &["d1"]));
+        st.put("apps/replicasets", "a", "r2", rs("r2", &["d1", "d2"]));
+        st.put("apps/replicasets", "b", "r1", rs("r1", &["d1"]));
+        st.put("apps/deployments", "a", "x", rs("x", &["d1"]));
+        assert_eq!(names(&st, "a", "d1"), ["r1", "r2"]);
+        assert_eq!(names(&st, "b", "d1"), ["r1"]);
+        assert_eq!(names(&st, "a", "d2"), ["r2"]);
+
+        // An ownerReference dropped (the garbage collector orphaning), one kept.
+        st.put("apps/replicasets", "a", "r2", rs("r2", &["d2"]));
+        assert_eq!(names(&st, "a", "d1"), ["r1"]);
+        assert_eq!(names(&st, "a", "d2"), ["r2"]);
+
+        st.take("apps/replicasets", "a", "r1");
+        st.take("apps/replicasets", "a", "r2");
+        st.take("apps/replicasets", "a", "never");
+        assert!(names(&st, "a", "d1").is_empty());
+        assert!(
+            !st.owned.contains_key("d2"),
+            "an owner with nothing left is dropped"
+        );
+
+        // A restored state indexes what it was given.
+        let again = State::new(9, st.objects.clone(), 9, None);
+        assert_eq!(names(&again, "b", "d1"), ["r1"]);
+        assert_eq!(again.owned.len(), st.owned.len());
     }
 }

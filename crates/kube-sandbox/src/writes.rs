@@ -198,10 +198,7 @@ impl Store {
         }
         let rv = Store::next_rv(&mut st);
         set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        st.objects
-            .entry(def.storage_key())
-            .or_default()
-            .insert(key, obj.clone());
+        st.put(&def.storage_key(), ns, &name, obj.clone());
         let ev = Event {
             rv,
             key: def.storage_key(),
@@ -384,10 +381,7 @@ impl Store {
         }
         let rv = Store::next_rv(&mut st);
         set_meta(&mut result, "resourceVersion", json!(rv.to_string()));
-        st.objects
-            .entry(def.storage_key())
-            .or_default()
-            .insert(key, result.clone());
+        st.put(&def.storage_key(), ns, name, result.clone());
         let ev = Event {
             rv,
             key: def.storage_key(),

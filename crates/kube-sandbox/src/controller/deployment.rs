@@ -146,9 +146,8 @@ impl DeploymentController {
     ) -> Result<Option<Duration>, String> {
         let uid = meta_str(&dep, "uid").unwrap_or_default().to_string();
         let owned = || {
-            let (mut owned, _) = store.list(rsdef, Some(&key.0), |rs| {
-                controller_uid(rs) == Some(uid.as_str())
-            });
+            let mut owned = store.owned_by(rsdef, &key.0, &uid);
+            owned.retain(|rs| controller_uid(rs) == Some(uid.as_str()));
             owned.sort_by(|a, b| {
                 (meta_str(a, "creationTimestamp"), name_of(a))
                     .cmp(&(meta_str(b, "creationTimestamp"), name_of(b)))

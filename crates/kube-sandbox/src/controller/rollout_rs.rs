@@ -61,7 +61,8 @@ pub fn rollout_owner_uid(o: &Value) -> Option<&str> {
 
 /// Owned ReplicaSets, oldest first (`ReplicaSetsByCreationTimestamp`).
 pub fn owned(store: &Store, rsdef: &ResourceDef, ns: &str, uid: &str) -> Vec<Value> {
-    let (mut rss, _) = store.list(rsdef, Some(ns), |rs| {
+    let mut rss = store.owned_by(rsdef, ns, uid);
+    rss.retain(|rs| {
         rollout_owner_uid(rs) == Some(uid) && rs.pointer("/metadata/deletionTimestamp").is_none()
     });
     rss.sort_by(|a, b| {
