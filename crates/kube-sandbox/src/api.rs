@@ -20,7 +20,7 @@ use super::server::{Shared, error_response, json_response};
 use super::status::{ApiError, delete_success};
 use super::table;
 use super::writes::Part;
-use super::{protobuf, scale, watch};
+use super::{paging, protobuf, scale, watch};
 
 /// What a resource path names.
 pub struct Target {
@@ -215,21 +215,30 @@ async fn serve_inner(
         }
         "list" => {
             let (labels, fields) = selectors(def, &q)?;
+            let (limit, from) = chunking(&q)?;
             let (items, rv) =
                 store.list(def, ns, |o| labels.matches_object(o) && fields.matches(o));
-            let items: Vec<Value> = items.into_iter().map(|o| present(def, o)).collect();
+            let chunk = paging::chunk(items, rv, limit, from.as_ref());
+            let items: Vec<Value> = chunk.items.into_iter().map(|o| present(def, o)).collect();
+            let mut meta = json!({"resourceVersion": chunk.rv.to_string()});
+            if let Some((token, remaining)) = chunk.next {
+                meta["continue"] = json!(token);
+                // As etcd's store: counted only when no selector filtered the list.
+                if labels.is_empty() && fields.is_empty() {
+                    meta["remainingItemCount"] = json!(remaining);
+                }
+            }
             if as_table {
-                return Ok(json_response(
-                    200,
-                    &table::table(def, &items, Some(rv), &include),
-                ));
+                let mut t = table::table(def, &items, None, &include);
+                t["metadata"] = meta;
+                return Ok(json_response(200, &t));
             }
             Ok(json_response(
                 200,
                 &json!({
                     "kind": format!("{}List", def.kind),
                     "apiVersion": def.api_version(),
-                    "metadata": {"resourceVersion": rv.to_string()},
+                    "metadata": meta,
                     "items": items,
                 }),
             ))
@@ -327,6 +336,29 @@ fn scale_def(def: &ResourceDef) -> ResourceDef {
         strategic_merge: true,
         ..def.clone()
     }
+}
+
+/// `limit` and `continue` of a list. As kube-apiserver, a list at `resourceVersion=0` is served
+/// whole from the watch cache, whatever its limit.
+fn chunking(q: &QueryParams) -> Result<(Option<usize>, Option<paging::Continue>), ApiError> {
+    let from = q
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(paging::Continue::parse)
+        .transpose()?;
+    if from.is_some() && q.get("resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        None => None,
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("limit: Invalid value: \"{l}\": must be an integer"))
+        })?),
+    };
+    let from_cache = q.get("resourceVersion") == Some("0");
+    Ok((limit.filter(|_| !from_cache), from))
 }
 
 fn selectors(

@@ -25,6 +25,7 @@ mod discovery;
 mod gc;
 mod kinds;
 mod openapi;
+mod paging;
 mod patch;
 mod protobuf;
 mod protobuf_schema;

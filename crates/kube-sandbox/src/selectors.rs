@@ -202,6 +202,10 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     /// Parse, refusing labels the resource does not support, like the real server does.
     pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut terms = Vec::new();

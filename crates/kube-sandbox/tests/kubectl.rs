@@ -350,3 +350,56 @@ async fn kubectl_pause_history_limit_and_events_body() {
     );
     assert!(described.contains("NewReplicaSetAvailable"), "{described}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_reads_a_list_in_chunks() {
+    common::bounded(kubectl_get_reads_a_list_in_chunks_body()).await;
+}
+
+/// `kubectl get` asks for 500 at a time (`--chunk-size`) and follows `continue`: with a chunk
+/// of 2, seven ConfigMaps in two namespaces take four requests and come out once each, in
+/// order, under one header.
+async fn kubectl_get_reads_a_list_in_chunks_body() {
+    let env = start(fast()).await;
+    env.ok(&["create", "namespace", "a-b"]).await;
+    for (ns, name) in [
+        ("default", "c0"),
+        ("default", "c1"),
+        ("default", "c2"),
+        ("a-b", "c3"),
+        ("a-b", "c4"),
+        ("a-b", "c5"),
+        ("a-b", "c6"),
+    ] {
+        env.ok(&["create", "configmap", name, "-n", ns]).await;
+    }
+    env.sb.clear_requests();
+    let out = env
+        .ok(&["get", "configmaps", "-A", "--chunk-size=2", "--no-headers"])
+        .await;
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|n| n.starts_with('c') && n.len() == 2)
+        .collect();
+    assert_eq!(names, ["c3", "c4", "c5", "c6", "c0", "c1", "c2"], "{out}");
+    let lists: Vec<String> = env
+        .sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path_only() == "/api/v1/configmaps")
+        .map(|r| r.path)
+        .collect();
+    let all = out.lines().count();
+    assert_eq!(lists.len(), all.div_ceil(2), "{lists:#?}");
+    assert!(lists.iter().all(|p| p.contains("limit=2")), "{lists:#?}");
+    assert!(
+        lists.iter().skip(1).all(|p| p.contains("continue=")),
+        "{lists:#?}"
+    );
+
+    let out = env
+        .ok(&["get", "configmaps", "-A", "--chunk-size=2", "-o", "name"])
+        .await;
+    assert_eq!(out.lines().count(), all, "{out}");
+}
