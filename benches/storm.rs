@@ -13,8 +13,9 @@
 //! undo, the storm's first alert → the last undo, undos per Deployment (must be exactly one),
 //! and the daemon's RSS at ready and at its peak.
 //!
-//! `STORM_SCALE=10000 cargo bench --bench storm` measures memory at scale instead: that many
-//! Deployments with three ReplicaSets each, then a daemon's time to ready and its RSS at ready.
+//! `STORM_SCALE=2000,5000,10000 cargo bench --bench storm` measures scale instead: one namespace
+//! grown to each size in turn, Deployments with three ReplicaSets each; at each size a fresh
+//! daemon's time to ready, its RSS at ready, and alert → undo for 20 Deployments.
 
 mod common;
 
@@ -181,11 +182,22 @@ async fn create_namespace(client: &kube::Client, namespace: &str) {
         .expect("namespace created");
 }
 
-/// `count` Deployments of `namespace` with the given revisions, 32 at a time.
+/// `count` Deployments of a new `namespace` with the given revisions, 32 at a time.
 async fn deploy_many(client: &kube::Client, namespace: &str, count: usize, images: &[&str]) {
     create_namespace(client, namespace).await;
+    deploy_range(client, namespace, 0..count, images).await;
+}
+
+/// Deployments `d-N` for each N of `which` in `namespace`, with the given revisions, each
+/// rolled out and waited for, 32 at a time.
+async fn deploy_range(
+    client: &kube::Client,
+    namespace: &str,
+    which: std::ops::Range<usize>,
+    images: &[&str],
+) {
     let api = scenario::deployments_api(client.clone(), namespace);
-    futures::stream::iter(0..count)
+    futures::stream::iter(which)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -224,44 +236,71 @@ async fn reroll(client: &kube::Client, namespace: &str, count: usize, image: &st
         .await;
 }
 
-/// Memory at scale: `count` Deployments × 3 ReplicaSets, time to ready and RSS at ready.
+/// B3, at scale: for each of `sizes` (ascending), the namespace grown to that many
+/// Deployments × 3 ReplicaSets, then a fresh daemon's time to ready, its RSS at ready, and
+/// alert → undo for 20 of the Deployments, one at a time.
 async fn scale(
+    sandbox: &Sandbox,
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     client: &kube::Client,
-    count: usize,
+    sizes: &[usize],
 ) {
-    let seeded = Instant::now();
-    deploy_many(client, "scale", count, &["app:1", "app:2", "app:3"]).await;
-    println!(
-        "{:<40} {:.1}s",
-        format!("seeded {count} Deployments x 3 ReplicaSets"),
-        seeded.elapsed().as_secs_f64()
-    );
-    let started = Instant::now();
-    let (daemon, _) = start_daemon(dir, kubeconfig, "scale", true).await;
-    let ready = started.elapsed().as_secs_f64();
-    let pid = daemon.0.id();
-    println!(
-        "{:<40} ready in {ready:.1}s, RSS at ready {:.0} MiB (peak {:.0} MiB), {:.1} kB per Deployment",
-        format!("daemon over {count} Deployments"),
-        mib(pid, "VmRSS"),
-        mib(pid, "VmHWM"),
-        mib(pid, "VmRSS") * 1024.0 / count as f64
-    );
-    println!(
-        "{:<40} anonymous {:.0} MiB, file-backed (the binary's pages) {:.0} MiB",
-        "  of which",
-        mib(pid, "RssAnon"),
-        mib(pid, "RssFile")
-    );
-    // A profiler writes its report at exit: stop the daemon with SIGTERM, not SIGKILL.
-    if std::env::var("STORM_DAEMON_WRAPPER").is_ok() {
-        let mut daemon = daemon;
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let _ = daemon.0.wait();
+    const ALERTS: usize = 20;
+    create_namespace(client, "scale").await;
+    let mut seeded = 0;
+    for &count in sizes {
+        let started = Instant::now();
+        deploy_range(client, "scale", seeded..count, &["app:1", "app:2", "app:3"]).await;
+        println!(
+            "{:<40} {:.1}s",
+            format!("seeded {} more Deployments x 3 ReplicaSets", count - seeded),
+            started.elapsed().as_secs_f64()
+        );
+        sandbox.clear_requests();
+        // Each size's daemon starts from an empty store.
+        for suffix in ["", "-journal"] {
+            let _ = std::fs::remove_file(dir.join(format!("scale.db{suffix}")));
+        }
+        let started = Instant::now();
+        let (daemon, url) = start_daemon(dir, kubeconfig, "scale", true).await;
+        let ready = started.elapsed().as_secs_f64();
+        let pid = daemon.0.id();
+        let (rss, hwm, anon, file) = (
+            mib(pid, "VmRSS"),
+            mib(pid, "VmHWM"),
+            mib(pid, "RssAnon"),
+            mib(pid, "RssFile"),
+        );
+        println!(
+            "{:<40} ready in {ready:.1}s, RSS at ready {rss:.0} MiB (peak {hwm:.0} MiB), {:.1} kB per Deployment",
+            format!("daemon over {count} Deployments"),
+            rss * 1024.0 / count as f64
+        );
+        println!(
+            "{:<40} anonymous {anon:.0} MiB, file-backed (the binary's pages) {file:.0} MiB",
+            "  of which",
+        );
+        let first = seeded.max(count - ALERTS.min(count));
+        let (mut sent, _) = one_by_one(sandbox, &url, "scale", first..count).await;
+        sent.sort_by(f64::total_cmp);
+        println!(
+            "{:<40} n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            "  alert -> undo applied, one at a time",
+            sent.len(),
+            percentile(&sent, 0.5),
+            percentile(&sent, 0.99),
+            sent[sent.len() - 1]
+        );
+        // A profiler writes its report at exit: stop the daemon with SIGTERM, not SIGKILL.
+        if std::env::var("STORM_DAEMON_WRAPPER").is_ok() {
+            let mut daemon = daemon;
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let _ = daemon.0.wait();
+        }
+        seeded = count;
     }
 }
 
@@ -320,6 +359,44 @@ async fn start_daemon(
     (daemon, format!("{base}/api/v1/alerts"))
 }
 
+/// Alerts about Deployments `which` of `namespace`, one at a time, each waited for until its
+/// undo is applied: the times from each POST sent and from its answer to the undo, in ms.
+async fn one_by_one(
+    sandbox: &Sandbox,
+    url: &str,
+    namespace: &str,
+    which: std::ops::Range<usize>,
+) -> (Vec<f64>, Vec<f64>) {
+    let http = reqwest::Client::new();
+    let (mut sent, mut answered) = (Vec::new(), Vec::new());
+    for i in which {
+        let body = scenario::alertmanager_payload(
+            &[
+                ("alertname", "HighErrorRate"),
+                ("namespace", namespace),
+                ("deployment", &format!("d-{i}")),
+            ],
+            Timestamp::now(),
+        );
+        // A short log, so that looking for the undo costs little beside what is measured.
+        sandbox.clear_requests();
+        let started = Instant::now();
+        let answer = http.post(url).json(&body).send().await.expect("posted");
+        assert!(answer.status().is_success());
+        let answered_at = Instant::now();
+        while !undos(sandbox, namespace).contains_key(&i) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no undo of d-{i}"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        sent.push(started.elapsed().as_secs_f64() * 1000.0);
+        answered.push(answered_at.elapsed().as_secs_f64() * 1000.0);
+    }
+    (sent, answered)
+}
+
 /// B1, at rest: one alert at a time, alert → undo applied, against `kubectl rollout undo` as a
 /// whole process on equivalent Deployments of the same sandbox (discovery cache warm).
 async fn at_rest(
@@ -332,33 +409,7 @@ async fn at_rest(
     deploy_many(client, "rest", N, &["app:1", "app:2"]).await;
     deploy_many(client, "kubectl", N, &["app:1", "app:2"]).await;
     let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true).await;
-    let http = reqwest::Client::new();
-    let (mut ours, mut after_answer) = (Vec::new(), Vec::new());
-    for i in 0..N {
-        let body = scenario::alertmanager_payload(
-            &[
-                ("alertname", "HighErrorRate"),
-                ("namespace", "rest"),
-                ("deployment", &format!("d-{i}")),
-            ],
-            Timestamp::now(),
-        );
-        // A short log, so that looking for the undo costs little beside what is measured.
-        sandbox.clear_requests();
-        let started = Instant::now();
-        let answer = http.post(&url).json(&body).send().await.expect("posted");
-        assert!(answer.status().is_success());
-        let answered = Instant::now();
-        while !undos(sandbox, "rest").contains_key(&i) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no undo of d-{i}"
-            );
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        ours.push(started.elapsed().as_secs_f64() * 1000.0);
-        after_answer.push(answered.elapsed().as_secs_f64() * 1000.0);
-    }
+    let (mut ours, mut after_answer) = one_by_one(sandbox, &url, "rest", 0..N).await;
     let cache = dir.join("kubectl-cache");
     let mut theirs = Vec::new();
     for i in 0..N {
@@ -511,11 +562,17 @@ async fn main() {
         .await
         .expect("client");
 
-    if let Some(count) = std::env::var("STORM_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        scale(dir.path(), &kubeconfig, &client, count).await;
+    if let Ok(sizes) = std::env::var("STORM_SCALE") {
+        let mut sizes: Vec<usize> = sizes
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("STORM_SCALE: sizes such as 2000,5000,10000")
+            })
+            .collect();
+        sizes.sort_unstable();
+        scale(&sandbox, dir.path(), &kubeconfig, &client, &sizes).await;
         return;
     }
     println!(
