@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use common::{Daemon, mib, percentile};
+use common::{Daemon, histogram_mean_ms, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube_sandbox::{Sandbox, SandboxOptions};
@@ -291,6 +291,18 @@ async fn scale(
             percentile(&sent, 0.5),
             percentile(&sent, 0.99),
             sent[sent.len() - 1]
+        );
+        let metrics = reqwest::get(url.replace("/api/v1/alerts", "/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics read");
+        println!(
+            "{:<40} alert -> decision {:.1}ms, decision -> action {:.1}ms (the daemon's histograms)",
+            "  of which, on average",
+            histogram_mean_ms(&metrics, "rollbackd_alert_to_decision_seconds"),
+            histogram_mean_ms(&metrics, "rollbackd_decision_to_action_seconds"),
         );
         // A profiler writes its report at exit: stop the daemon with SIGTERM, not SIGKILL.
         if std::env::var("STORM_DAEMON_WRAPPER").is_ok() {

@@ -32,3 +32,25 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// The mean of a Prometheus histogram `name` in the text exposition `metrics`, in ms (its
+/// `_sum` over its `_count`, summed over labels); NaN without observations.
+pub fn histogram_mean_ms(metrics: &str, name: &str) -> f64 {
+    let total = |suffix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(suffix))
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let count = total("_count");
+    if count == 0.0 {
+        f64::NAN
+    } else {
+        1000.0 * total("_sum") / count
+    }
+}

@@ -216,9 +216,9 @@ async fn serve_inner(
         "list" => {
             let (labels, fields) = selectors(def, &q)?;
             let (limit, from) = chunking(&q)?;
-            let (items, rv) =
-                store.list(def, ns, |o| labels.matches_object(o) && fields.matches(o));
-            let chunk = paging::chunk(items, rv, limit, from.as_ref());
+            let chunk = paging::chunk(store, def, ns, limit, from.as_ref(), |o| {
+                labels.matches_object(o) && fields.matches(o)
+            });
             let items: Vec<Value> = chunk.items.into_iter().map(|o| present(def, o)).collect();
             let mut meta = json!({"resourceVersion": chunk.rv.to_string()});
             if let Some((token, remaining)) = chunk.next {

@@ -19,7 +19,9 @@
 
 use serde_json::{Value, json};
 
+use crate::resources::ResourceDef;
 use crate::status::ApiError;
+use crate::store::Store;
 
 /// Where a chunked list resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,41 +121,44 @@ pub struct Chunk {
     pub next: Option<(String, usize)>,
 }
 
-/// Cuts `items` (sorted by namespace and name, current at `rv`) into the chunk that `limit`
-/// and `from` ask for.
-pub fn chunk(items: Vec<Value>, rv: u64, limit: Option<usize>, from: Option<&Continue>) -> Chunk {
-    let rv = from.map_or(rv, |c| c.rv);
-    let mut items: Vec<Value> = match from {
-        Some(c) => items
-            .into_iter()
-            .skip_while(|o| key_of(o) <= c.after)
-            .collect(),
-        None => items,
-    };
-    let Some(limit) = limit.filter(|l| *l > 0 && *l < items.len()) else {
-        return Chunk {
-            items,
-            rv,
-            next: None,
-        };
-    };
-    let remaining = items.len() - limit;
-    items.truncate(limit);
-    let after = items.last().map(key_of).unwrap_or_default();
-    let token = Continue { rv, after }.token();
-    Chunk {
-        items,
-        rv,
-        next: Some((token, remaining)),
-    }
+/// The chunk of the objects of `def` in `ns` that `filter` keeps which `limit` and `from`
+/// ask for.
+pub fn chunk(
+    store: &Store,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    limit: Option<usize>,
+    from: Option<&Continue>,
+    filter: impl Fn(&Value) -> bool,
+) -> Chunk {
+    let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let (items, now, remaining) = store.list_chunk(def, ns, from.map(|c| &c.after), limit, filter);
+    let rv = from.map_or(now, |c| c.rv);
+    let next = (remaining > 0).then(|| {
+        let after = items.last().map(key_of).unwrap_or_default();
+        (Continue { rv, after }.token(), remaining)
+    });
+    Chunk { items, rv, next }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn obj(ns: &str, name: &str) -> Value {
-        json!({"metadata": {"namespace": ns, "name": name}})
+    use crate::resources::Registry;
+
+    /// A store with ConfigMaps `ns/name` for each of `objects` (namespaces created).
+    fn store_with(objects: &[(&str, &str)]) -> (Store, ResourceDef) {
+        let store = Store::open(Registry::new(false), 100, None, None);
+        let nsdef = store.registry.find("", "v1", "namespaces").unwrap().clone();
+        let cm = store.registry.find("", "v1", "configmaps").unwrap().clone();
+        for (ns, name) in objects {
+            let _ = store.create(&nsdef, None, json!({"metadata": {"name": ns}}), false);
+            store
+                .create(&cm, Some(ns), json!({"metadata": {"name": name}}), false)
+                .expect("created");
+        }
+        (store, cm)
     }
 
     fn names(items: &[Value]) -> Vec<String> {
@@ -166,26 +171,30 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_list_once_in_order() {
-        let all: Vec<Value> = (0..7).map(|i| obj("a", &format!("o{i}"))).collect();
-        let first = chunk(all.clone(), 40, Some(3), None);
+        let all: Vec<(&str, String)> = (0..7).map(|i| ("a", format!("o{i}"))).collect();
+        let all: Vec<(&str, &str)> = all.iter().map(|(n, o)| (*n, o.as_str())).collect();
+        let (store, cm) = store_with(&all);
+        let rv = store.current_rv();
+        let first = chunk(&store, &cm, Some("a"), Some(3), None, |_| true);
         assert_eq!(names(&first.items), ["a/o0", "a/o1", "a/o2"]);
+        assert_eq!(first.rv, rv);
         let (token, remaining) = first.next.expect("more");
         assert_eq!(remaining, 4);
         let from = Continue::parse(&token).expect("token");
         assert_eq!(
             from,
             Continue {
-                rv: 40,
+                rv,
                 after: ("a".into(), "o2".into())
             }
         );
 
         // Later chunks report the first chunk's resourceVersion.
-        let second = chunk(all.clone(), 45, Some(3), Some(&from));
-        assert_eq!(second.rv, 40);
+        let second = chunk(&store, &cm, Some("a"), Some(3), Some(&from), |_| true);
+        assert_eq!(second.rv, rv);
         assert_eq!(names(&second.items), ["a/o3", "a/o4", "a/o5"]);
         let from = Continue::parse(&second.next.expect("more").0).expect("token");
-        let last = chunk(all, 46, Some(3), Some(&from));
+        let last = chunk(&store, &cm, Some("a"), Some(3), Some(&from), |_| true);
         assert_eq!(names(&last.items), ["a/o6"]);
         assert!(last.next.is_none());
     }
@@ -193,18 +202,35 @@ mod tests {
     #[test]
     fn chunks_follow_the_store_order_of_namespace_then_name() {
         // "a-b/x" sorts before "a/z" as text, after it as (namespace, name).
-        let all = vec![obj("a", "z"), obj("a-b", "x")];
-        let first = chunk(all.clone(), 9, Some(1), None);
+        let (store, cm) = store_with(&[("a", "z"), ("a-b", "x"), ("b", "y")]);
+        let first = chunk(&store, &cm, None, Some(1), None, |_| true);
+        assert_eq!(names(&first.items), ["a/z"]);
         let from = Continue::parse(&first.next.expect("more").0).expect("token");
-        assert_eq!(names(&chunk(all, 9, Some(1), Some(&from)).items), ["a-b/x"]);
+        let second = chunk(&store, &cm, None, Some(1), Some(&from), |_| true);
+        assert_eq!(names(&second.items), ["a-b/x"]);
+        // One namespace: the chunk stops at its end.
+        let only_a = chunk(&store, &cm, Some("a"), Some(5), None, |_| true);
+        assert_eq!(names(&only_a.items), ["a/z"]);
+        assert!(only_a.next.is_none());
     }
 
     #[test]
     fn no_limit_or_a_large_one_gives_everything() {
-        let all: Vec<Value> = (0..3).map(|i| obj("a", &format!("o{i}"))).collect();
-        assert_eq!(chunk(all.clone(), 5, None, None).items.len(), 3);
-        assert!(chunk(all.clone(), 5, Some(3), None).next.is_none());
-        assert!(chunk(all, 5, Some(0), None).next.is_none());
+        let (store, cm) = store_with(&[("a", "o0"), ("a", "o1"), ("a", "o2")]);
+        for limit in [None, Some(0), Some(3), Some(9)] {
+            let c = chunk(&store, &cm, Some("a"), limit, None, |_| true);
+            assert_eq!(c.items.len(), 3, "{limit:?}");
+            assert!(c.next.is_none(), "{limit:?}");
+        }
+    }
+
+    #[test]
+    fn the_remaining_count_counts_only_what_the_filter_keeps() {
+        let (store, cm) = store_with(&[("a", "o0"), ("a", "o1"), ("a", "p2"), ("a", "o3")]);
+        let o = |v: &Value| key_of(v).1.starts_with('o');
+        let c = chunk(&store, &cm, Some("a"), Some(1), None, o);
+        assert_eq!(names(&c.items), ["a/o0"]);
+        assert_eq!(c.next.expect("more").1, 2);
     }
 
     #[test]

@@ -353,6 +353,38 @@ impl Store {
         (Self::list_locked(&st, def, ns, filter), st.rv)
     }
 
+    /// At most `limit` objects of a resource (in one namespace, or all) that `filter` keeps,
+    /// in the order of [`Store::list`], after the object at `after` if given; with the
+    /// resourceVersion they are current at and how many kept objects follow them. Reads
+    /// only from `after` on and clones only what it returns, so that a list read in chunks
+    /// costs each object once.
+    pub fn list_chunk(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+        limit: usize,
+        filter: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64, usize) {
+        use std::ops::Bound;
+        let st = self.lock();
+        let Some(m) = st.objects.get(&def.storage_key()) else {
+            return (Vec::new(), st.rv, 0);
+        };
+        let start = match (after, ns) {
+            (Some(a), _) => Bound::Excluded(a.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut kept = m
+            .range((start, Bound::Unbounded))
+            .take_while(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v)
+            .filter(|v| filter(v));
+        let items: Vec<Value> = kept.by_ref().take(limit).cloned().collect();
+        (items, st.rv, kept.count())
+    }
+
     pub(crate) fn list_locked(
         st: &State,
         def: &ResourceDef,
