@@ -292,6 +292,51 @@ async fn scale(
             percentile(&sent, 0.99),
             sent[sent.len() - 1]
         );
+        // The same undo by kubectl, on Deployments the daemon was not told about.
+        let before = first.saturating_sub(ALERTS).max(seeded);
+        if before < first {
+            let mut theirs = kubectl_undos(
+                kubeconfig,
+                &dir.join("kubectl-cache"),
+                "scale",
+                before..first,
+            );
+            theirs.sort_by(f64::total_cmp);
+            println!(
+                "{:<40} n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+                "  kubectl rollout undo, same namespace",
+                theirs.len(),
+                percentile(&theirs, 0.5),
+                percentile(&theirs, 0.99),
+                theirs[theirs.len() - 1]
+            );
+        }
+        // The API server's share: the reads both undos make, timed alone.
+        let (deployments, replica_sets) = (
+            scenario::deployments_api(client.clone(), "scale"),
+            kube::Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(
+                client.clone(),
+                "scale",
+            ),
+        );
+        let (mut gets, mut lists) = (Vec::new(), Vec::new());
+        for i in first..count {
+            let started = Instant::now();
+            deployments.get(&format!("d-{i}")).await.expect("get");
+            gets.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            let params = kube::api::ListParams::default().labels(&format!("app=d-{i}"));
+            replica_sets.list(&params).await.expect("list");
+            lists.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        gets.sort_by(f64::total_cmp);
+        lists.sort_by(f64::total_cmp);
+        println!(
+            "{:<40} GET Deployment p50={:.1}ms, LIST its ReplicaSets by label p50={:.1}ms",
+            "  the sandbox alone",
+            percentile(&gets, 0.5),
+            percentile(&lists, 0.5)
+        );
         let metrics = reqwest::get(url.replace("/api/v1/alerts", "/metrics"))
             .await
             .expect("metrics")
@@ -409,6 +454,41 @@ async fn one_by_one(
     (sent, answered)
 }
 
+/// `kubectl rollout undo` of Deployments `which` of `namespace`, each as a whole process
+/// (discovery cache warm after the first): the time of each, in ms.
+fn kubectl_undos(
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+    namespace: &str,
+    which: std::ops::Range<usize>,
+) -> Vec<f64> {
+    which
+        .map(|i| {
+            let started = Instant::now();
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .arg("--cache-dir")
+                .arg(cache)
+                .args([
+                    "-n",
+                    namespace,
+                    "rollout",
+                    "undo",
+                    &format!("deployment/d-{i}"),
+                ])
+                .output()
+                .expect("kubectl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
+}
+
 /// B1, at rest: one alert at a time, alert → undo applied, against `kubectl rollout undo` as a
 /// whole process on equivalent Deployments of the same sandbox (discovery cache warm).
 async fn at_rest(
@@ -422,31 +502,7 @@ async fn at_rest(
     deploy_many(client, "kubectl", N, &["app:1", "app:2"]).await;
     let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true).await;
     let (mut ours, mut after_answer) = one_by_one(sandbox, &url, "rest", 0..N).await;
-    let cache = dir.join("kubectl-cache");
-    let mut theirs = Vec::new();
-    for i in 0..N {
-        let started = Instant::now();
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args([
-                "-n",
-                "kubectl",
-                "rollout",
-                "undo",
-                &format!("deployment/d-{i}"),
-            ])
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        theirs.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
+    let mut theirs = kubectl_undos(kubeconfig, &dir.join("kubectl-cache"), "kubectl", 0..N);
     for v in [&mut ours, &mut after_answer, &mut theirs] {
         v.sort_by(f64::total_cmp);
     }
