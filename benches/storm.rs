@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use common::{Daemon, histogram_mean_ms, mib, percentile};
+use common::{Daemon, cpu_seconds, histogram_mean_ms, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube_sandbox::{Sandbox, SandboxOptions};
@@ -560,7 +560,9 @@ async fn daemon_storm(
             }
         })
     };
+    let cpu_before = cpu_seconds(pid);
     let storm = post_all(url, bodies).await;
+    let cpu = cpu_seconds(pid) - cpu_before;
     watching.await.expect("watcher");
     // Late duplicates would show here as a second undo.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -596,6 +598,12 @@ async fn daemon_storm(
             latency[latency.len() - 1]
         );
     }
+    println!(
+        "{:<40} {cpu:.2} s of CPU in {:.2} s of storm ({:.0}% of one core; the machine has 2)",
+        "  daemon CPU while the storm ran",
+        storm.secs,
+        100.0 * cpu / storm.secs
+    );
     println!(
         "{:<40} {} of {DEPLOYMENTS} undone, exactly one each: {exactly_one}",
         "  undos",

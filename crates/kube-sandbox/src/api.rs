@@ -216,15 +216,16 @@ async fn serve_inner(
         "list" => {
             let (labels, fields) = selectors(def, &q)?;
             let (limit, from) = chunking(&q)?;
-            let chunk = paging::chunk(store, def, ns, limit, from.as_ref(), |o| {
-                labels.matches_object(o) && fields.matches(o)
+            // As etcd's store: the remaining count only when no selector filtered the list.
+            let unfiltered = labels.is_empty() && fields.is_empty();
+            let chunk = paging::chunk(store, def, ns, limit, from.as_ref(), unfiltered, |o| {
+                unfiltered || (labels.matches_object(o) && fields.matches(o))
             });
             let items: Vec<Value> = chunk.items.into_iter().map(|o| present(def, o)).collect();
             let mut meta = json!({"resourceVersion": chunk.rv.to_string()});
             if let Some((token, remaining)) = chunk.next {
                 meta["continue"] = json!(token);
-                // As etcd's store: counted only when no selector filtered the list.
-                if labels.is_empty() && fields.is_empty() {
+                if unfiltered {
                     meta["remainingItemCount"] = json!(remaining);
                 }
             }

@@ -122,17 +122,21 @@ pub struct Chunk {
 }
 
 /// The chunk of the objects of `def` in `ns` that `filter` keeps which `limit` and `from`
-/// ask for.
+/// ask for. Without `count_rest` (a list with selectors, whose remaining count is not
+/// reported), the count in [`Chunk::next`] is only 1: the chunk stops at the first object
+/// left, so that it does not read the rest of the list again.
 pub fn chunk(
     store: &Store,
     def: &ResourceDef,
     ns: Option<&str>,
     limit: Option<usize>,
     from: Option<&Continue>,
+    count_rest: bool,
     filter: impl Fn(&Value) -> bool,
 ) -> Chunk {
     let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let (items, now, remaining) = store.list_chunk(def, ns, from.map(|c| &c.after), limit, filter);
+    let after = from.map(|c| &c.after);
+    let (items, now, remaining) = store.list_chunk(def, ns, after, limit, count_rest, filter);
     let rv = from.map_or(now, |c| c.rv);
     let next = (remaining > 0).then(|| {
         let after = items.last().map(key_of).unwrap_or_default();
@@ -175,7 +179,7 @@ mod tests {
         let all: Vec<(&str, &str)> = all.iter().map(|(n, o)| (*n, o.as_str())).collect();
         let (store, cm) = store_with(&all);
         let rv = store.current_rv();
-        let first = chunk(&store, &cm, Some("a"), Some(3), None, |_| true);
+        let first = chunk(&store, &cm, Some("a"), Some(3), None, true, |_| true);
         assert_eq!(names(&first.items), ["a/o0", "a/o1", "a/o2"]);
         assert_eq!(first.rv, rv);
         let (token, remaining) = first.next.expect("more");
@@ -190,11 +194,11 @@ mod tests {
         );
 
         // Later chunks report the first chunk's resourceVersion.
-        let second = chunk(&store, &cm, Some("a"), Some(3), Some(&from), |_| true);
+        let second = chunk(&store, &cm, Some("a"), Some(3), Some(&from), true, |_| true);
         assert_eq!(second.rv, rv);
         assert_eq!(names(&second.items), ["a/o3", "a/o4", "a/o5"]);
         let from = Continue::parse(&second.next.expect("more").0).expect("token");
-        let last = chunk(&store, &cm, Some("a"), Some(3), Some(&from), |_| true);
+        let last = chunk(&store, &cm, Some("a"), Some(3), Some(&from), true, |_| true);
         assert_eq!(names(&last.items), ["a/o6"]);
         assert!(last.next.is_none());
     }
@@ -203,13 +207,13 @@ mod tests {
     fn chunks_follow_the_store_order_of_namespace_then_name() {
         // "a-b/x" sorts before "a/z" as text, after it as (namespace, name).
         let (store, cm) = store_with(&[("a", "z"), ("a-b", "x"), ("b", "y")]);
-        let first = chunk(&store, &cm, None, Some(1), None, |_| true);
+        let first = chunk(&store, &cm, None, Some(1), None, true, |_| true);
         assert_eq!(names(&first.items), ["a/z"]);
         let from = Continue::parse(&first.next.expect("more").0).expect("token");
-        let second = chunk(&store, &cm, None, Some(1), Some(&from), |_| true);
+        let second = chunk(&store, &cm, None, Some(1), Some(&from), true, |_| true);
         assert_eq!(names(&second.items), ["a-b/x"]);
         // One namespace: the chunk stops at its end.
-        let only_a = chunk(&store, &cm, Some("a"), Some(5), None, |_| true);
+        let only_a = chunk(&store, &cm, Some("a"), Some(5), None, true, |_| true);
         assert_eq!(names(&only_a.items), ["a/z"]);
         assert!(only_a.next.is_none());
     }
@@ -218,7 +222,7 @@ mod tests {
     fn no_limit_or_a_large_one_gives_everything() {
         let (store, cm) = store_with(&[("a", "o0"), ("a", "o1"), ("a", "o2")]);
         for limit in [None, Some(0), Some(3), Some(9)] {
-            let c = chunk(&store, &cm, Some("a"), limit, None, |_| true);
+            let c = chunk(&store, &cm, Some("a"), limit, None, true, |_| true);
             assert_eq!(c.items.len(), 3, "{limit:?}");
             assert!(c.next.is_none(), "{limit:?}");
         }
@@ -228,9 +232,16 @@ mod tests {
     fn the_remaining_count_counts_only_what_the_filter_keeps() {
         let (store, cm) = store_with(&[("a", "o0"), ("a", "o1"), ("a", "p2"), ("a", "o3")]);
         let o = |v: &Value| key_of(v).1.starts_with('o');
-        let c = chunk(&store, &cm, Some("a"), Some(1), None, o);
+        let c = chunk(&store, &cm, Some("a"), Some(1), None, true, o);
         assert_eq!(names(&c.items), ["a/o0"]);
         assert_eq!(c.next.expect("more").1, 2);
+        // Not counted: only whether any is left.
+        let c = chunk(&store, &cm, Some("a"), Some(1), None, false, o);
+        assert_eq!(c.next.expect("more").1, 1);
+        let c = chunk(&store, &cm, Some("a"), Some(2), None, false, o);
+        assert_eq!(c.next.expect("more").1, 1);
+        let c = chunk(&store, &cm, Some("a"), Some(3), None, false, o);
+        assert!(c.next.is_none());
     }
 
     #[test]

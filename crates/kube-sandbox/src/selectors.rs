@@ -64,7 +64,7 @@ impl LabelSelector {
 
     /// Does the object's `metadata.labels` match?
     pub fn matches_object(&self, obj: &Value) -> bool {
-        self.matches(obj.pointer("/metadata/labels"))
+        self.is_empty() || self.matches(obj.pointer("/metadata/labels"))
     }
 
     pub fn is_empty(&self) -> bool {

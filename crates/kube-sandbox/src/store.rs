@@ -355,15 +355,16 @@ impl Store {
 
     /// At most `limit` objects of a resource (in one namespace, or all) that `filter` keeps,
     /// in the order of [`Store::list`], after the object at `after` if given; with the
-    /// resourceVersion they are current at and how many kept objects follow them. Reads
-    /// only from `after` on and clones only what it returns, so that a list read in chunks
-    /// costs each object once.
+    /// resourceVersion they are current at and how many kept objects follow them (with
+    /// `count_rest`; else 1 if any does, 0 if none). Reads from `after` on and clones only
+    /// what it returns, so that a list read in chunks clones each object once.
     pub fn list_chunk(
         &self,
         def: &ResourceDef,
         ns: Option<&str>,
         after: Option<&(String, String)>,
         limit: usize,
+        count_rest: bool,
         filter: impl Fn(&Value) -> bool,
     ) -> (Vec<Value>, u64, usize) {
         use std::ops::Bound;
@@ -382,7 +383,12 @@ impl Store {
             .map(|(_, v)| v)
             .filter(|v| filter(v));
         let items: Vec<Value> = kept.by_ref().take(limit).cloned().collect();
-        (items, st.rv, kept.count())
+        let rest = if count_rest {
+            kept.count()
+        } else {
+            usize::from(kept.next().is_some())
+        };
+        (items, st.rv, rest)
     }
 
     pub(crate) fn list_locked(
