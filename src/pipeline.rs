@@ -57,6 +57,10 @@ mod verify;
 
 /// How often the worker looks for work even without being woken.
 const SWEEP: Duration = Duration::from_secs(5);
+/// How often, at most, the worker judges the actions under verification. Each pass reads
+/// every one of them; a storm wakes the worker hundreds of times a second, and a verdict is
+/// never needed sooner than this.
+const VERIFY_EVERY: Duration = Duration::from_secs(1);
 /// Alerts read from the backlog at once.
 const PAGE: usize = 256;
 /// At most this many reverts are carried out at once.
@@ -281,6 +285,7 @@ impl Pipeline {
     pub async fn run(self) {
         let mut announced = false;
         let mut started = true;
+        let mut verified: Option<tokio::time::Instant> = None;
         loop {
             match self.settle_unsettled(started).await {
                 Ok(()) => started = false,
@@ -288,8 +293,12 @@ impl Pipeline {
                     error!(error = %error_chain(&e), "incident store failed while settling; will retry")
                 }
             }
-            if let Err(e) = self.verify_due().await {
-                error!(error = %error_chain(&e), "incident store failed while verifying; will retry");
+            let verify_now = verified.is_none_or(|at| at.elapsed() >= VERIFY_EVERY);
+            if verify_now {
+                verified = Some(tokio::time::Instant::now());
+                if let Err(e) = self.verify_due().await {
+                    error!(error = %error_chain(&e), "incident store failed while verifying; will retry");
+                }
             }
             let ready = self.readiness.is_ready();
             let work = if ready {
@@ -312,6 +321,11 @@ impl Pipeline {
                 SWEEP
             } else {
                 Duration::from_millis(200)
+            };
+            // A verification pass skipped for being too soon comes as soon as it is due.
+            let wait = match verified {
+                Some(at) if !verify_now => wait.min(VERIFY_EVERY.saturating_sub(at.elapsed())),
+                _ => wait,
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
