@@ -676,6 +676,24 @@ async fn lists_in_chunks_with_limit_and_continue_body() {
         "{last}"
     );
 
+    // A watch from the list's resourceVersion delivers the change made between chunks, so
+    // an informer that lists in chunks and then watches ends where the store is.
+    let watch = h
+        .client
+        .get(format!(
+            "{}{cms}?watch=true&resourceVersion={}",
+            env.sb.url(),
+            rv.as_str().unwrap()
+        ))
+        .bearer_auth(env.sb.token())
+        .send()
+        .await
+        .expect("watch");
+    let events = watch_lines(watch, 1).await;
+    assert_eq!(events[0]["type"], json!("MODIFIED"), "{events:?}");
+    assert_eq!(events[0]["object"]["metadata"]["name"], json!("m2"));
+    assert_eq!(events[0]["object"]["data"]["k"], json!("v"));
+
     // With a selector the remaining count is not known, as from etcd.
     let (_, picked) = h
         .get(&format!("{cms}?limit=2&labelSelector=tier%3Dx"))
