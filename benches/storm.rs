@@ -20,6 +20,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -402,6 +403,7 @@ async fn start_daemon(
     };
     let daemon = Daemon(
         command
+            .process_group(0)
             .args(["serve", "--config"])
             .arg(&config)
             .env("ROLLBACKD_LOG", "error")

@@ -5,11 +5,18 @@
 
 use std::process::Child;
 
-/// A child process (the release binary) killed and reaped when dropped.
+/// A child process (the release binary) killed and reaped when dropped. Spawned as the leader
+/// of its own process group (`process_group(0)`), the whole group is killed: a profiler that
+/// wraps the daemon (`STORM_DAEMON_WRAPPER`) does not leave the daemon behind.
 pub struct Daemon(pub Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Fails harmlessly when the child leads no group of its own.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
