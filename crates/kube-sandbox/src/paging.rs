@@ -3,9 +3,11 @@
 //! A list with `limit=N` answers at most N items, sorted by namespace and name, and when more
 //! remain, `metadata.continue` (a token to send back) and, for a list without selectors,
 //! `metadata.remainingItemCount`. Every chunk reports the resourceVersion of the first, so that
-//! a client watches from there, as from an unchunked list. The token has upstream's shape,
-//! unpadded URL-safe base64 (`RawURLEncoding`) of `{"v":"meta.k8s.io/v1","rv":N,"start":"KEY\u0000"}`, KEY being the last item's
-//! `namespace/name`.
+//! a client watches from there, as from an unchunked list. The token has upstream's shape:
+//! unpadded URL-safe base64 (`RawURLEncoding`) of
+//! `{"v":"meta.k8s.io/v1","rv":N,"start":"KEY\u0000"}`, KEY being the last item's
+//! `namespace/name`. A chunk reads the store from where the last one ended and clones only
+//! what it returns ([`Store::list_chunk`]).
 //!
 //! What differs: etcd serves every chunk from the snapshot at that resourceVersion, and answers
 //! 410 once it is compacted. The sandbox keeps no snapshots, so a later chunk shows the
