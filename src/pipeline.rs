@@ -14,8 +14,8 @@
 //!    answer was lost and could not be re-read. The object is read again; what it shows is
 //!    recorded (with a note of the daemon's start, after a restart) and notified. A cause with
 //!    an unsettled action gets nothing more sent until it is settled.
-//!    Then **verify** (module `verify`): each applied action is judged against the alerts behind
-//!    it until `policy.verify_window` ends: `recovered`, or `not-recovered` and the workload held.
+//!    Then **verify** (module `verify`, at most once a second): each applied action is judged
+//!    against the alerts behind it until `policy.verify_window` ends: `recovered`, or `not-recovered` and the workload held.
 //! 2. **Fresh data or no decision.** While any watch is failing or silent, nothing is decided;
 //!    an alert that waited longer than `policy.max_decision_wait` is recorded `stale-data`,
 //!    notified, and decided once the data is fresh.
