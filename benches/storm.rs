@@ -294,14 +294,7 @@ async fn scale(
         let first = seeded.max(count - ALERTS.min(count));
         let (mut sent, _) = one_by_one(sandbox, &url, "scale", first..count).await;
         sent.sort_by(f64::total_cmp);
-        println!(
-            "{:<40} n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
-            "  alert -> undo applied, one at a time",
-            sent.len(),
-            percentile(&sent, 0.5),
-            percentile(&sent, 0.99),
-            sent[sent.len() - 1]
-        );
+        latency_row("  alert -> undo applied, one at a time", &sent);
         // The same undo by kubectl, on Deployments the daemon was not told about.
         let before = first.saturating_sub(ALERTS).max(seeded);
         if before < first {
@@ -312,14 +305,7 @@ async fn scale(
                 before..first,
             );
             theirs.sort_by(f64::total_cmp);
-            println!(
-                "{:<40} n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
-                "  kubectl rollout undo, same namespace",
-                theirs.len(),
-                percentile(&theirs, 0.5),
-                percentile(&theirs, 0.99),
-                theirs[theirs.len() - 1]
-            );
+            latency_row("  kubectl rollout undo, same namespace", &theirs);
         }
         // The API server's share: the reads both undos make, timed alone.
         let (deployments, replica_sets) = (
@@ -465,6 +451,17 @@ async fn one_by_one(
     (sent, answered)
 }
 
+/// Prints `label`, then the count, p50, p99 and max of `sorted` (ms, ascending).
+fn latency_row(label: &str, sorted: &[f64]) {
+    println!(
+        "{label:<40} n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+        sorted.len(),
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.99),
+        sorted[sorted.len() - 1]
+    );
+}
+
 /// Reads every page of the list at `path` (500 items a page) without parsing the items;
 /// returns how many pages there were.
 async fn list_pages(client: &kube::Client, path: &str) -> usize {
@@ -541,17 +538,9 @@ async fn at_rest(
     for v in [&mut ours, &mut after_answer, &mut theirs] {
         v.sort_by(f64::total_cmp);
     }
-    let row = |label: &str, v: &[f64]| {
-        println!(
-            "{label:<40} n={N} p50={:.1}ms p99={:.1}ms max={:.1}ms",
-            percentile(v, 0.5),
-            percentile(v, 0.99),
-            v[v.len() - 1]
-        );
-    };
-    row("B1 rollbackd: POST sent -> undo applied", &ours);
-    row("B1 rollbackd: POST answered -> undo", &after_answer);
-    row("B1 kubectl rollout undo (whole process)", &theirs);
+    latency_row("B1 rollbackd: POST sent -> undo applied", &ours);
+    latency_row("B1 rollbackd: POST answered -> undo", &after_answer);
+    latency_row("B1 kubectl rollout undo (whole process)", &theirs);
     println!(
         "{:<40} {:.1}x\n",
         "B1 ratio of medians, kubectl / rollbackd",
