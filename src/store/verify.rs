@@ -57,22 +57,6 @@ pub enum Ack {
 }
 
 impl Store {
-    /// Starts following an applied action until `until`. Only a real (not dry-run) action
-    /// recorded as succeeded is followed.
-    pub async fn start_verification(&self, action_id: i64, until: Timestamp) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE actions SET verify_until = $1
-             WHERE id = $2 AND dry_run = 0 AND status = 'succeeded' AND verified_at IS NULL",
-        )
-        .bind(ts_text(until))
-        .bind(action_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Every action being verified, oldest first, with the alerts it follows.
     pub async fn verifications(&self) -> Result<Vec<Verifying>> {
         let rows = sqlx::query(

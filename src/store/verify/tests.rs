@@ -4,7 +4,7 @@ use super::*;
 use crate::core::alert::AlertStatus;
 use crate::core::engine::{Command, Decision, UndoDeployment};
 use crate::store::test_db::{TestDb, alert_about, on_both, rev, t};
-use crate::store::{ActionResult, ActionStatus, Followup};
+use crate::store::{ActionOutcome, ActionResult, ActionStatus, Followup};
 
 fn mk_alert(status: AlertStatus) -> Alert {
     Alert {
@@ -66,22 +66,23 @@ async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64,
         data: Value::Null,
         transient: false,
     };
+    // As the worker records a round's results: the verification's end with the result,
+    // taken only by a real action recorded as succeeded.
     store
-        .record_outcome(
-            action_id,
-            recorded.incident_id,
-            alert_id,
-            &result,
-            Followup::Done,
-            &[],
+        .record_outcomes(
+            &[ActionOutcome {
+                action_id,
+                incident_id: recorded.incident_id,
+                alert_id,
+                result: &result,
+                followup: Followup::Done,
+                messages: &[],
+                verify_until: Some(t(710)),
+            }],
             t(110),
         )
         .await
         .expect("result");
-    store
-        .start_verification(action_id, t(710))
-        .await
-        .expect("start");
     (store, action_id, recorded.incident_id)
 }
 
