@@ -331,3 +331,20 @@ pub async fn alert_after_rollout(api: &Api<DynamicObject>, running: &Running) {
     .await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// The incident settles `rolled-back`, `web`'s rollout to nginx:4.0 (revision 4) is undone to
+/// nginx:3.0 as revision 5, and with exactly one patch, also half a second later.
+pub async fn fourth_rollout_undone_once(env: &Env, running: &Running) {
+    let incident = settled_incident(running).await;
+    assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
+    let web = scenario::wait_rolled_out(&env.api, "web", "5", Duration::from_secs(10))
+        .await
+        .expect("rolled back");
+    assert_eq!(
+        image_of(&web),
+        "nginx:3.0",
+        "the rollout to nginx:4.0 is the one undone"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.json_patches("web").len(), 1, "rolled back exactly once");
+}
