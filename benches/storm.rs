@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use common::{Daemon, cpu_seconds, histogram_mean_ms, mib, percentile};
+use common::{Daemon, cpu_seconds, histogram_mean_ms, histogram_mean_ms_between, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube_sandbox::{Sandbox, SandboxOptions};
@@ -333,12 +333,7 @@ async fn scale(
             percentile(&gets, 0.5),
             percentile(&lists, 0.5)
         );
-        let metrics = reqwest::get(url.replace("/api/v1/alerts", "/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics read");
+        let metrics = scrape(&url.replace("/api/v1/alerts", "/metrics")).await;
         println!(
             "{:<40} alert -> decision {:.1}ms, decision -> action {:.1}ms (the daemon's histograms)",
             "  of which, on average",
@@ -584,10 +579,13 @@ async fn daemon_storm(
             }
         })
     };
+    let metrics_url = url.replace("/api/v1/alerts", "/metrics");
+    let metrics_before = scrape(&metrics_url).await;
     let cpu_before = cpu_seconds(pid);
     let storm = post_all(url, bodies).await;
     let cpu = cpu_seconds(pid) - cpu_before;
     watching.await.expect("watcher");
+    let metrics_after = scrape(&metrics_url).await;
     // Late duplicates would show here as a second undo.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = undos(sandbox, namespace);
@@ -622,6 +620,20 @@ async fn daemon_storm(
             latency[latency.len() - 1]
         );
     }
+    println!(
+        "{:<40} alert recorded -> undo {:.1}ms, decision -> undo {:.1}ms (the daemon's histograms)",
+        "  of which, on average",
+        histogram_mean_ms_between(
+            &metrics_before,
+            &metrics_after,
+            "rollbackd_alert_to_action_seconds"
+        ),
+        histogram_mean_ms_between(
+            &metrics_before,
+            &metrics_after,
+            "rollbackd_decision_to_action_seconds"
+        ),
+    );
     println!(
         "{:<40} {cpu:.2} s of CPU in {:.2} s of storm ({:.0}% of one core; the machine has 2)",
         "  daemon CPU while the storm ran",
@@ -715,4 +727,14 @@ async fn main() {
             }
         }
     }
+}
+
+/// The daemon's metrics, as Prometheus would scrape them.
+async fn scrape(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics read")
 }

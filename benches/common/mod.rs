@@ -40,9 +40,9 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// The mean of a Prometheus histogram `name` in the text exposition `metrics`, in ms (its
-/// `_sum` over its `_count`, summed over labels); NaN without observations.
-pub fn histogram_mean_ms(metrics: &str, name: &str) -> f64 {
+/// The `_sum` and `_count` of a Prometheus histogram `name` in the text exposition `metrics`,
+/// each summed over labels.
+pub fn histogram_totals(metrics: &str, name: &str) -> (f64, f64) {
     let total = |suffix: &str| -> f64 {
         metrics
             .lines()
@@ -54,12 +54,25 @@ pub fn histogram_mean_ms(metrics: &str, name: &str) -> f64 {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let count = total("_count");
-    if count == 0.0 {
+    (total("_sum"), total("_count"))
+}
+
+/// The mean of histogram `name` over the observations made between two scrapes, in ms; NaN
+/// without observations. `before` may be empty: then it is the mean of all of `after`.
+pub fn histogram_mean_ms_between(before: &str, after: &str, name: &str) -> f64 {
+    let (sum0, count0) = histogram_totals(before, name);
+    let (sum1, count1) = histogram_totals(after, name);
+    if count1 - count0 <= 0.0 {
         f64::NAN
     } else {
-        1000.0 * total("_sum") / count
+        1000.0 * (sum1 - sum0) / (count1 - count0)
     }
+}
+
+/// The mean of a Prometheus histogram `name` in the text exposition `metrics`, in ms; NaN
+/// without observations.
+pub fn histogram_mean_ms(metrics: &str, name: &str) -> f64 {
+    histogram_mean_ms_between("", metrics, name)
 }
 
 /// CPU time (user and system) process `pid` has used so far, in seconds.

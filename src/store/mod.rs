@@ -23,6 +23,7 @@ mod group;
 mod health;
 mod open;
 mod outbox;
+mod quiet;
 mod read;
 mod review;
 mod settle;
@@ -273,6 +274,8 @@ fn json_text<T: Serialize>(value: &T) -> String {
 mod fault_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod quiet_tests;
 #[cfg(test)]
 mod review_tests;
 #[cfg(test)]

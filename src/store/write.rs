@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::outbox::{NewMessage, enqueue};
 use super::{Result, Store, json_text, ts_text};
 use crate::core::alert::{Alert, AlertKey, AlertStatus};
-use crate::core::engine::{Decision, Outcome, PastAction, describe};
+use crate::core::engine::{Decision, Outcome, PastAction, RolloutRef, WorkloadRef, describe};
 use crate::core::undo::RevisionRef;
 
 /// What happened to one alert of a delivery.
@@ -82,10 +82,101 @@ pub struct ActionResult {
 /// The outcome an incident and its alert show while an action is under way.
 pub const ACTING: &str = "acting";
 
-/// ActionOutcome that a later, lesser decision must not hide on the incident.
-const SIGNIFICANT: &str =
-    "('rolled-back', 'aborted', 'would-roll-back', 'failed', 'acting', 'unsettled',
-    'recovered', 'not-recovered')";
+/// Outcomes that a later, lesser decision must not hide on the incident.
+const SIGNIFICANT: [&str; 8] = [
+    "rolled-back",
+    "aborted",
+    "would-roll-back",
+    "failed",
+    ACTING,
+    "unsettled",
+    "recovered",
+    "not-recovered",
+];
+
+/// Whether an incident showing `code` keeps it over a later, lesser decision.
+pub(super) fn is_significant(code: &str) -> bool {
+    SIGNIFICANT.contains(&code)
+}
+
+/// [`SIGNIFICANT`] as an SQL list, for `outcome IN …`.
+pub(super) fn significant_sql() -> String {
+    let quoted: Vec<String> = SIGNIFICANT.iter().map(|c| format!("'{c}'")).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// The incident an alert's decision is filed under: its key (the workload and the rollout
+/// blamed, or the alert alone when no workload matched), the workload and the rollout.
+pub(super) fn incident_of<'d>(
+    alert: &Alert,
+    decision: &'d Decision,
+) -> (String, Option<&'d WorkloadRef>, Option<&'d RolloutRef>) {
+    match (&decision.workload, &decision.rollout) {
+        (Some(w), Some(r)) => (
+            format!(
+                "{}/{}/{}@{}",
+                w.kind.to_lowercase(),
+                w.namespace,
+                w.name,
+                r.revision.uid
+            ),
+            Some(w),
+            Some(r),
+        ),
+        (Some(w), None) => (
+            format!("{}/{}/{}@-", w.kind.to_lowercase(), w.namespace, w.name),
+            Some(w),
+            None,
+        ),
+        _ => (format!("unmatched/{}", alert.fingerprint), None, None),
+    }
+}
+
+/// The message and data of an alert's `received` timeline entry.
+pub(super) fn received_entry(alert_id: i64, alert: &Alert) -> (String, Value) {
+    let labels: Vec<String> = alert
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    (
+        format!(
+            "{} {} from {} (started {}): {{{}}}",
+            alert.name(),
+            alert.status.as_str(),
+            alert.source,
+            alert.starts_at,
+            labels.join(", ")
+        ),
+        json!({"alert_id": alert_id, "fingerprint": alert.fingerprint.to_string(),
+                "generator_url": alert.generator_url, "annotations": alert.annotations}),
+    )
+}
+
+/// The message of a decision's `correlated` timeline entry.
+pub(super) fn correlated_text(
+    workload: Option<&WorkloadRef>,
+    rollout: Option<&RolloutRef>,
+) -> String {
+    match (workload, rollout) {
+        (Some(w), Some(r)) => format!(
+            "correlated with {w}, current {} since {}",
+            describe(&r.revision),
+            r.since
+        ),
+        (Some(w), None) => format!("correlated with {w}"),
+        _ => "no workload found for this alert".to_string(),
+    }
+}
+
+/// The reason a decision's timeline entry gives: a later attempt says which it is.
+pub(super) fn attempt_reason(attempt: i64, provisional: bool, reason: &str) -> String {
+    if attempt > 1 && !provisional {
+        format!("attempt {attempt}: {reason}")
+    } else {
+        reason.to_string()
+    }
+}
 
 impl Store {
     /// Records a delivery of alerts in one transaction. Duplicates only bump a counter; a
@@ -191,14 +282,33 @@ impl Store {
         batch: &[(i64, &Alert, &Decision)],
         now: Timestamp,
     ) -> Result<Vec<Option<Recorded>>> {
-        self.record_batch(batch, now, self.audit_stamp(), |_, _| Vec::new())
-            .await
+        let fence = self.fence();
+        let audit = self.audit_stamp();
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (alert_id, alert, decision) in batch {
+            let recorded = record_decision_in(
+                &mut tx,
+                fence,
+                *alert_id,
+                alert,
+                decision,
+                now,
+                audit,
+                |_| Vec::new(),
+            )
+            .await?;
+            out.push(recorded);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
-    /// Records decisions that act on nothing, several in one transaction: a backlog of alerts
-    /// about quiet workloads costs one sync per batch, not one per alert. Each decision gets
-    /// the messages `notify` builds for it. Returns, in order, where each was recorded (`None`
-    /// for an alert already decided).
+    /// Records decisions that act on nothing, several in one transaction and a handful of
+    /// statements (`quiet`): a backlog of alerts about quiet workloads costs one sync per
+    /// batch, not one per alert, and little CPU. Each decision gets the messages `notify`
+    /// builds for it. Returns, in order, where each was recorded (`None` for an alert already
+    /// decided).
     pub async fn record_decisions(
         &self,
         batch: &[(i64, &Alert, &Decision)],
@@ -209,33 +319,8 @@ impl Store {
             batch.iter().all(|(_, _, d)| d.command.is_none()),
             "acting decisions are recorded by record_intents"
         );
-        self.record_batch(batch, now, None, notify).await
-    }
-
-    async fn record_batch(
-        &self,
-        batch: &[(i64, &Alert, &Decision)],
-        now: Timestamp,
-        audit: Option<&super::AuditStamp>,
-        mut notify: impl FnMut(usize, i64) -> Vec<NewMessage>,
-    ) -> Result<Vec<Option<Recorded>>> {
-        let fence = self.fence();
         let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (i, (alert_id, alert, decision)) in batch.iter().enumerate() {
-            let recorded = record_decision_in(
-                &mut tx,
-                fence,
-                *alert_id,
-                alert,
-                decision,
-                now,
-                audit,
-                |incident| notify(i, incident),
-            )
-            .await?;
-            out.push(recorded);
-        }
+        let out = super::quiet::record_in(&mut tx, batch, now, notify).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -277,25 +362,8 @@ async fn record_decision_in(
         } else {
             decision.outcome.code()
         };
-        let (key, workload, rollout) = match (&decision.workload, &decision.rollout) {
-            (Some(w), Some(r)) => (
-                format!(
-                    "{}/{}/{}@{}",
-                    w.kind.to_lowercase(),
-                    w.namespace,
-                    w.name,
-                    r.revision.uid
-                ),
-                Some(w),
-                Some(r),
-            ),
-            (Some(w), None) => (
-                format!("{}/{}/{}@-", w.kind.to_lowercase(), w.namespace, w.name),
-                Some(w),
-                None,
-            ),
-            _ => (format!("unmatched/{}", alert.fingerprint), None, None),
-        };
+        let (key, workload, rollout) = incident_of(alert, decision);
+        let significant = significant_sql();
         let incident_id: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO incidents (incident_key, namespace, workload_kind, workload_name, workload_uid,
                 rollout_name, rollout_uid, rollout_revision, rollout_image, rollout_since,
@@ -303,8 +371,8 @@ async fn record_decision_in(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 'open', $12, $13)
              ON CONFLICT (incident_key) DO UPDATE SET
                 updated_at = excluded.updated_at, status = 'open', resolved_at = NULL,
-                outcome = CASE WHEN incidents.outcome IN {SIGNIFICANT} THEN incidents.outcome ELSE excluded.outcome END,
-                reason = CASE WHEN incidents.outcome IN {SIGNIFICANT} THEN incidents.reason ELSE excluded.reason END
+                outcome = CASE WHEN incidents.outcome IN {significant} THEN incidents.outcome ELSE excluded.outcome END,
+                reason = CASE WHEN incidents.outcome IN {significant} THEN incidents.reason ELSE excluded.reason END
              RETURNING id"
         )))
         .bind(&key)
@@ -338,59 +406,32 @@ async fn record_decision_in(
         .execute(&mut *tx)
         .await?;
 
-        let labels: Vec<String> = alert
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect();
         // An alert is received once; a later decision about it is another attempt. "received"
         // carries the time the alert was recorded, not the time it was decided.
-        let first_time = never_decided;
-        if first_time {
+        if never_decided {
+            let (message, data) = received_entry(alert_id, alert);
             append(
                 &mut *tx,
                 incident_id,
                 super::parse_ts(&received_at)?,
                 "received",
                 None,
-                &format!(
-                    "{} {} from {} (started {}): {{{}}}",
-                    alert.name(),
-                    alert.status.as_str(),
-                    alert.source,
-                    alert.starts_at,
-                    labels.join(", ")
-                ),
-                &json!({"alert_id": alert_id, "fingerprint": alert.fingerprint.to_string(),
-                        "generator_url": alert.generator_url, "annotations": alert.annotations}),
+                &message,
+                &data,
             )
             .await?;
         }
-        let correlated = match (workload, rollout) {
-            (Some(w), Some(r)) => format!(
-                "correlated with {w}, current {} since {}",
-                describe(&r.revision),
-                r.since
-            ),
-            (Some(w), None) => format!("correlated with {w}"),
-            _ => "no workload found for this alert".to_string(),
-        };
         append(
             &mut *tx,
             incident_id,
             now,
             "correlated",
             None,
-            &correlated,
+            &correlated_text(workload, rollout),
             &Value::Null,
         )
         .await?;
-        let attempt = earlier_attempts + 1;
-        let reason = if attempt > 1 && !provisional {
-            format!("attempt {attempt}: {}", decision.reason)
-        } else {
-            decision.reason.clone()
-        };
+        let reason = attempt_reason(earlier_attempts + 1, provisional, &decision.reason);
         append(
             &mut *tx,
             incident_id,
