@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
+use super::intake::{self, Part};
 use super::tx::WriteTurn;
 use super::write::record_in;
 use super::{Received, Result, Store, StoreError};
@@ -155,6 +157,32 @@ async fn record_batch(
     batch: &[Delivery],
 ) -> Result<Vec<Result<Vec<Received>>>> {
     let mut tx = store.begin_in_turn(turn).await?;
+    let parts: Vec<Part<'_>> = batch
+        .iter()
+        .map(|d| Part {
+            alerts: &d.alerts,
+            urgent: &d.urgent,
+            now: d.now,
+        })
+        .collect();
+    if intake::applies(&parts) {
+        sqlx::query("SAVEPOINT together").execute(&mut *tx).await?;
+        match intake::record_in(&mut tx, &parts).await {
+            Ok(answers) => {
+                sqlx::query("RELEASE together").execute(&mut *tx).await?;
+                tx.commit().await?;
+                return Ok(answers.into_iter().map(Ok).collect());
+            }
+            Err(e) => {
+                warn!(deliveries = batch.len(), error = %e,
+                    "could not record deliveries together; recording each on its own");
+                sqlx::query("ROLLBACK TO together")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE together").execute(&mut *tx).await?;
+            }
+        }
+    }
     let mut answers = Vec::with_capacity(batch.len());
     for d in batch {
         sqlx::query("SAVEPOINT delivery").execute(&mut *tx).await?;

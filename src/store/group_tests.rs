@@ -152,7 +152,57 @@ async fn a_delivery_whose_caller_went_away_is_not_recorded(db: TestDb) {
     assert_eq!(store.alert_count().await.expect("count"), 1);
 }
 
+/// A group that cannot be recorded together is recorded a delivery at a time, and nothing of
+/// the failed attempt remains. Here a trigger refuses what only the group's statements write:
+/// an alert inserted with more than one delivery (a repeat within the group).
+async fn a_group_that_fails_together_is_recorded_a_delivery_at_a_time(db: TestDb) {
+    let store = db.open().await;
+    let refuse: &[&str] = match store.backend() {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER refuse BEFORE INSERT ON alerts WHEN NEW.deliveries > 1
+             BEGIN SELECT RAISE(ABORT, 'refused: inserted with repeats'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                IF NEW.deliveries > 1 THEN RAISE EXCEPTION 'refused: inserted with repeats'; END IF;
+                RETURN NEW;
+             END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON alerts FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ],
+    };
+    for sql in refuse {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(&store.pool)
+            .await
+            .expect(sql);
+    }
+    let names: Vec<String> = (0..6).chain(0..3).map(|i| format!("web-{i}")).collect();
+    let answers = submit_together(&store, &names).await;
+    let ids: Vec<i64> = answers
+        .iter()
+        .map(|a| a.as_ref().expect("recorded")[0].alert_id)
+        .collect();
+    assert_eq!(&ids[6..], &ids[..3], "repeats answered with the first's id");
+    let fresh: Vec<bool> = answers
+        .iter()
+        .map(|a| a.as_ref().expect("recorded")[0].fresh)
+        .collect();
+    assert_eq!(
+        fresh,
+        [true, true, true, true, true, true, false, false, false]
+    );
+    assert_eq!(store.alert_count().await.expect("count"), 6);
+    let deliveries: i64 = sqlx::query("SELECT CAST(SUM(deliveries) AS BIGINT) AS n FROM alerts")
+        .fetch_one(&store.pool)
+        .await
+        .expect("sum")
+        .get("n");
+    assert_eq!(deliveries, 9);
+}
+
 on_both!(
+    a_group_that_fails_together_is_recorded_a_delivery_at_a_time,
     concurrent_deliveries_each_get_their_own_answer_and_are_durable,
     a_delivery_whose_caller_went_away_is_not_recorded,
 );

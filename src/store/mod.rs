@@ -21,6 +21,7 @@ mod fence;
 mod file;
 mod group;
 mod health;
+mod intake;
 mod open;
 mod outbox;
 mod quiet;
@@ -271,11 +272,11 @@ fn json_text<T: Serialize>(value: &T) -> String {
 }
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
 mod group_tests;
-#[cfg(test)]
-mod quiet_tests;
 #[cfg(test)]
 mod review_tests;
 #[cfg(test)]

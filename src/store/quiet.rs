@@ -307,13 +307,13 @@ async fn append_all(tx: &mut sqlx::AnyConnection, entries: Vec<Entry>) -> Result
 /// in the number of parameters for each of them; anonymous `?` costs nothing. PostgreSQL takes
 /// only `$N`.
 #[derive(Clone, Copy)]
-enum Placeholders {
+pub(super) enum Placeholders {
     Numbered,
     Anonymous,
 }
 
 impl Placeholders {
-    fn of(tx: &sqlx::AnyConnection) -> Placeholders {
+    pub(super) fn of(tx: &sqlx::AnyConnection) -> Placeholders {
         if tx.backend_name() == "SQLite" {
             Placeholders::Anonymous
         } else {
@@ -322,7 +322,7 @@ impl Placeholders {
     }
 
     /// `$first, $first+1, …` or `?, ?, …`: `n` parameters.
-    fn list(self, first: usize, n: usize) -> String {
+    pub(super) fn list(self, first: usize, n: usize) -> String {
         let list: Vec<String> = (first..first + n)
             .map(|i| match self {
                 Placeholders::Numbered => format!("${i}"),
@@ -333,7 +333,7 @@ impl Placeholders {
     }
 
     /// `($1, …, $width), ($width+1, …)`: `rows` rows of `width` parameters.
-    fn rows(self, rows: usize, width: usize) -> String {
+    pub(super) fn rows(self, rows: usize, width: usize) -> String {
         let list: Vec<String> = (0..rows)
             .map(|r| format!("({})", self.list(1 + r * width, width)))
             .collect();

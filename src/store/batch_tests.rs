@@ -1,5 +1,6 @@
-//! A batch of decisions that act on nothing records exactly what recording them one at a time
-//! does: the same alerts, incidents, timeline and outbox, in the same order.
+//! What is recorded a batch at a time is exactly what recording one at a time records: the
+//! same alerts, incidents, timeline and outbox, in the same order. For decisions that act on
+//! nothing (`quiet`) and for a group commit's deliveries of firing alerts (`intake`).
 
 use sqlx::Row;
 
@@ -181,8 +182,11 @@ async fn prepare(store: &Store, alerts: &[Alert]) -> Vec<i64> {
 async fn dump(store: &Store) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
-        "SELECT i.incident_key, a.fingerprint, a.outcome, a.reason, a.decided_at, a.attempts,
-                a.retry_at, a.retry_on_delivery, a.deliveries
+        "SELECT a.id, i.incident_key, a.fingerprint, a.starts_at, a.source, a.alertname,
+                a.status, a.labels, a.annotations, a.generator_url, a.external_url, a.ends_at,
+                a.received_at, a.last_received_at, a.deliveries, a.outcome, a.reason,
+                a.decided_at, a.resolved_at, a.priority, a.attempts, a.retry_at,
+                a.retry_on_delivery
          FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id ORDER BY a.id",
         "SELECT incident_key, namespace, workload_kind, workload_name, workload_uid,
                 rollout_name, rollout_uid, rollout_revision, rollout_image, rollout_since,
@@ -256,4 +260,111 @@ async fn a_batch_records_what_one_at_a_time_records(db: TestDb) {
     );
 }
 
-on_both!(a_batch_records_what_one_at_a_time_records);
+/// Deliveries of a group: new alerts, repeats within the group and within a delivery, alerts
+/// recorded before, one that a delivery reopens, a new start of a known fingerprint, urgency
+/// given and missing, and more alerts than one statement takes.
+fn deliveries() -> Vec<(Vec<Alert>, Vec<bool>, Timestamp)> {
+    let known = |n| numbered("web", n);
+    let new = |n| numbered("api", n);
+    let mut restarted = known(1);
+    restarted.starts_at = t(150);
+    let many: Vec<Alert> = (0..250).map(|n| numbered("many", n)).collect();
+    let many_urgent: Vec<bool> = (0..250).map(|n| n % 3 == 0).collect();
+    vec![
+        (vec![new(1), known(1)], vec![false, true], t(110)),
+        (vec![new(1), new(2)], vec![true, false], t(111)),
+        (vec![known(2)], vec![], t(112)),
+        (vec![known(2), new(3), new(3)], vec![true], t(113)),
+        (many, many_urgent, t(114)),
+        (
+            vec![known(3), new(2), restarted],
+            vec![false, false, false],
+            t(115),
+        ),
+    ]
+}
+
+/// Alerts recorded before the group: `web` 1 to 3, 2 decided with its retries used up (a
+/// delivery reopens it).
+async fn prepare_intake(store: &Store) {
+    let known: Vec<Alert> = (1..=3).map(|n| numbered("web", n)).collect();
+    let ids: Vec<i64> = store
+        .record_alerts(&known, t(101))
+        .await
+        .expect("record")
+        .iter()
+        .map(|r| r.alert_id)
+        .collect();
+    sqlx::query(
+        "UPDATE alerts SET decided_at = $1, outcome = 'failed', retry_on_delivery = 1,
+            attempts = 3 WHERE id = $2",
+    )
+    .bind(ts_text(t(105)))
+    .bind(ids[1])
+    .execute(&store.pool)
+    .await
+    .expect("used up");
+}
+
+async fn a_group_of_deliveries_records_what_one_at_a_time_records(db: TestDb) {
+    let deliveries = deliveries();
+    let one_at_a_time = db.open().await;
+    prepare_intake(&one_at_a_time).await;
+    let mut expected = Vec::new();
+    for (alerts, urgent, now) in &deliveries {
+        expected.push(
+            one_at_a_time
+                .record_alerts_ranked(alerts, urgent, *now)
+                .await
+                .expect("record"),
+        );
+    }
+
+    let other = db.sibling().await;
+    let together = other.open().await;
+    prepare_intake(&together).await;
+    let parts: Vec<intake::Part<'_>> = deliveries
+        .iter()
+        .map(|(alerts, urgent, now)| intake::Part {
+            alerts,
+            urgent,
+            now: *now,
+        })
+        .collect();
+    assert!(intake::applies(&parts));
+    let mut tx = together.write_tx().await.expect("begin");
+    let answers = intake::record_in(&mut tx, &parts).await.expect("record");
+    tx.commit().await.expect("commit");
+
+    assert_eq!(answers, expected);
+    assert!(
+        answers[2][0].reopened && !answers[3][0].reopened,
+        "reopened once"
+    );
+    assert!(answers[1][0].alert_id == answers[0][0].alert_id && !answers[1][0].fresh);
+    let (want, have) = (dump(&one_at_a_time).await, dump(&together).await);
+    assert!(want.len() > 255, "{} rows", want.len());
+    assert_eq!(have, want);
+}
+
+#[test]
+fn a_group_with_a_resolved_alert_is_recorded_a_delivery_at_a_time() {
+    let firing = numbered("web", 1);
+    let mut resolved = firing.clone();
+    resolved.status = AlertStatus::Resolved;
+    let part = |alerts| intake::Part {
+        alerts,
+        urgent: &[],
+        now: t(110),
+    };
+    assert!(intake::applies(&[part(std::slice::from_ref(&firing))]));
+    assert!(!intake::applies(&[
+        part(std::slice::from_ref(&firing)),
+        part(std::slice::from_ref(&resolved))
+    ]));
+}
+
+on_both!(
+    a_batch_records_what_one_at_a_time_records,
+    a_group_of_deliveries_records_what_one_at_a_time_records
+);
