@@ -6,6 +6,8 @@
 //! not-recovered and not acknowledged), `acked_at` and `acked_by`. Every verdict and every
 //! acknowledgement is also an append-only timeline entry (`verify`, `ack`).
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -74,19 +76,29 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
+        // The alerts each incident follows, all in one read: a pass comes every second, and
+        // after a storm hundreds of actions are under verification.
+        let mut followed_by: HashMap<i64, Vec<FollowedAlert>> = HashMap::new();
+        if !rows.is_empty() {
+            let followed = sqlx::query(
+                "SELECT incident_id, alertname, status, ends_at, resolved_at FROM alerts
+                 WHERE incident_id IN (SELECT incident_id FROM actions
+                                       WHERE verify_until IS NOT NULL AND verified_at IS NULL)
+                 ORDER BY id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &followed {
+                followed_by
+                    .entry(row.try_get("incident_id")?)
+                    .or_default()
+                    .push(followed_from_row(row)?);
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let incident_id: i64 = r.try_get("incident_id")?;
-            let followed = sqlx::query(
-                "SELECT alertname, status, ends_at, resolved_at FROM alerts
-                 WHERE incident_id = $1 ORDER BY id",
-            )
-            .bind(incident_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(followed_from_row)
-            .collect::<Result<Vec<_>>>()?;
+            let followed = followed_by.get(&incident_id).cloned().unwrap_or_default();
             let acted: Option<String> = r.try_get("finished_at")?;
             let acted = match acted {
                 Some(t) => t,

@@ -239,7 +239,82 @@ async fn failed_and_dry_run_actions_are_not_followed(db: TestDb) {
     assert!(store.verifications().await.expect("due").is_empty());
 }
 
+/// Each action follows the alerts of its own incident, however many are under verification.
+async fn each_action_follows_its_own_incidents_alerts(db: TestDb) {
+    let store = db.open().await;
+    let on = |name: &str| {
+        let mut d = mk_decision(false);
+        for w in d.workload.iter_mut() {
+            w.name = name.into();
+            w.uid = format!("uid-{name}");
+        }
+        if let Some(Command::UndoDeployment(u)) = &mut d.command {
+            u.name = name.into();
+            u.uid = format!("uid-{name}");
+        }
+        d
+    };
+    let mut outcomes = Vec::new();
+    for (name, alerts) in [("web", 3), ("api", 1)] {
+        let mut first = None;
+        for n in 0..alerts {
+            let mut alert = alert_about(name, AlertStatus::Firing);
+            alert.labels.insert("pod".into(), n.to_string());
+            alert.fingerprint = crate::core::alert::Fingerprint::of(&alert.labels);
+            let alert_id = store
+                .record_alerts(std::slice::from_ref(&alert), t(101))
+                .await
+                .expect("record")[0]
+                .alert_id;
+            let mut decision = on(name);
+            if first.is_some() {
+                decision.command = None;
+                decision.outcome = Outcome::AlreadyRolledBack;
+            }
+            let recorded = store
+                .record_decision(alert_id, &alert, &decision, t(102))
+                .await
+                .expect("decide")
+                .expect("recorded");
+            first.get_or_insert((alert_id, recorded));
+        }
+        outcomes.push(first.expect("one alert at least"));
+    }
+    let result = ActionResult {
+        status: ActionStatus::Succeeded,
+        outcome: Outcome::RolledBack,
+        message: "done".into(),
+        target: Some(rev("web-b", 2)),
+        data: Value::Null,
+        transient: false,
+    };
+    let outcomes: Vec<ActionOutcome<'_>> = outcomes
+        .iter()
+        .map(|(alert_id, recorded)| ActionOutcome {
+            action_id: recorded.action_id.expect("intent"),
+            incident_id: recorded.incident_id,
+            alert_id: *alert_id,
+            result: &result,
+            followup: Followup::Done,
+            messages: &[],
+            verify_until: Some(t(710)),
+        })
+        .collect();
+    store
+        .record_outcomes(&outcomes, t(110))
+        .await
+        .expect("results");
+    let due = store.verifications().await.expect("due");
+    let followed: Vec<(&str, usize)> = due
+        .iter()
+        .map(|v| (v.name.as_str(), v.followed.len()))
+        .collect();
+    assert_eq!(followed, [("web", 3), ("api", 1)]);
+    assert_ne!(due[0].incident_id, due[1].incident_id);
+}
+
 on_both!(
+    each_action_follows_its_own_incidents_alerts,
     an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen,
     not_recovered_holds_the_workload_until_acknowledged,
     failed_and_dry_run_actions_are_not_followed,
