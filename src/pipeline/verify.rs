@@ -39,7 +39,7 @@ impl Pipeline {
 
     /// Judges every action under verification and records the verdicts that are due.
     pub(super) async fn verify_due(&self) -> Result<(), StoreError> {
-        for v in self.store.verifications().await? {
+        for v in self.store.verifications_due(Timestamp::now()).await? {
             let argo = ROLLOUT_KINDS.contains(&v.kind.as_str());
             // A Rollout read from stale data could hold a workload for nothing: wait.
             if argo && !self.readiness.is_ready() {

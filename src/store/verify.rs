@@ -59,8 +59,12 @@ pub enum Ack {
 }
 
 impl Store {
-    /// Every action being verified, oldest first, with the alerts it follows.
-    pub async fn verifications(&self) -> Result<Vec<Verifying>> {
+    /// The actions being verified that may get their verdict at `now`, oldest first, with the
+    /// alerts each follows: those whose window has ended, and those whose alerts are all
+    /// resolved. An action with an alert still firing inside its window can only be pending,
+    /// so it is left out (and its alerts unread): a pass comes every second, and after a
+    /// storm hundreds of actions follow thousands of alerts.
+    pub async fn verifications_due(&self, now: Timestamp) -> Result<Vec<Verifying>> {
         let rows = sqlx::query(
             "SELECT ac.id AS action_id, ac.incident_id, ac.kind, ac.namespace AS a_namespace,
                     ac.workload_name, ac.workload_uid AS a_uid, ac.target_uid, ac.target_name,
@@ -72,27 +76,39 @@ impl Store {
              FROM actions ac
              JOIN alerts al ON al.id = ac.alert_id
              JOIN incidents i ON i.id = ac.incident_id
-             WHERE ac.verify_until IS NOT NULL AND ac.verified_at IS NULL ORDER BY ac.id",
+             WHERE ac.verify_until IS NOT NULL AND ac.verified_at IS NULL
+               AND (ac.verify_until <= $1
+                    OR NOT EXISTS (SELECT 1 FROM alerts f
+                                   WHERE f.incident_id = ac.incident_id AND f.status <> 'resolved'))
+             ORDER BY ac.id",
         )
+        .bind(ts_text(now))
         .fetch_all(&self.pool)
         .await?;
-        // The alerts each incident follows, all in one read: a pass comes every second, and
-        // after a storm hundreds of actions are under verification.
+        // The alerts the incidents follow, all in one read.
         let mut followed_by: HashMap<i64, Vec<FollowedAlert>> = HashMap::new();
         if !rows.is_empty() {
-            let followed = sqlx::query(
-                "SELECT incident_id, alertname, status, ends_at, resolved_at FROM alerts
-                 WHERE incident_id IN (SELECT incident_id FROM actions
-                                       WHERE verify_until IS NOT NULL AND verified_at IS NULL)
-                 ORDER BY id",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            for row in &followed {
-                followed_by
-                    .entry(row.try_get("incident_id")?)
-                    .or_default()
-                    .push(followed_from_row(row)?);
+            let incidents: Vec<i64> = rows
+                .iter()
+                .map(|r| r.try_get("incident_id"))
+                .collect::<std::result::Result<_, _>>()?;
+            for chunk in incidents.chunks(500) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT incident_id, alertname, status, ends_at, resolved_at FROM alerts
+                     WHERE incident_id IN ({}) ORDER BY id",
+                    list.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                for row in &query.fetch_all(&self.pool).await? {
+                    followed_by
+                        .entry(row.try_get("incident_id")?)
+                        .or_default()
+                        .push(followed_from_row(row)?);
+                }
             }
         }
         let mut out = Vec::with_capacity(rows.len());

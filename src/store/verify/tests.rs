@@ -88,7 +88,15 @@ async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64,
 
 async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen(db: TestDb) {
     let (store, action_id, incident_id) = acted(&db, ActionStatus::Succeeded, false).await;
-    let due = store.verifications().await.expect("due");
+    assert!(
+        store
+            .verifications_due(t(200))
+            .await
+            .expect("due")
+            .is_empty(),
+        "an alert firing inside the window: only pending"
+    );
+    let due = store.verifications_due(t(710)).await.expect("due");
     assert_eq!(due.len(), 1);
     let v = &due[0];
     assert_eq!((v.action_id, v.incident_id), (action_id, incident_id));
@@ -103,7 +111,7 @@ async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_see
         .record_alerts(&[mk_alert(AlertStatus::Resolved)], t(240))
         .await
         .expect("resolved");
-    let due = store.verifications().await.expect("due");
+    let due = store.verifications_due(t(240)).await.expect("due");
     assert_eq!(
         due[0].followed[0].resolved_at,
         Some(t(230)),
@@ -137,7 +145,13 @@ async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_see
         .await
         .expect("verdict");
     assert!(!again, "one verdict per action");
-    assert!(store.verifications().await.expect("due").is_empty());
+    assert!(
+        store
+            .verifications_due(t(800))
+            .await
+            .expect("due")
+            .is_empty()
+    );
     let detail = store
         .incident(incident_id)
         .await
@@ -233,10 +247,22 @@ async fn not_recovered_holds_the_workload_until_acknowledged(db: TestDb) {
 
 async fn failed_and_dry_run_actions_are_not_followed(db: TestDb) {
     let (store, _, _) = acted(&db, ActionStatus::Failed, false).await;
-    assert!(store.verifications().await.expect("due").is_empty());
+    assert!(
+        store
+            .verifications_due(t(800))
+            .await
+            .expect("due")
+            .is_empty()
+    );
     let db = db.sibling().await;
     let (store, _, _) = acted(&db, ActionStatus::Succeeded, true).await;
-    assert!(store.verifications().await.expect("due").is_empty());
+    assert!(
+        store
+            .verifications_due(t(800))
+            .await
+            .expect("due")
+            .is_empty()
+    );
 }
 
 /// Each action follows the alerts of its own incident, however many are under verification.
@@ -304,7 +330,7 @@ async fn each_action_follows_its_own_incidents_alerts(db: TestDb) {
         .record_outcomes(&outcomes, t(110))
         .await
         .expect("results");
-    let due = store.verifications().await.expect("due");
+    let due = store.verifications_due(t(710)).await.expect("due");
     let followed: Vec<(&str, usize)> = due
         .iter()
         .map(|v| (v.name.as_str(), v.followed.len()))
