@@ -132,6 +132,9 @@ pub struct Store {
     committer: Option<tokio::sync::mpsc::Sender<group::Delivery>>,
     /// Written on every action recorded (see [`AuditStamp`]); `None` in tests.
     audit: Option<Arc<AuditStamp>>,
+    /// The past actions last read, with the version of the table they were read at
+    /// ([`Store::past_actions`]).
+    past: Arc<std::sync::Mutex<Option<(i64, Arc<[crate::core::engine::PastAction]>)>>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
@@ -169,6 +172,7 @@ impl Store {
             writable: Arc::new(AtomicBool::new(true)),
             committer: None,
             audit: None,
+            past: Arc::default(),
         };
         if group::enabled() {
             store.committer = Some(group::spawn(store.clone()));

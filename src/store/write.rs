@@ -3,6 +3,8 @@
 //! Each method is one transaction, so an incident never shows a decision without the timeline
 //! entries that explain it, and a notification about it is queued exactly when it is recorded.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -202,7 +204,27 @@ impl Store {
     /// Actions that count against acting again: every one not known to have failed or been
     /// skipped (intended, unknown, succeeded), not dry-run. The state each one reverted to (or
     /// may have) counts as rollbackd's own, whatever became of the action.
-    pub async fn past_actions(&self) -> Result<Vec<PastAction>> {
+    ///
+    /// Read again only when the table's version (kept by triggers on every change to an action
+    /// or a hold, whoever makes it) moved since the last read; otherwise the last read is
+    /// returned. The version is read first, so a change that lands during the read is seen
+    /// by the next call.
+    pub async fn past_actions(&self) -> Result<Arc<[PastAction]>> {
+        let version: i64 = sqlx::query("SELECT version FROM actions_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("version")?;
+        if let Some((at, past)) = &*self.past.lock().unwrap_or_else(|p| p.into_inner())
+            && *at == version
+        {
+            return Ok(past.clone());
+        }
+        let past: Arc<[PastAction]> = self.read_past_actions().await?.into();
+        *self.past.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, past.clone()));
+        Ok(past)
+    }
+
+    async fn read_past_actions(&self) -> Result<Vec<PastAction>> {
         let rows = sqlx::query(
             "SELECT ac.incident_id, ac.workload_uid, ac.blamed_uid, ac.status, ac.target_uid,
                     ac.intended_at, i.held

@@ -1,5 +1,7 @@
 //! Verification bookkeeping, against a real SQLite file and a real PostgreSQL.
 
+use std::sync::Arc;
+
 use super::*;
 use crate::core::alert::AlertStatus;
 use crate::core::engine::{Command, Decision, UndoDeployment};
@@ -339,7 +341,82 @@ async fn each_action_follows_its_own_incidents_alerts(db: TestDb) {
     assert_ne!(due[0].incident_id, due[1].incident_id);
 }
 
+/// The past actions are read again whenever an action or a hold changed, whoever changed it:
+/// here another handle on the same store, as `rollbackd incidents ack` or another replica
+/// would be, and a statement outside the store's code.
+async fn past_actions_follow_changes_made_elsewhere(db: TestDb) {
+    let (store, action_id, incident_id) = acted(&db, ActionStatus::Succeeded, false).await;
+    let elsewhere = db.open().await;
+    let past = store.past_actions().await.expect("past");
+    assert_eq!((past.len(), past[0].held), (1, false));
+    assert!(
+        Arc::ptr_eq(&past, &store.past_actions().await.expect("past")),
+        "nothing changed: the last read is kept"
+    );
+
+    elsewhere
+        .record_verdict(
+            action_id,
+            incident_id,
+            Outcome::NotRecovered,
+            "not recovered",
+            &Value::Null,
+            &[],
+            t(710),
+        )
+        .await
+        .expect("verdict");
+    assert!(
+        store.past_actions().await.expect("past")[0].held,
+        "held elsewhere"
+    );
+    elsewhere
+        .ack(incident_id, "ana", None, t(720))
+        .await
+        .expect("ack");
+    assert!(
+        !store.past_actions().await.expect("past")[0].held,
+        "released elsewhere"
+    );
+
+    let alert = mk_alert(AlertStatus::Firing);
+    let mut second = alert.clone();
+    second.starts_at = t(300);
+    let id = elsewhere
+        .record_alerts(std::slice::from_ref(&second), t(301))
+        .await
+        .expect("record")[0]
+        .alert_id;
+    // Another cause: a later rollout of the same workload.
+    let mut later = mk_decision(false);
+    if let Some(Command::UndoDeployment(u)) = &mut later.command {
+        u.blamed = rev("web-d", 4);
+    }
+    elsewhere
+        .record_decision(id, &second, &later, t(302))
+        .await
+        .expect("decide")
+        .expect("recorded");
+    assert_eq!(
+        store.past_actions().await.expect("past").len(),
+        2,
+        "an intent elsewhere"
+    );
+
+    sqlx::query("UPDATE actions SET status = 'failed' WHERE id = $1")
+        .bind(action_id)
+        .execute(&elsewhere.pool)
+        .await
+        .expect("update");
+    assert_eq!(
+        store.past_actions().await.expect("past").len(),
+        1,
+        "a failed action no longer counts"
+    );
+}
+
 on_both!(
+    past_actions_follow_changes_made_elsewhere,
     each_action_follows_its_own_incidents_alerts,
     an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen,
     not_recovered_holds_the_workload_until_acknowledged,
