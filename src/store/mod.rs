@@ -110,6 +110,9 @@ pub enum StoreError {
     Fenced { epoch: i64, newest: i64 },
 }
 
+/// Past actions as read, and the version of the table they were read at.
+type PastRead = (i64, Arc<[crate::core::engine::PastAction]>);
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -134,7 +137,7 @@ pub struct Store {
     audit: Option<Arc<AuditStamp>>,
     /// The past actions last read, with the version of the table they were read at
     /// ([`Store::past_actions`]).
-    past: Arc<std::sync::Mutex<Option<(i64, Arc<[crate::core::engine::PastAction]>)>>>,
+    past: Arc<std::sync::Mutex<Option<PastRead>>>,
 }
 
 /// Connections idle this long are closed, so an idle daemon holds no file of the store open:
