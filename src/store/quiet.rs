@@ -83,7 +83,7 @@ pub(super) async fn record_in(
     let mut out: Vec<Option<Recorded>> = vec![None; batch.len()];
     let mut entries = Vec::with_capacity(3 * items.len());
     for item in &items {
-        let incident_id = incidents[item.key.as_str()];
+        let incident_id = incident_of_key(&incidents, item)?;
         // An alert is received once; a later decision about it is another attempt.
         // "received" carries the time the alert was recorded, not the time it was decided.
         if item.never_decided {
@@ -270,7 +270,7 @@ async fn update_alerts(
             let provisional = item.provisional();
             query = query
                 .bind(item.alert_id)
-                .bind(incidents[item.key.as_str()])
+                .bind(incident_of_key(incidents, item)?)
                 .bind(item.shown())
                 .bind(item.decision.reason.as_str())
                 .bind((!provisional).then_some(now_text))
@@ -279,6 +279,14 @@ async fn update_alerts(
         query.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// The incident an item was filed under. Every key upserted is returned by its statement, so a
+/// missing one is an error of the database, answered as such rather than with a panic.
+fn incident_of_key(incidents: &HashMap<String, i64>, item: &Item<'_>) -> Result<i64> {
+    Ok(*incidents
+        .get(item.key.as_str())
+        .ok_or(sqlx::Error::RowNotFound)?)
 }
 
 /// Appends timeline entries in order.
