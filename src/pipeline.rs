@@ -241,19 +241,23 @@ impl Pipeline {
         Ok(received)
     }
 
-    /// Which alerts are urgent: those the engine would act on now (ignoring past actions). Only
-    /// an order: every alert is decided. Before the index is fresh, all are urgent.
+    /// Which alerts are urgent: those the engine would act on now, against the past actions
+    /// the worker read last. An alert about a cause already reverted is therefore not urgent,
+    /// and a flood of them after a revert does not hold up an alert about another rollout.
+    /// Only an order: every alert is decided, against the actions recorded by then. Before the
+    /// index is fresh, all are urgent.
     fn rank(&self, alerts: &[Alert]) -> Vec<bool> {
         if !self.readiness.is_ready() {
             return vec![true; alerts.len()];
         }
+        let past = self.store.past_actions_last_read();
         let index = match self.index.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         alerts
             .iter()
-            .map(|a| decide(a, &index, &self.policy, &[]).command.is_some())
+            .map(|a| decide(a, &index, &self.policy, &past).command.is_some())
             .collect()
     }
 
@@ -312,6 +316,11 @@ impl Pipeline {
                 self.note_stale().await
             };
             if let Err(e) = work {
+                error!(error = %error_chain(&e), "incident store failed; will retry");
+            }
+            // The ranking of alerts on receipt reads the last past actions read: keep them
+            // current with what this pass did (one small query when nothing changed).
+            if let Err(e) = self.store.past_actions().await {
                 error!(error = %error_chain(&e), "incident store failed; will retry");
             }
             if let Ok(n) = self.store.pending_count().await {

@@ -224,6 +224,16 @@ impl Store {
         Ok(past)
     }
 
+    /// The past actions as last read by [`Store::past_actions`] (none before the first read),
+    /// without asking the database: for the ranking of alerts on receipt, which is only an
+    /// order and must not add a query to every delivery.
+    pub fn past_actions_last_read(&self) -> Arc<[PastAction]> {
+        match &*self.past.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, past)) => past.clone(),
+            None => Arc::from([]),
+        }
+    }
+
     async fn read_past_actions(&self) -> Result<Vec<PastAction>> {
         let rows = sqlx::query(
             "SELECT ac.incident_id, ac.workload_uid, ac.blamed_uid, ac.status, ac.target_uid,
