@@ -2,7 +2,8 @@
 //!
 //! Intake ([`Pipeline::submit`]) durably records alerts and wakes the worker; nothing is
 //! decided on the request path. Intake ranks each alert: *urgent* when it concerns a workload
-//! with a rollout recent enough to blame (or when the index cannot tell yet), quiet otherwise.
+//! with a rollout recent enough to blame that the actions last read do not already cover (or
+//! when the index cannot tell yet), quiet otherwise.
 //!
 //! One worker decides alerts in order, so two alerts about the same rollout can never race
 //! into two rollbacks. Reverts on different workloads are carried out together, a [`Round`] at a
