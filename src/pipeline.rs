@@ -319,11 +319,6 @@ impl Pipeline {
             if let Err(e) = work {
                 error!(error = %error_chain(&e), "incident store failed; will retry");
             }
-            // The ranking of alerts on receipt reads the last past actions read: keep them
-            // current with what this pass did (one small query when nothing changed).
-            if let Err(e) = self.store.past_actions().await {
-                error!(error = %error_chain(&e), "incident store failed; will retry");
-            }
             if let Ok(n) = self.store.pending_count().await {
                 self.metrics.set_pending(usize::try_from(n).unwrap_or(0));
             }
@@ -575,6 +570,12 @@ impl Pipeline {
             if result.status == ActionStatus::Succeeded {
                 self.graph_later(*incident_id, None);
             }
+        }
+        // The ranking of alerts on receipt reads the past actions read last: read them now,
+        // so that the alerts still coming about these causes are not urgent. Only an order:
+        // a failure here is the next page's to see.
+        if let Err(e) = self.store.past_actions().await {
+            warn!(error = %error_chain(&e), "could not read the past actions after a round");
         }
         Ok(())
     }

@@ -135,7 +135,8 @@ async fn a_flood_about_a_reverted_cause_does_not_hold_up_another_rollout() {
         async move { done }
     })
     .await;
-    // The worker's last read of the past actions, which ranking uses, has web's revert.
+    // The worker's last read of the past actions, which ranking uses, has web's revert: it
+    // reads them again once a round's results are recorded.
     wait_until(
         "the revert among the past actions",
         Duration::from_secs(30),
