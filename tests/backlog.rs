@@ -43,6 +43,20 @@ fn payload(n: usize, labels: impl Fn(usize) -> Value) -> Value {
     })
 }
 
+/// How many alerts were still undecided when Deployment `name`'s undo was applied (looked at
+/// every 20 ms, for at most a minute).
+async fn undecided_at_undo(env: &Env, store: &rollbackd::store::Store, name: &str) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let pending = store.pending_count().await.expect("count");
+        if env.json_patches(name).iter().any(|p| p.status == 200) {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} was not undone within a minute");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_urgent_alert_overtakes_a_backlog_of_quiet_ones() {
     let env = sandbox_env().await;
@@ -72,17 +86,7 @@ async fn an_urgent_alert_overtakes_a_backlog_of_quiet_ones() {
     assert_eq!(status, 200);
 
     // The undo lands while most of the backlog is still undecided.
-    let mut pending_at_undo = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        let pending = store.pending_count().await.expect("count");
-        if env.json_patches("web").iter().any(|p| p.status == 200) {
-            pending_at_undo = Some(pending);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pending = pending_at_undo.expect("the urgent alert was acted on");
+    let pending = undecided_at_undo(&env, &store, "web").await;
     eprintln!(
         "quiet alerts undecided: {pending_before} when the urgent one came, {pending} at its undo"
     );
@@ -158,17 +162,7 @@ async fn a_flood_about_a_reverted_cause_does_not_hold_up_another_rollout() {
     let (status, _) = post_alert(&addr, &payload(1, |_| error_rate("api", "first".into()))).await;
     assert_eq!(status, 200);
 
-    let mut pending_at_undo = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        let pending = store.pending_count().await.expect("count");
-        if env.json_patches("api").iter().any(|p| p.status == 200) {
-            pending_at_undo = Some(pending);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pending = pending_at_undo.expect("api's alert was acted on");
+    let pending = undecided_at_undo(&env, &store, "api").await;
     eprintln!(
         "alerts about web undecided: {pending_before} when api's came, {pending} at its undo"
     );

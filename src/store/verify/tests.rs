@@ -17,25 +17,31 @@ fn mk_alert(status: AlertStatus) -> Alert {
 }
 
 fn mk_decision(dry_run: bool) -> Decision {
+    decision_on("web", dry_run)
+}
+
+/// An undo of Deployment `default/<name>` from `<name>-c` (revision 3) to `<name>-b`.
+fn decision_on(name: &str, dry_run: bool) -> Decision {
+    let uid = format!("uid-{name}");
     Decision {
         outcome: Outcome::RolledBack,
         reason: "because".into(),
         workload: Some(WorkloadRef {
             kind: "Deployment".into(),
             namespace: "default".into(),
-            name: "web".into(),
-            uid: "uid-web".into(),
+            name: name.into(),
+            uid: uid.clone(),
         }),
         rollout: Some(RolloutRef {
-            revision: rev("web-c", 3),
+            revision: rev(&format!("{name}-c"), 3),
             since: t(50),
         }),
         command: Some(Command::UndoDeployment(UndoDeployment {
             namespace: "default".into(),
-            name: "web".into(),
-            uid: "uid-web".into(),
-            blamed: rev("web-c", 3),
-            planned_target: rev("web-b", 2),
+            name: name.into(),
+            uid,
+            blamed: rev(&format!("{name}-c"), 3),
+            planned_target: rev(&format!("{name}-b"), 2),
             dry_run,
         })),
     }
@@ -44,17 +50,47 @@ fn mk_decision(dry_run: bool) -> Decision {
 /// A store with one alert whose undo was recorded with `status`; returns (action, incident).
 async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64, i64) {
     let store = db.open().await;
-    let alert = mk_alert(AlertStatus::Firing);
-    let alert_id = store
-        .record_alerts(std::slice::from_ref(&alert), t(101))
-        .await
-        .expect("record")[0]
-        .alert_id;
-    let recorded = store
-        .record_decision(alert_id, &alert, &mk_decision(dry_run), t(102))
-        .await
-        .expect("decide")
-        .expect("first");
+    let (action_id, incident_id) = act_on(&store, "web", 0, status, dry_run).await;
+    (store, action_id, incident_id)
+}
+
+/// Undoes Deployment `name` for a firing alert, with `joining` more alerts filed into its
+/// incident, and records the undo's result with `status`; returns (action, incident).
+async fn act_on(
+    store: &Store,
+    name: &str,
+    joining: usize,
+    status: ActionStatus,
+    dry_run: bool,
+) -> (i64, i64) {
+    let mut first = None;
+    for n in 0..=joining {
+        let mut alert = Alert {
+            generator_url: String::new(),
+            ..alert_about(name, AlertStatus::Firing)
+        };
+        if n > 0 {
+            alert.labels.insert("pod".into(), n.to_string());
+            alert.fingerprint = crate::core::alert::Fingerprint::of(&alert.labels);
+        }
+        let alert_id = store
+            .record_alerts(std::slice::from_ref(&alert), t(101))
+            .await
+            .expect("record")[0]
+            .alert_id;
+        let mut decision = decision_on(name, dry_run);
+        if first.is_some() {
+            decision.command = None;
+            decision.outcome = Outcome::AlreadyRolledBack;
+        }
+        let recorded = store
+            .record_decision(alert_id, &alert, &decision, t(102))
+            .await
+            .expect("decide")
+            .expect("recorded");
+        first.get_or_insert((alert_id, recorded));
+    }
+    let (alert_id, recorded) = first.expect("one alert at least");
     let action_id = recorded.action_id.expect("intent");
     let result = ActionResult {
         status,
@@ -64,7 +100,7 @@ async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64,
             Outcome::RolledBack
         },
         message: "done".into(),
-        target: Some(rev("web-b", 2)),
+        target: Some(rev(&format!("{name}-b"), 2)),
         data: Value::Null,
         transient: false,
     };
@@ -85,7 +121,23 @@ async fn acted(db: &TestDb, status: ActionStatus, dry_run: bool) -> (Store, i64,
         )
         .await
         .expect("result");
-    (store, action_id, recorded.incident_id)
+    (action_id, recorded.incident_id)
+}
+
+/// Records that the action did not recover its workload, which holds it.
+async fn hold(store: &Store, action_id: i64, incident_id: i64) {
+    store
+        .record_verdict(
+            action_id,
+            incident_id,
+            Outcome::NotRecovered,
+            "not recovered",
+            &Value::Null,
+            &[],
+            t(710),
+        )
+        .await
+        .expect("verdict");
 }
 
 async fn an_applied_action_is_followed_until_its_verdict_and_a_resolution_is_seen(db: TestDb) {
@@ -182,18 +234,7 @@ async fn not_recovered_holds_the_workload_until_acknowledged(db: TestDb) {
         },
         "nothing is held before a verdict"
     );
-    store
-        .record_verdict(
-            action_id,
-            incident_id,
-            Outcome::NotRecovered,
-            "not recovered",
-            &Value::Null,
-            &[],
-            t(710),
-        )
-        .await
-        .expect("verdict");
+    hold(&store, action_id, incident_id).await;
     let past = store.past_actions().await.expect("past");
     assert!(past[0].held, "{past:?}");
     assert_eq!(
@@ -270,68 +311,8 @@ async fn failed_and_dry_run_actions_are_not_followed(db: TestDb) {
 /// Each action follows the alerts of its own incident, however many are under verification.
 async fn each_action_follows_its_own_incidents_alerts(db: TestDb) {
     let store = db.open().await;
-    let on = |name: &str| {
-        let mut d = mk_decision(false);
-        for w in d.workload.iter_mut() {
-            w.name = name.into();
-            w.uid = format!("uid-{name}");
-        }
-        if let Some(Command::UndoDeployment(u)) = &mut d.command {
-            u.name = name.into();
-            u.uid = format!("uid-{name}");
-        }
-        d
-    };
-    let mut outcomes = Vec::new();
-    for (name, alerts) in [("web", 3), ("api", 1)] {
-        let mut first = None;
-        for n in 0..alerts {
-            let mut alert = alert_about(name, AlertStatus::Firing);
-            alert.labels.insert("pod".into(), n.to_string());
-            alert.fingerprint = crate::core::alert::Fingerprint::of(&alert.labels);
-            let alert_id = store
-                .record_alerts(std::slice::from_ref(&alert), t(101))
-                .await
-                .expect("record")[0]
-                .alert_id;
-            let mut decision = on(name);
-            if first.is_some() {
-                decision.command = None;
-                decision.outcome = Outcome::AlreadyRolledBack;
-            }
-            let recorded = store
-                .record_decision(alert_id, &alert, &decision, t(102))
-                .await
-                .expect("decide")
-                .expect("recorded");
-            first.get_or_insert((alert_id, recorded));
-        }
-        outcomes.push(first.expect("one alert at least"));
-    }
-    let result = ActionResult {
-        status: ActionStatus::Succeeded,
-        outcome: Outcome::RolledBack,
-        message: "done".into(),
-        target: Some(rev("web-b", 2)),
-        data: Value::Null,
-        transient: false,
-    };
-    let outcomes: Vec<ActionOutcome<'_>> = outcomes
-        .iter()
-        .map(|(alert_id, recorded)| ActionOutcome {
-            action_id: recorded.action_id.expect("intent"),
-            incident_id: recorded.incident_id,
-            alert_id: *alert_id,
-            result: &result,
-            followup: Followup::Done,
-            messages: &[],
-            verify_until: Some(t(710)),
-        })
-        .collect();
-    store
-        .record_outcomes(&outcomes, t(110))
-        .await
-        .expect("results");
+    act_on(&store, "web", 2, ActionStatus::Succeeded, false).await;
+    act_on(&store, "api", 0, ActionStatus::Succeeded, false).await;
     let due = store.verifications_due(t(710)).await.expect("due");
     let followed: Vec<(&str, usize)> = due
         .iter()
@@ -354,18 +335,7 @@ async fn past_actions_follow_changes_made_elsewhere(db: TestDb) {
         "nothing changed: the last read is kept"
     );
 
-    elsewhere
-        .record_verdict(
-            action_id,
-            incident_id,
-            Outcome::NotRecovered,
-            "not recovered",
-            &Value::Null,
-            &[],
-            t(710),
-        )
-        .await
-        .expect("verdict");
+    hold(&elsewhere, action_id, incident_id).await;
     assert!(
         store.past_actions().await.expect("past")[0].held,
         "held elsewhere"
