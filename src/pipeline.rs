@@ -234,7 +234,7 @@ impl Pipeline {
                 info!(alert = %alert.name(), key = %r.key, "delivered again after a transient failure; deciding it again");
             }
         }
-        let fresh = received.iter().filter(|r| r.fresh || r.reopened).count();
+        let fresh = received.iter().filter(|r| r.awaits_decision()).count();
         if fresh > 0 {
             self.metrics.add_pending(fresh);
             self.wake.notify_one();

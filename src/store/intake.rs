@@ -17,14 +17,12 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use sqlx::Row;
 
-use super::quiet::Placeholders;
-use super::write::{ALERTS_CHANNEL, Received};
+use super::batch::{self, Placeholders, ROWS};
+use super::write::{Received, announce, reopen};
 use super::{Result, json_text, ts_text};
 use crate::core::alert::{Alert, AlertStatus};
 
-/// Rows in one statement: well under SQLite's and PostgreSQL's limits on parameters.
-const ROWS: usize = 200;
-const _: () = assert!(ROWS * 18 < 32_766);
+const _: () = assert!(batch::fits(18));
 
 /// One delivery: its alerts, whether each is urgent, and when it arrived.
 pub(super) struct Part<'d> {
@@ -54,9 +52,9 @@ struct New<'d> {
 /// An alert recorded before this group.
 struct Known {
     id: i64,
-    retry_on_delivery: bool,
     deliveries: i64,
     last_received_at: String,
+    /// Its first delivery in the group reopened it (its retries were used up).
     reopened: bool,
 }
 
@@ -111,7 +109,6 @@ pub(super) async fn record_in(
                         // now that the alert is still being delivered as firing.
                         seen.push(Known {
                             id,
-                            retry_on_delivery: false,
                             deliveries: 1,
                             last_received_at: now_text.clone(),
                             reopened: retry_on_delivery,
@@ -130,9 +127,8 @@ pub(super) async fn record_in(
                     let k = &mut seen[*n];
                     k.deliveries += 1;
                     k.last_received_at = now_text.clone();
-                    let reopened = k.retry_on_delivery;
-                    k.retry_on_delivery = false;
-                    answer.push((i, Slot::Known(*n), false, reopened));
+                    // Reopened by its first delivery, if at all: a repeat finds it undecided.
+                    answer.push((i, Slot::Known(*n), false, false));
                 }
             }
         }
@@ -161,13 +157,7 @@ pub(super) async fn record_in(
                 .collect()
         })
         .collect();
-    // Replicas share a PostgreSQL store: the leader is told at commit that alerts await a
-    // decision (`Store::listen_for_alerts`), wherever they were received.
-    if tx.backend_name() == "PostgreSQL" && out.iter().flatten().any(|r| r.fresh || r.reopened) {
-        sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {ALERTS_CHANNEL}")))
-            .execute(&mut *tx)
-            .await?;
-    }
+    announce(tx, out.iter().flatten()).await?;
     Ok(out)
 }
 
@@ -191,7 +181,7 @@ async fn read_known(
              WHERE fingerprint IN ({})",
             style.list(1, chunk.len())
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for fp in chunk {
             query = query.bind(fp.as_str());
         }
@@ -225,7 +215,7 @@ async fn insert_fresh(
              RETURNING id, fingerprint, starts_at",
             style.rows(chunk.len(), 18)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for new in chunk.iter() {
             let alert = new.alert;
             query = query
@@ -278,7 +268,7 @@ async fn update_seen(
              WHERE alerts.id = v.column1",
             style.rows(chunk.len(), 3)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for k in chunk {
             query = query
                 .bind(k.id)
@@ -288,13 +278,7 @@ async fn update_seen(
         query.execute(&mut *tx).await?;
     }
     for k in seen.iter().filter(|k| k.reopened) {
-        sqlx::query(
-            "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
-                priority = 1 WHERE id = $1",
-        )
-        .bind(k.id)
-        .execute(&mut *tx)
-        .await?;
+        reopen(tx, k.id).await?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! ([`file`]), no file held open while idle, and `/readyz` proves a write ([`Store::ping`]).
 
 mod backup;
+mod batch;
 mod fence;
 mod file;
 mod group;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use sqlx::Row;
 
+use super::batch::{self, Placeholders, ROWS};
 use super::outbox::{NewMessage, enqueue};
 use super::write::{
     Recorded, attempt_reason, correlated_text, incident_of, is_significant, received_entry,
@@ -25,10 +26,7 @@ use super::{Result, ts_text};
 use crate::core::alert::Alert;
 use crate::core::engine::{Decision, Outcome, RolloutRef, WorkloadRef};
 
-/// Rows in one statement: well under SQLite's and PostgreSQL's limits on parameters.
-const ROWS: usize = 200;
-// SQLite allows 32,766 parameters, PostgreSQL 65,535; the widest row here has 15.
-const _: () = assert!(ROWS * 15 < 32_766);
+const _: () = assert!(batch::fits(15));
 
 /// One decision to record: the alert undecided when the batch began.
 struct Item<'b> {
@@ -144,7 +142,7 @@ async fn undecided<'b>(
              WHERE decided_at IS NULL AND id IN ({})",
             Placeholders::of(tx).list(1, chunk.len())
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for (id, _, _) in chunk {
             query = query.bind(*id);
         }
@@ -221,7 +219,7 @@ async fn file_incidents(
              RETURNING id, incident_key",
             Placeholders::of(tx).rows(chunk.len(), 15)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for &n in chunk {
             let item = &items[n];
             let (w, r) = (item.workload, item.rollout);
@@ -265,7 +263,7 @@ async fn update_alerts(
              WHERE alerts.id = v.column1",
             Placeholders::of(tx).rows(chunk.len(), 6)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for item in chunk {
             let provisional = item.provisional();
             query = query
@@ -296,7 +294,7 @@ async fn append_all(tx: &mut sqlx::AnyConnection, entries: Vec<Entry>) -> Result
             "INSERT INTO timeline (incident_id, at, kind, outcome, message, data) VALUES {}",
             Placeholders::of(tx).rows(chunk.len(), 6)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS);
+        let mut query = batch::query(sql, chunk.len());
         for e in chunk {
             query = query
                 .bind(e.incident_id)
@@ -309,57 +307,4 @@ async fn append_all(tx: &mut sqlx::AnyConnection, entries: Vec<Entry>) -> Result
         query.execute(&mut *tx).await?;
     }
     Ok(())
-}
-
-/// How a statement numbers its parameters. SQLite resolves each `$N` by name, which costs time
-/// in the number of parameters for each of them; anonymous `?` costs nothing. PostgreSQL takes
-/// only `$N`.
-#[derive(Clone, Copy)]
-pub(super) enum Placeholders {
-    Numbered,
-    Anonymous,
-}
-
-impl Placeholders {
-    pub(super) fn of(tx: &sqlx::AnyConnection) -> Placeholders {
-        if tx.backend_name() == "SQLite" {
-            Placeholders::Anonymous
-        } else {
-            Placeholders::Numbered
-        }
-    }
-
-    /// `$first, $first+1, …` or `?, ?, …`: `n` parameters.
-    pub(super) fn list(self, first: usize, n: usize) -> String {
-        let list: Vec<String> = (first..first + n)
-            .map(|i| match self {
-                Placeholders::Numbered => format!("${i}"),
-                Placeholders::Anonymous => "?".to_string(),
-            })
-            .collect();
-        list.join(", ")
-    }
-
-    /// `($1, …, $width), ($width+1, …)`: `rows` rows of `width` parameters.
-    pub(super) fn rows(self, rows: usize, width: usize) -> String {
-        let list: Vec<String> = (0..rows)
-            .map(|r| format!("({})", self.list(1 + r * width, width)))
-            .collect();
-        list.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_follow_the_backend() {
-        assert_eq!(Placeholders::Numbered.list(3, 2), "$3, $4");
-        assert_eq!(
-            Placeholders::Numbered.rows(2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
-        );
-        assert_eq!(Placeholders::Anonymous.rows(2, 2), "(?, ?), (?, ?)");
-    }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::batch::{self, Placeholders};
 use super::outbox::{NewMessage, enqueue};
 use super::read::alert_from_row;
 use super::settle::refs_from_row;
@@ -92,14 +93,13 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get("incident_id"))
                 .collect::<std::result::Result<_, _>>()?;
-            for chunk in incidents.chunks(500) {
-                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            for chunk in incidents.chunks(batch::ROWS) {
                 let sql = format!(
                     "SELECT incident_id, alertname, status, ends_at, resolved_at FROM alerts
                      WHERE incident_id IN ({}) ORDER BY id",
-                    list.join(", ")
+                    Placeholders::Numbered.list(1, chunk.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut query = batch::query(sql, chunk.len());
                 for id in chunk {
                     query = query.bind(*id);
                 }

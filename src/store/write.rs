@@ -28,6 +28,13 @@ pub struct Received {
     pub reopened: bool,
 }
 
+impl Received {
+    /// Whether the alert now awaits a decision: first delivered, or reopened.
+    pub fn awaits_decision(&self) -> bool {
+        self.fresh || self.reopened
+    }
+}
+
 /// Where a decision was recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
@@ -803,13 +810,7 @@ pub(super) async fn record_in(
         // alert is still being delivered as firing.
         let reopened = !resolved && row.try_get::<i64, _>("retry_on_delivery")? == 1;
         if reopened {
-            sqlx::query(
-                "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
-                    priority = 1 WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            reopen(tx, id).await?;
         }
         if resolved_now {
             sqlx::query(
@@ -872,14 +873,35 @@ pub(super) async fn record_in(
             reopened,
         });
     }
-    // Replicas share a PostgreSQL store: the leader is told at commit that alerts await a
-    // decision (`Store::listen_for_alerts`), wherever they were received.
-    if tx.backend_name() == "PostgreSQL" && out.iter().any(|r| r.fresh || r.reopened) {
+    announce(tx, &out).await?;
+    Ok(out)
+}
+
+/// Makes an alert whose retries were used up undecided again, and urgent: it was delivered
+/// again as firing.
+pub(super) async fn reopen(tx: &mut sqlx::AnyConnection, alert_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE alerts SET decided_at = NULL, retry_at = NULL, retry_on_delivery = 0,
+            priority = 1 WHERE id = $1",
+    )
+    .bind(alert_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Replicas share a PostgreSQL store: the leader is told at commit that alerts await a
+/// decision (`Store::listen_for_alerts`), wherever they were received.
+pub(super) async fn announce<'r>(
+    tx: &mut sqlx::AnyConnection,
+    received: impl IntoIterator<Item = &'r Received>,
+) -> Result<()> {
+    if tx.backend_name() == "PostgreSQL" && received.into_iter().any(Received::awaits_decision) {
         sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {ALERTS_CHANNEL}")))
-            .execute(&mut *tx)
+            .execute(tx)
             .await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The PostgreSQL notification channel on which a commit of new alerts is announced.
