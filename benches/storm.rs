@@ -13,6 +13,9 @@
 //! undo, the storm's first alert → the last undo, undos per Deployment (must be exactly one),
 //! and the daemon's RSS at ready and at its peak.
 //!
+//! `STORM_POSTS=0` runs B1 (one alert at a time, against `kubectl rollout undo`) alone;
+//! `STORM_DAEMON_LOG` sets the daemons' `ROLLBACKD_LOG` (default `error`).
+//!
 //! `STORM_SCALE=2000,5000,10000 cargo bench --bench storm` measures scale instead: one namespace
 //! grown to each size in turn, Deployments with three ReplicaSets each; at each size a fresh
 //! daemon's time to ready, its RSS at ready, and alert → undo for 20 Deployments.
@@ -387,7 +390,10 @@ async fn start_daemon(
             .process_group(0)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("ROLLBACKD_LOG", "error")
+            .env(
+                "ROLLBACKD_LOG",
+                std::env::var("STORM_DAEMON_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .env(
                 "ROLLBACKD_GROUP_COMMIT",
                 if group_commit { "on" } else { "off" },
@@ -692,6 +698,9 @@ async fn main() {
          {DEPLOYMENTS} Deployments (2-core shared machine; compare rows of one run)\n"
     );
     at_rest(&sandbox, dir.path(), &kubeconfig, &client).await;
+    if posts == 0 {
+        return;
+    }
     let floor_url = floor().await;
     let floor = post_all(&floor_url, storm("floor", posts)).await;
     let floor_rate = floor.accepted as f64 / floor.secs;
