@@ -205,6 +205,7 @@ fn index_scale(deployments: usize, per_deployment: usize) {
             template: PodTemplate::read(template(&format!("d{i}"), per_deployment)),
             annotations: Default::default(),
             labels: Default::default(),
+            selector: format!("app=d{i}"),
         })
         .collect();
     let all_rs: Vec<ReplicaSetState> = (0..deployments)

@@ -381,3 +381,72 @@ async fn an_expired_watch_relists_and_decisions_still_work() {
     let incident = settled_incident(&running).await;
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
 }
+
+/// The executor lists the ReplicaSets with the selector the index saw while it reads the
+/// Deployment; if the Deployment as read has another selector, it lists again with that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
+    use rollbackd::core::engine::{Command as Undo, UndoDeployment};
+    use rollbackd::core::undo::RevisionRef;
+    use rollbackd::k8s::executor::Executor;
+    use rollbackd::store::ActionStatus;
+
+    let env = sandbox_env().await;
+    env.three_rollouts("web").await;
+    let live = env.api.get("web").await.expect("web");
+    let uid = live.metadata.uid.clone().expect("uid");
+    let rs_api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        env.client.clone(),
+        "default",
+        &rollbackd::k8s::replica_sets(),
+    );
+    let all = rs_api
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("replica sets");
+    let by_revision = |rev: i64| {
+        let rs = all
+            .items
+            .iter()
+            .filter_map(rollbackd::k8s::replica_set_state)
+            .find(|rs| rs.revision == Some(rev))
+            .expect("revision");
+        RevisionRef::of(&rs)
+    };
+    let (blamed, target) = (by_revision(3), by_revision(2));
+    let lists = |sandbox: &kube_sandbox::Sandbox| -> Vec<String> {
+        sandbox
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "GET" && r.path_only() == "/apis/apps/v1/namespaces/default/replicasets"
+            })
+            .map(|r| r.path)
+            .collect()
+    };
+    env.sandbox.clear_requests();
+    let result = Executor::new(env.client.clone())
+        .execute(&Undo::UndoDeployment(UndoDeployment {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid,
+            blamed,
+            planned_target: target.clone(),
+            selector: "app=not-web".into(),
+            dry_run: false,
+        }))
+        .await;
+    assert_eq!(result.status, ActionStatus::Succeeded, "{}", result.message);
+    assert_eq!(result.target.as_ref().map(|t| &t.uid), Some(&target.uid));
+    let listed = lists(&env.sandbox);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed[0].contains("not-web"), "{listed:?}");
+    assert!(
+        listed[1].contains("web") && !listed[1].contains("not-web"),
+        "{listed:?}"
+    );
+    let ours = scenario::wait_rolled_out(&env.api, "web", "4", Duration::from_secs(10))
+        .await
+        .expect("rolled back");
+    assert_eq!(image_of(&ours), "nginx:2.0");
+}

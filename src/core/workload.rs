@@ -42,6 +42,9 @@ pub struct DeploymentState {
     pub annotations: LabelSet,
     /// `metadata.labels` (Argo CD's tracking label lives here).
     pub labels: LabelSet,
+    /// `spec.selector` as a label selector (empty if missing or unusable). Immutable in
+    /// apps/v1, so the executor lists ReplicaSets with it while it reads the Deployment again.
+    pub selector: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -546,6 +549,7 @@ pub(crate) mod tests {
             template: PodTemplate::read(mk_template(image, name)),
             annotations: LabelSet::new(),
             labels: LabelSet::new(),
+            selector: format!("app={name}"),
         }
     }
 

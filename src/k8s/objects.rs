@@ -1,5 +1,6 @@
 //! Conversion from API objects to the core's workload and traffic types.
 
+use super::selector_string;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
@@ -54,6 +55,10 @@ pub fn deployment_state(obj: &DynamicObject) -> Option<DeploymentState> {
         template: PodTemplate::read(spec.get("template").cloned().unwrap_or(Value::Null)),
         annotations: annotations(obj),
         labels: labels(obj),
+        selector: spec
+            .get("selector")
+            .and_then(selector_string)
+            .unwrap_or_default(),
     })
 }
 

@@ -141,6 +141,7 @@ async fn prepare(store: &Store, alerts: &[Alert]) -> Vec<i64> {
             uid: "uid-web".into(),
             blamed: rev("web-3", 3),
             planned_target: rev("web-2", 2),
+            selector: String::new(),
             dry_run: false,
         },
     ));

@@ -28,6 +28,7 @@ fn undo(workload: &str) -> Decision {
             uid: format!("uid-{workload}"),
             blamed: rev(&format!("{workload}-c"), 3),
             planned_target: rev(&format!("{workload}-b"), 2),
+            selector: String::new(),
             dry_run: false,
         })),
     }

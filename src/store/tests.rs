@@ -29,6 +29,7 @@ fn mk_decision() -> Decision {
             uid: "uid-web".into(),
             blamed: rev("web-c", 3),
             planned_target: rev("web-b", 2),
+            selector: String::new(),
             dry_run: false,
         })),
     }

@@ -90,6 +90,8 @@ pub struct UndoDeployment {
     pub blamed: RevisionRef,
     /// The target as planned from the index; the executor re-plans from fresh reads.
     pub planned_target: RevisionRef,
+    /// `spec.selector` as the index saw it (empty if unknown).
+    pub selector: String,
     pub dry_run: bool,
 }
 

@@ -75,6 +75,7 @@ pub(super) fn decide_deployment(ctx: &Context<'_>, deployment: &DeploymentState)
                 uid: workload.uid.clone(),
                 blamed,
                 planned_target: target,
+                selector: deployment.selector.clone(),
                 dry_run: ctx.dry_run(),
             }));
         }

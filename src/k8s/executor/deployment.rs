@@ -1,8 +1,8 @@
 //! Undo of a Deployment, as `kubectl rollout undo` does it.
 //!
-//! The Deployment and its ReplicaSets are read again (as kubectl does), the rollout the alert
-//! blamed must still be the current one, the plan comes from the same pure function the engine
-//! used, and one JSON patch guarded by a resourceVersion `test` is sent.
+//! The Deployment and its ReplicaSets are read again (as kubectl does, but both at once), the
+//! rollout the alert blamed must still be the current one, the plan comes from the same pure
+//! function the engine used, and one JSON patch guarded by a resourceVersion `test` is sent.
 
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
@@ -23,7 +23,26 @@ impl Executor {
         let rs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &undo.namespace, &replica_sets());
 
-        let obj = match self.timed(d_api.get(&undo.name)).await {
+        let list = |selector: String| {
+            let rs_api = rs_api.clone();
+            async move {
+                self.timed(rs_api.list(&ListParams::default().labels(&selector)))
+                    .await
+            }
+        };
+        // `spec.selector` is immutable in apps/v1: the ReplicaSets are listed with the one the
+        // index saw while the Deployment is read, which saves a round trip before the patch.
+        // They are listed again below if the Deployment as read has another.
+        let (got, early) = if undo.selector.is_empty() {
+            (self.timed(d_api.get(&undo.name)).await, None)
+        } else {
+            let (got, listed) = tokio::join!(
+                self.timed(d_api.get(&undo.name)),
+                list(undo.selector.clone())
+            );
+            (got, Some(listed))
+        };
+        let obj = match got {
             Ok(obj) => obj,
             Err(e) => {
                 return Attempt::Done(read_failed(
@@ -53,10 +72,11 @@ impl Executor {
         if selector.is_empty() {
             return Attempt::Done(failed(format!("{what} has no usable spec.selector")));
         }
-        let listed = match self
-            .timed(rs_api.list(&ListParams::default().labels(&selector)))
-            .await
-        {
+        let listed = match early {
+            Some(listed) if selector == undo.selector => listed,
+            _ => list(selector).await,
+        };
+        let listed = match listed {
             Ok(list) => list,
             Err(e) => {
                 return Attempt::Done(read_failed(

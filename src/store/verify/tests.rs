@@ -42,6 +42,7 @@ fn decision_on(name: &str, dry_run: bool) -> Decision {
             uid,
             blamed: rev(&format!("{name}-c"), 3),
             planned_target: rev(&format!("{name}-b"), 2),
+            selector: String::new(),
             dry_run,
         })),
     }
