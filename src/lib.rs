@@ -19,6 +19,7 @@ pub mod graph;
 pub mod http;
 pub mod k8s;
 pub mod link;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

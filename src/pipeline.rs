@@ -66,6 +66,8 @@ const VERIFY_EVERY: Duration = Duration::from_secs(1);
 const PAGE: usize = 256;
 /// At most this many reverts are carried out at once.
 const ROUND: usize = 64;
+/// Alerts decided before the worker gives unused memory back, once the backlog is empty.
+const TRIM_AFTER: usize = 1_000;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -291,6 +293,7 @@ impl Pipeline {
         let mut announced = false;
         let mut started = true;
         let mut verified: Option<tokio::time::Instant> = None;
+        let mut since_trim = 0;
         loop {
             match self.settle_unsettled(started).await {
                 Ok(()) => started = false,
@@ -314,13 +317,20 @@ impl Pipeline {
                     info!("waiting for fresh Kubernetes data before deciding anything");
                     announced = true;
                 }
-                self.note_stale().await
+                self.note_stale().await.map(|()| 0)
             };
-            if let Err(e) = work {
-                error!(error = %error_chain(&e), "incident store failed; will retry");
+            match work {
+                Ok(read) => since_trim += read,
+                Err(e) => error!(error = %error_chain(&e), "incident store failed; will retry"),
             }
             if let Ok(n) = self.store.pending_count().await {
                 self.metrics.set_pending(usize::try_from(n).unwrap_or(0));
+                // After a storm, the memory it took goes back to the system once the backlog is
+                // decided; the allocator would otherwise keep it for the next one.
+                if n == 0 && since_trim >= TRIM_AFTER {
+                    since_trim = 0;
+                    crate::memory::give_back().await;
+                }
             }
             let wait = if ready {
                 SWEEP
@@ -339,13 +349,16 @@ impl Pipeline {
         }
     }
 
-    /// Decides every alert that is due, a page at a time, while the data stays fresh.
-    async fn drain(&self) -> Result<(), StoreError> {
+    /// Decides every alert that is due, a page at a time, while the data stays fresh. Returns
+    /// how many alerts it read.
+    async fn drain(&self) -> Result<usize, StoreError> {
+        let mut read = 0;
         loop {
             let page = self.store.undecided_page(PAGE, Timestamp::now()).await?;
             if page.is_empty() {
-                return Ok(());
+                return Ok(read);
             }
+            read += page.len();
             let full = page.len() == PAGE;
             let mut past = self.store.past_actions().await?;
             self.note_breaker(&past);
@@ -358,7 +371,7 @@ impl Pipeline {
                     // Fresh data or no decision: the rest waits for the next round.
                     self.record_quiet(std::mem::take(&mut quiet)).await?;
                     self.act_round(std::mem::take(&mut round)).await?;
-                    return Ok(());
+                    return Ok(read);
                 }
                 // Each alert is decided against the actions recorded so far. An alert the
                 // round could change the decision for (about a workload the round acts on, or
@@ -403,7 +416,7 @@ impl Pipeline {
             let left = self.store.pending_count().await?;
             self.metrics.set_pending(usize::try_from(left).unwrap_or(0));
             if !full {
-                return Ok(());
+                return Ok(read);
             }
         }
     }
