@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use tracing::error;
 
-/// The intent is recorded; no API call has been made.
+/// The intent is recorded; nothing has been written (a Deployment's undo may have read its
+/// objects meanwhile).
 pub const AFTER_INTENT: &str = "after-intent";
 /// The write was sent and answered; nothing about it is recorded yet.
 pub const AFTER_PATCH: &str = "after-patch";

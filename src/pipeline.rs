@@ -43,14 +43,14 @@ use crate::core::engine::{
     Command, Decision, Outcome, PastAction, Policy, WorkloadRef, decide, decide_at,
 };
 use crate::core::settle::RetryPolicy;
-use crate::k8s::executor::Executor;
+use crate::k8s::executor::{Executor, Gate};
 use crate::k8s::watch::{Readiness, SharedIndex};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, is_notable};
 use crate::poller::PollerEvent;
 use crate::store::{
-    ActionOutcome, ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received, Store,
-    StoreError,
+    ActionOutcome, ActionResult, ActionStatus, Followup, NewMessage, PendingAlert, Received,
+    Recorded, Store, StoreError,
 };
 
 mod settle;
@@ -476,7 +476,8 @@ impl Pipeline {
     }
 
     /// Records a round of acting decisions (their intents, in one transaction), carries them
-    /// out at once, and records what came of them (in one transaction).
+    /// out at once, and records what came of them (in one transaction). The reverts read
+    /// their objects while the intents are being recorded; none writes before they are.
     async fn act_round(&self, round: Round) -> Result<(), StoreError> {
         if round.is_empty() {
             return Ok(());
@@ -487,37 +488,63 @@ impl Pipeline {
             .iter()
             .map(|(p, d)| (p.alert_id, &p.alert, d))
             .collect();
-        let recorded = match self.store.record_intents(&batch, now).await {
+        let (gates, waiting): (Vec<_>, Vec<_>) =
+            round.items.iter().map(|_| Gate::pending()).unzip();
+        let recording = async {
+            let recorded = self.store.record_intents(&batch, now).await;
+            let acting = |r: &Option<Recorded>| r.as_ref().is_some_and(|r| r.action_id.is_some());
+            if let Ok(recorded) = &recorded {
+                if recorded.iter().any(acting) {
+                    crate::fault::point(crate::fault::AFTER_INTENT).await;
+                }
+                for (gate, r) in gates.into_iter().zip(recorded) {
+                    // A revert whose reads are already done sees the gate closed: nothing
+                    // else is to be done about it.
+                    let _ = gate.send(acting(r));
+                }
+            }
+            // On an error the gates are dropped, which closes them.
+            recorded
+        };
+        let executing = futures::future::join_all(round.items.iter().zip(waiting).map(
+            |((_, decision), gate)| async move {
+                match &decision.command {
+                    Some(command) => Some(self.executor.execute_when(command, gate).await),
+                    None => None,
+                }
+            },
+        ));
+        let (recorded, executed) = tokio::join!(recording, executing);
+        let recorded = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
-                // They stay undecided and are tried again.
+                // They stay undecided and are tried again; nothing was written.
                 error!(alerts = round.len(), error = %error_chain(&e),
                     "could not record decisions; will retry");
                 return Err(e);
             }
         };
         let mut acting = Vec::with_capacity(round.len());
-        for ((pending, decision), recorded) in round.items.iter().zip(recorded) {
+        let mut results = Vec::with_capacity(round.len());
+        for (((pending, decision), recorded), result) in
+            round.items.iter().zip(recorded).zip(executed)
+        {
             let Some(recorded) = recorded else { continue };
             info!(alert = %pending.alert.name(), incident = recorded.incident_id,
                 outcome = decision.outcome.code(), "decision: {}", decision.reason);
             self.metrics
                 .decision_after_alert(since(pending.received_at, now));
-            let (Some(action_id), Some(command)) = (recorded.action_id, &decision.command) else {
+            let (Some(action_id), Some(command), Some(result)) =
+                (recorded.action_id, &decision.command, result)
+            else {
                 continue;
             };
             acting.push((pending, decision, recorded.incident_id, action_id, command));
+            results.push(result);
         }
         if acting.is_empty() {
             return Ok(());
         }
-        crate::fault::point(crate::fault::AFTER_INTENT).await;
-        let mut results = futures::future::join_all(
-            acting
-                .iter()
-                .map(|(_, _, _, _, command)| self.executor.execute(command)),
-        )
-        .await;
         crate::fault::point(crate::fault::BEFORE_RESULT).await;
         let decided = now;
         let now = Timestamp::now();

@@ -382,19 +382,19 @@ async fn an_expired_watch_relists_and_decisions_still_work() {
     assert_eq!(incident.outcome, "rolled-back", "{}", incident.reason);
 }
 
-/// The executor lists the ReplicaSets with the selector the index saw while it reads the
-/// Deployment; if the Deployment as read has another selector, it lists again with that one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
+/// The command that undoes `web` (three rollouts) from revision 3 to revision 2, as the engine
+/// would give it with `selector` seen in the index; and that target.
+async fn undo_of_web(
+    env: &Env,
+    selector: &str,
+) -> (
+    rollbackd::core::engine::Command,
+    rollbackd::core::undo::RevisionRef,
+) {
     use rollbackd::core::engine::{Command as Undo, UndoDeployment};
     use rollbackd::core::undo::RevisionRef;
-    use rollbackd::k8s::executor::Executor;
-    use rollbackd::store::ActionStatus;
-
-    let env = sandbox_env().await;
     env.three_rollouts("web").await;
     let live = env.api.get("web").await.expect("web");
-    let uid = live.metadata.uid.clone().expect("uid");
     let rs_api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         env.client.clone(),
         "default",
@@ -413,7 +413,28 @@ async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
             .expect("revision");
         RevisionRef::of(&rs)
     };
-    let (blamed, target) = (by_revision(3), by_revision(2));
+    let target = by_revision(2);
+    let undo = Undo::UndoDeployment(UndoDeployment {
+        namespace: "default".into(),
+        name: "web".into(),
+        uid: live.metadata.uid.clone().expect("uid"),
+        blamed: by_revision(3),
+        planned_target: target.clone(),
+        selector: selector.into(),
+        dry_run: false,
+    });
+    (undo, target)
+}
+
+/// The executor lists the ReplicaSets with the selector the index saw while it reads the
+/// Deployment; if the Deployment as read has another selector, it lists again with that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
+    use rollbackd::k8s::executor::Executor;
+    use rollbackd::store::ActionStatus;
+
+    let env = sandbox_env().await;
+    let (undo, target) = undo_of_web(&env, "app=not-web").await;
     let lists = |sandbox: &kube_sandbox::Sandbox| -> Vec<String> {
         sandbox
             .requests()
@@ -425,17 +446,7 @@ async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
             .collect()
     };
     env.sandbox.clear_requests();
-    let result = Executor::new(env.client.clone())
-        .execute(&Undo::UndoDeployment(UndoDeployment {
-            namespace: "default".into(),
-            name: "web".into(),
-            uid,
-            blamed,
-            planned_target: target.clone(),
-            selector: "app=not-web".into(),
-            dry_run: false,
-        }))
-        .await;
+    let result = Executor::new(env.client.clone()).execute(&undo).await;
     assert_eq!(result.status, ActionStatus::Succeeded, "{}", result.message);
     assert_eq!(result.target.as_ref().map(|t| &t.uid), Some(&target.uid));
     let listed = lists(&env.sandbox);
@@ -449,4 +460,59 @@ async fn the_undo_lists_with_the_live_selector_when_the_index_saw_another() {
         .await
         .expect("rolled back");
     assert_eq!(image_of(&ours), "nginx:2.0");
+}
+
+/// A revert reads while its intent is being recorded, and writes only once the gate opens;
+/// a gate that closes leaves nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undo_reads_before_its_intent_is_recorded_but_writes_only_after() {
+    use rollbackd::k8s::executor::{Executor, Gate};
+    use rollbackd::store::ActionStatus;
+
+    let env = sandbox_env().await;
+    let (undo, _) = undo_of_web(&env, "app=web").await;
+    let executor = Executor::new(env.client.clone());
+    let reads = |sandbox: &kube_sandbox::Sandbox| {
+        sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path_only().starts_with("/apis/apps/v1/"))
+            .count()
+    };
+
+    // A gate that closes: the reads are made, nothing is written.
+    env.sandbox.clear_requests();
+    let (gate, waiting) = Gate::pending();
+    drop(gate);
+    let result = executor.execute_when(&undo, waiting).await;
+    assert_eq!(result.status, ActionStatus::Failed, "{}", result.message);
+    assert!(
+        result.message.contains("nothing was written"),
+        "{}",
+        result.message
+    );
+    assert_eq!(reads(&env.sandbox), 2);
+    assert!(env.json_patches("web").is_empty());
+
+    // A gate held: the reads are made and the write waits for it.
+    env.sandbox.clear_requests();
+    let (gate, waiting) = Gate::pending();
+    let running = tokio::spawn({
+        let (executor, undo) = (executor.clone(), undo.clone());
+        async move { executor.execute_when(&undo, waiting).await }
+    });
+    let started = std::time::Instant::now();
+    while reads(&env.sandbox) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reads");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        env.json_patches("web").is_empty(),
+        "written before the gate opened"
+    );
+    gate.send(true).expect("the undo waits");
+    let result = running.await.expect("undo");
+    assert_eq!(result.status, ActionStatus::Succeeded, "{}", result.message);
+    assert_eq!(env.json_patches("web").len(), 1);
 }

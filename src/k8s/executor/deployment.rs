@@ -8,7 +8,9 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 use tracing::info;
 
-use super::{Attempt, Executor, failed, read_failed, skipped, succeeded, write_answer};
+use super::{
+    Attempt, Executor, Gate, failed, not_recorded, read_failed, skipped, succeeded, write_answer,
+};
 use crate::core::engine::{Outcome, UndoDeployment, describe};
 use crate::core::undo::{RevisionRef, UndoPlan, plan_undo};
 use crate::core::workload::{ReplicaSetState, current_replica_set};
@@ -16,7 +18,11 @@ use crate::k8s::{deployment_state, deployments, replica_set_state, replica_sets,
 use crate::store::ActionResult;
 
 impl Executor {
-    pub(super) async fn undo_deployment_once(&self, undo: &UndoDeployment) -> Attempt {
+    pub(super) async fn undo_deployment_once(
+        &self,
+        undo: &UndoDeployment,
+        gate: &mut Gate,
+    ) -> Attempt {
         let what = format!("deployment {}/{}", undo.namespace, undo.name);
         let d_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &undo.namespace, &deployments());
@@ -146,6 +152,9 @@ impl Executor {
                 ));
             }
         };
+        if !gate.passes().await {
+            return Attempt::Done(not_recorded(&what));
+        }
         let written = self
             .send_json_patch(&d_api, &undo.name, &patch, undo.dry_run)
             .await;

@@ -13,7 +13,9 @@ use kube::api::{Api, DynamicObject, Patch};
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Attempt, CallError, Executor, failed, patch_params, read_failed, skipped, unknown};
+use super::{
+    Attempt, CallError, Executor, Gate, failed, patch_params, read_failed, skipped, unknown,
+};
 use crate::core::engine::{ApplicationRef, Command, Outcome, SuspendAndRevert, SyncToPrevious};
 use crate::core::gitops::{ApplicationState, resume_hint, suspend_patch};
 use crate::k8s::patch::send_patch;
@@ -103,7 +105,8 @@ impl Executor {
             info!(namespace = %c.app.namespace, name = %c.app.name, dry_run, "suspended the automated sync of an Argo CD Application");
         }
         let inner = match c.revert.as_ref() {
-            Command::UndoDeployment(u) => self.undo_deployment_once(u).await,
+            // The gate of a suspension and revert was passed before it started.
+            Command::UndoDeployment(u) => self.undo_deployment_once(u, &mut Gate::open()).await,
             Command::UndoRollout(u) => self.undo_rollout_once(u).await,
             other => {
                 return Attempt::Done(failed(format!(

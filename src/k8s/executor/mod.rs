@@ -76,6 +76,50 @@ pub struct Executor {
     settings: ExecutorSettings,
 }
 
+/// Whether a command may write yet: its intent must be durable first, so that a crash never
+/// leaves a write nobody recorded. The pipeline records intents while the executor reads, and
+/// the executor waits here before its first write.
+pub struct Gate(GateState);
+
+enum GateState {
+    Open,
+    Closed,
+    Waiting(tokio::sync::oneshot::Receiver<bool>),
+}
+
+impl Gate {
+    /// A gate already open: the intent is recorded.
+    pub fn open() -> Gate {
+        Gate(GateState::Open)
+    }
+
+    /// A gate that opens when `true` is sent; `false`, or the sender dropped, closes it.
+    pub fn pending() -> (tokio::sync::oneshot::Sender<bool>, Gate) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, Gate(GateState::Waiting(rx)))
+    }
+
+    /// Waits until the gate is decided; whether the command may write.
+    async fn passes(&mut self) -> bool {
+        if let GateState::Waiting(rx) = &mut self.0 {
+            let open = rx.await.unwrap_or(false);
+            self.0 = if open {
+                GateState::Open
+            } else {
+                GateState::Closed
+            };
+        }
+        matches!(self.0, GateState::Open)
+    }
+}
+
+/// The result of a command whose gate closed: nothing was written.
+fn not_recorded(what: &str) -> ActionResult {
+    failed(format!(
+        "{what}: nothing was written, because the intent could not be recorded"
+    ))
+}
+
 /// How one attempt ended.
 enum Attempt {
     Done(ActionResult),
@@ -97,14 +141,24 @@ impl Executor {
         Executor { client, settings }
     }
 
+    /// Carries out `command`; its intent is already recorded.
     pub async fn execute(&self, command: &Command) -> ActionResult {
+        self.execute_when(command, Gate::open()).await
+    }
+
+    /// Carries out `command`, writing nothing before `gate` opens. A Deployment's undo reads
+    /// its objects meanwhile; every other command waits for the gate before it starts.
+    pub async fn execute_when(&self, command: &Command, mut gate: Gate) -> ActionResult {
         let intent = command.intent();
         let what = format!("{} {}/{}", intent.kind, intent.namespace, intent.name);
+        if !matches!(command, Command::UndoDeployment(_)) && !gate.passes().await {
+            return not_recorded(&what);
+        }
         let mut conflicts = Vec::new();
         let mut transients = Vec::new();
         loop {
             let attempt = match command {
-                Command::UndoDeployment(c) => self.undo_deployment_once(c).await,
+                Command::UndoDeployment(c) => self.undo_deployment_once(c, &mut gate).await,
                 Command::AbortRollout(c) => self.abort_rollout_once(c).await,
                 Command::UndoRollout(c) => self.undo_rollout_once(c).await,
                 Command::SwitchSelector(c) => self.switch_selector_once(c).await,
