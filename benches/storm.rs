@@ -14,7 +14,9 @@
 //! and the daemon's RSS at ready and at its peak.
 //!
 //! `STORM_POSTS=0` runs B1 (one alert at a time, against `kubectl rollout undo`) alone;
-//! `STORM_DAEMON_LOG` sets the daemons' `ROLLBACKD_LOG` (default `error`).
+//! `STORM_DAEMON_LOG` sets the daemons' `ROLLBACKD_LOG` (default `error`); `STORM_BASELINE`
+//! names another rollbackd binary, an earlier build, whose daemon B1 measures turn about with
+//! this build's.
 //!
 //! `STORM_SCALE=2000,5000,10000 cargo bench --bench storm` measures scale instead: one namespace
 //! grown to each size in turn, Deployments with three ReplicaSets each; at each size a fresh
@@ -276,7 +278,7 @@ async fn scale(
             started.elapsed().as_secs_f64()
         );
         let started = Instant::now();
-        let (daemon, url) = start_daemon(dir, kubeconfig, "scale", true).await;
+        let (daemon, url) = start_daemon(dir, kubeconfig, "scale", true, None).await;
         let ready = started.elapsed().as_secs_f64();
         let pid = daemon.0.id();
         let (rss, hwm, anon, file) = (
@@ -355,12 +357,15 @@ async fn scale(
     }
 }
 
+/// Starts a daemon over `namespace`: this build's, or the binary at `binary`.
 async fn start_daemon(
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     namespace: &str,
     group_commit: bool,
+    binary: Option<&std::path::Path>,
 ) -> (Daemon, String) {
+    let binary = binary.unwrap_or(std::path::Path::new(env!("CARGO_BIN_EXE_rollbackd")));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -380,10 +385,10 @@ async fn start_daemon(
     let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(env!("CARGO_BIN_EXE_rollbackd"));
+            c.args(args).arg(binary);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_rollbackd")),
+        None => Command::new(binary),
     };
     let daemon = Daemon(
         command
@@ -530,7 +535,9 @@ fn kubectl_undos(
 }
 
 /// B1, at rest: one alert at a time, alert → undo applied, against `kubectl rollout undo` as a
-/// whole process on equivalent Deployments of the same sandbox (discovery cache warm).
+/// whole process on equivalent Deployments of the same sandbox (discovery cache warm). With
+/// `STORM_BASELINE` naming another rollbackd binary (an earlier build), that binary's daemon
+/// gets the same alerts about Deployments of its own, each turn right after this build's.
 async fn at_rest(
     sandbox: &Arc<Sandbox>,
     dir: &std::path::Path,
@@ -538,22 +545,59 @@ async fn at_rest(
     client: &kube::Client,
 ) {
     const N: usize = 50;
+    let baseline = std::env::var_os("STORM_BASELINE").map(std::path::PathBuf::from);
     deploy_many(client, "rest", N, &["app:1", "app:2"]).await;
     deploy_many(client, "kubectl", N, &["app:1", "app:2"]).await;
-    let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true).await;
-    let (mut ours, mut after_answer) = one_by_one(sandbox, &url, "rest", 0..N).await;
+    let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true, None).await;
+    let base = match &baseline {
+        Some(binary) => {
+            deploy_many(client, "base", N, &["app:1", "app:2"]).await;
+            Some(start_daemon(dir, kubeconfig, "base", true, Some(binary)).await)
+        }
+        None => None,
+    };
+    let (mut ours, mut after_answer) = (Vec::new(), Vec::new());
+    let (mut base_sent, mut base_answered) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        let (sent, answered) = one_by_one(sandbox, &url, "rest", i..i + 1).await;
+        ours.extend(sent);
+        after_answer.extend(answered);
+        if let Some((_, base_url)) = &base {
+            let (sent, answered) = one_by_one(sandbox, base_url, "base", i..i + 1).await;
+            base_sent.extend(sent);
+            base_answered.extend(answered);
+        }
+    }
     let mut theirs = kubectl_undos(kubeconfig, &dir.join("kubectl-cache"), "kubectl", 0..N);
-    for v in [&mut ours, &mut after_answer, &mut theirs] {
+    for v in [
+        &mut ours,
+        &mut after_answer,
+        &mut theirs,
+        &mut base_sent,
+        &mut base_answered,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     latency_row("B1 rollbackd: POST sent -> undo applied", &ours);
     latency_row("B1 rollbackd: POST answered -> undo", &after_answer);
+    if base.is_some() {
+        latency_row("B1 baseline: POST sent -> undo applied", &base_sent);
+        latency_row("B1 baseline: POST answered -> undo", &base_answered);
+    }
     latency_row("B1 kubectl rollout undo (whole process)", &theirs);
     println!(
-        "{:<40} {:.1}x\n",
+        "{:<40} {:.1}x",
         "B1 ratio of medians, kubectl / rollbackd",
         percentile(&theirs, 0.5) / percentile(&ours, 0.5)
     );
+    if base.is_some() {
+        println!(
+            "{:<40} {:.2}x",
+            "B1 ratio of medians, baseline / rollbackd",
+            percentile(&base_sent, 0.5) / percentile(&ours, 0.5)
+        );
+    }
+    println!();
 }
 
 /// One storm against a daemon: prints its rows and returns accepted alerts/s.
@@ -721,7 +765,8 @@ async fn main() {
         ("rollbackd, a transaction per delivery", "single", false),
     ] {
         deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
-        let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, group_commit).await;
+        let (daemon, url) =
+            start_daemon(dir.path(), &kubeconfig, namespace, group_commit, None).await;
         daemon_storm(label, &sandbox, &daemon, &url, namespace, posts, floor_rate).await;
         if group_commit {
             // Two more storms on the same daemon, each after a fresh rollout of every
