@@ -1,6 +1,7 @@
 //! What the statements that write many rows at once share: how many rows a statement takes,
 //! and how its parameters are written for each backend.
 
+use super::Result;
 use sqlx::Any;
 use sqlx::any::AnyArguments;
 
@@ -56,6 +57,38 @@ impl Placeholders {
             .collect();
         list.join(", ")
     }
+}
+
+/// A timeline entry waiting to be written.
+pub(super) struct Entry {
+    pub(super) incident_id: i64,
+    pub(super) at: String,
+    pub(super) kind: &'static str,
+    pub(super) outcome: Option<&'static str>,
+    pub(super) message: String,
+    pub(super) data: Option<String>,
+}
+
+/// Appends timeline entries in order.
+pub(super) async fn append_all(tx: &mut sqlx::AnyConnection, entries: Vec<Entry>) -> Result<()> {
+    for chunk in entries.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO timeline (incident_id, at, kind, outcome, message, data) VALUES {}",
+            Placeholders::of(tx).rows(chunk.len(), 6)
+        );
+        let mut query = query(sql, chunk.len());
+        for e in chunk {
+            query = query
+                .bind(e.incident_id)
+                .bind(e.at.as_str())
+                .bind(e.kind)
+                .bind(e.outcome)
+                .bind(e.message.as_str())
+                .bind(e.data.as_deref());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use sqlx::Row;
 
-use super::batch::{self, Placeholders, ROWS};
+use super::batch::{self, Entry, Placeholders, ROWS, append_all};
 use super::outbox::{NewMessage, enqueue};
 use super::write::{
     Recorded, attempt_reason, correlated_text, incident_of, is_significant, received_entry,
@@ -52,16 +52,6 @@ impl Item<'_> {
     fn shown(&self) -> &'static str {
         self.decision.outcome.code()
     }
-}
-
-/// A timeline entry waiting to be written.
-struct Entry {
-    incident_id: i64,
-    at: String,
-    kind: &'static str,
-    outcome: Option<&'static str>,
-    message: String,
-    data: Option<String>,
 }
 
 /// Records decisions that act on nothing inside a write transaction: as recording each with
@@ -285,26 +275,4 @@ fn incident_of_key(incidents: &HashMap<String, i64>, item: &Item<'_>) -> Result<
     Ok(*incidents
         .get(item.key.as_str())
         .ok_or(sqlx::Error::RowNotFound)?)
-}
-
-/// Appends timeline entries in order.
-async fn append_all(tx: &mut sqlx::AnyConnection, entries: Vec<Entry>) -> Result<()> {
-    for chunk in entries.chunks(ROWS) {
-        let sql = format!(
-            "INSERT INTO timeline (incident_id, at, kind, outcome, message, data) VALUES {}",
-            Placeholders::of(tx).rows(chunk.len(), 6)
-        );
-        let mut query = batch::query(sql, chunk.len());
-        for e in chunk {
-            query = query
-                .bind(e.incident_id)
-                .bind(e.at.as_str())
-                .bind(e.kind)
-                .bind(e.outcome)
-                .bind(e.message.as_str())
-                .bind(e.data.as_deref());
-        }
-        query.execute(&mut *tx).await?;
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::batch::{Entry, append_all};
 use super::outbox::{NewMessage, enqueue};
 use super::{Result, Store, json_text, ts_text};
 use crate::core::alert::{Alert, AlertKey, AlertStatus};
@@ -446,41 +447,37 @@ async fn record_decision_in(
         .await?;
 
         // An alert is received once; a later decision about it is another attempt. "received"
-        // carries the time the alert was recorded, not the time it was decided.
+        // carries the time the alert was recorded, not the time it was decided. The entries go
+        // in one statement.
+        let mut entries = Vec::with_capacity(3);
         if never_decided {
             let (message, data) = received_entry(alert_id, alert);
-            append(
-                &mut *tx,
+            entries.push(Entry {
                 incident_id,
-                super::parse_ts(&received_at)?,
-                "received",
-                None,
-                &message,
-                &data,
-            )
-            .await?;
+                at: ts_text(super::parse_ts(&received_at)?),
+                kind: "received",
+                outcome: None,
+                message,
+                data: (!data.is_null()).then(|| data.to_string()),
+            });
         }
-        append(
-            &mut *tx,
+        entries.push(Entry {
             incident_id,
-            now,
-            "correlated",
-            None,
-            &correlated_text(workload, rollout),
-            &Value::Null,
-        )
-        .await?;
-        let reason = attempt_reason(earlier_attempts + 1, provisional, &decision.reason);
-        append(
-            &mut *tx,
+            at: now_text.clone(),
+            kind: "correlated",
+            outcome: None,
+            message: correlated_text(workload, rollout),
+            data: None,
+        });
+        entries.push(Entry {
             incident_id,
-            now,
-            "decision",
-            Some(decision.outcome),
-            &reason,
-            &Value::Null,
-        )
-        .await?;
+            at: now_text.clone(),
+            kind: "decision",
+            outcome: Some(decision.outcome.code()),
+            message: attempt_reason(earlier_attempts + 1, provisional, &decision.reason),
+            data: None,
+        });
+        append_all(&mut *tx, entries).await?;
 
         let mut action_id = None;
         if let Some(command) = &decision.command {
