@@ -498,8 +498,8 @@ impl Pipeline {
                     crate::fault::point(crate::fault::AFTER_INTENT).await;
                 }
                 for (gate, r) in gates.into_iter().zip(recorded) {
-                    // A revert whose reads are already done sees the gate closed: nothing
-                    // else is to be done about it.
+                    // A revert that ended without a write (superseded, say) has dropped its
+                    // gate already: nobody is left to tell.
                     let _ = gate.send(acting(r));
                 }
             }

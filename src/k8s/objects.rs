@@ -1,9 +1,9 @@
 //! Conversion from API objects to the core's workload and traffic types.
 
-use super::selector_string;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::selector_string;
 use crate::core::alert::LabelSet;
 use crate::core::gitops::{
     ApplicationState, HistoryEntry, ManagedResource, SUSPENDED_ANNOTATION, automated_of,
