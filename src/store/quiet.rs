@@ -16,11 +16,10 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use sqlx::Row;
 
-use super::batch::{self, Entry, Placeholders, ROWS, append_all};
+use super::batch::{self, Placeholders, ROWS, append_all};
 use super::outbox::{NewMessage, enqueue};
 use super::write::{
-    Recorded, attempt_reason, correlated_text, incident_of, is_significant, received_entry,
-    significant_sql,
+    Recorded, attempt_reason, decision_entries, incident_of, is_significant, significant_sql,
 };
 use super::{Result, ts_text};
 use crate::core::alert::Alert;
@@ -73,38 +72,22 @@ pub(super) async fn record_in(
     for item in &items {
         let incident_id = incident_of_key(&incidents, item)?;
         // An alert is received once; a later decision about it is another attempt.
-        // "received" carries the time the alert was recorded, not the time it was decided.
-        if item.never_decided {
-            let (message, data) = received_entry(item.alert_id, item.alert);
-            entries.push(Entry {
-                incident_id,
-                at: item.received_at.clone(),
-                kind: "received",
-                outcome: None,
-                message,
-                data: Some(data.to_string()),
-            });
-        }
-        entries.push(Entry {
+        let received = item
+            .never_decided
+            .then(|| (item.alert_id, item.alert, item.received_at.clone()));
+        entries.extend(decision_entries(
             incident_id,
-            at: now_text.clone(),
-            kind: "correlated",
-            outcome: None,
-            message: correlated_text(item.workload, item.rollout),
-            data: None,
-        });
-        entries.push(Entry {
-            incident_id,
-            at: now_text.clone(),
-            kind: "decision",
-            outcome: Some(item.shown()),
-            message: attempt_reason(
+            received,
+            &now_text,
+            item.workload,
+            item.rollout,
+            item.shown(),
+            attempt_reason(
                 item.earlier_attempts + 1,
                 item.provisional(),
                 &item.decision.reason,
             ),
-            data: None,
-        });
+        ));
         let messages = notify(item.at, incident_id);
         if !messages.is_empty() {
             // Queuing appends its own entries: those before it go first, as one at a time.

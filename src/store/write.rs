@@ -143,7 +143,7 @@ pub(super) fn incident_of<'d>(
 }
 
 /// The message and data of an alert's `received` timeline entry.
-pub(super) fn received_entry(alert_id: i64, alert: &Alert) -> (String, Value) {
+fn received_entry(alert_id: i64, alert: &Alert) -> (String, Value) {
     let labels: Vec<String> = alert
         .labels
         .iter()
@@ -164,10 +164,7 @@ pub(super) fn received_entry(alert_id: i64, alert: &Alert) -> (String, Value) {
 }
 
 /// The message of a decision's `correlated` timeline entry.
-pub(super) fn correlated_text(
-    workload: Option<&WorkloadRef>,
-    rollout: Option<&RolloutRef>,
-) -> String {
+fn correlated_text(workload: Option<&WorkloadRef>, rollout: Option<&RolloutRef>) -> String {
     match (workload, rollout) {
         (Some(w), Some(r)) => format!(
             "correlated with {w}, current {} since {}",
@@ -177,6 +174,50 @@ pub(super) fn correlated_text(
         (Some(w), None) => format!("correlated with {w}"),
         _ => "no workload found for this alert".to_string(),
     }
+}
+
+/// A decision's timeline entries, in order: `received`, for the first decision about an
+/// alert only (`received` gives its id, the alert and the time it was recorded, not the time
+/// it was decided), then `correlated` and `decision` at `at`.
+pub(super) fn decision_entries(
+    incident_id: i64,
+    received: Option<(i64, &Alert, String)>,
+    at: &str,
+    workload: Option<&WorkloadRef>,
+    rollout: Option<&RolloutRef>,
+    outcome: &'static str,
+    reason: String,
+) -> impl Iterator<Item = Entry> {
+    let received = received.map(|(alert_id, alert, received_at)| {
+        let (message, data) = received_entry(alert_id, alert);
+        Entry {
+            incident_id,
+            at: received_at,
+            kind: "received",
+            outcome: None,
+            message,
+            data: Some(data.to_string()),
+        }
+    });
+    let correlated = Entry {
+        incident_id,
+        at: at.to_string(),
+        kind: "correlated",
+        outcome: None,
+        message: correlated_text(workload, rollout),
+        data: None,
+    };
+    let decision = Entry {
+        incident_id,
+        at: at.to_string(),
+        kind: "decision",
+        outcome: Some(outcome),
+        message: reason,
+        data: None,
+    };
+    [received, Some(correlated), Some(decision)]
+        .into_iter()
+        .flatten()
 }
 
 /// The reason a decision's timeline entry gives: a later attempt says which it is.
@@ -446,38 +487,23 @@ async fn record_decision_in(
         .execute(&mut *tx)
         .await?;
 
-        // An alert is received once; a later decision about it is another attempt. "received"
-        // carries the time the alert was recorded, not the time it was decided. The entries go
-        // in one statement.
-        let mut entries = Vec::with_capacity(3);
-        if never_decided {
-            let (message, data) = received_entry(alert_id, alert);
-            entries.push(Entry {
-                incident_id,
-                at: ts_text(super::parse_ts(&received_at)?),
-                kind: "received",
-                outcome: None,
-                message,
-                data: (!data.is_null()).then(|| data.to_string()),
-            });
-        }
-        entries.push(Entry {
+        // An alert is received once; a later decision about it is another attempt. The
+        // entries go in one statement.
+        let received = if never_decided {
+            Some((alert_id, alert, ts_text(super::parse_ts(&received_at)?)))
+        } else {
+            None
+        };
+        let entries = decision_entries(
             incident_id,
-            at: now_text.clone(),
-            kind: "correlated",
-            outcome: None,
-            message: correlated_text(workload, rollout),
-            data: None,
-        });
-        entries.push(Entry {
-            incident_id,
-            at: now_text.clone(),
-            kind: "decision",
-            outcome: Some(decision.outcome.code()),
-            message: attempt_reason(earlier_attempts + 1, provisional, &decision.reason),
-            data: None,
-        });
-        append_all(&mut *tx, entries).await?;
+            received,
+            &now_text,
+            workload,
+            rollout,
+            decision.outcome.code(),
+            attempt_reason(earlier_attempts + 1, provisional, &decision.reason),
+        );
+        append_all(&mut *tx, entries.collect()).await?;
 
         let mut action_id = None;
         if let Some(command) = &decision.command {
