@@ -3,6 +3,11 @@
 //! Measured side by side in one run, over loopback at 32 concurrent connections:
 //! - the *floor*: a bare axum endpoint built here that parses the same JSON with rollbackd's
 //!   own parser (`http::webhook::parse`) and answers 200;
+//! - the *undo floor*: the same endpoint, which also starts rollbackd's own executor on each
+//!   Deployment's first alert, with a command planned before the storm: the same reads and
+//!   PATCH as the daemon's undo, with nothing recorded and nothing decided. It is the least
+//!   any daemon could take from alert to undo on this machine and this sandbox, in B1 and in
+//!   the storm;
 //! - the release binary with group commit (the default), and the same binary with
 //!   `ROLLBACKD_GROUP_COMMIT=off` (a transaction per delivery, as before group commit).
 //!
@@ -24,7 +29,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +41,11 @@ use axum::http::StatusCode;
 use common::{Daemon, cpu_seconds, histogram_mean_ms, histogram_mean_ms_between, mib, percentile};
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::api::DynamicObject;
 use kube_sandbox::{Sandbox, SandboxOptions};
+use rollbackd::core::engine::{Command as Revert, UndoDeployment};
+use rollbackd::core::undo::RevisionRef;
+use rollbackd::k8s::executor::Executor;
 
 const CONNECTIONS: usize = 32;
 const DEPLOYMENTS: usize = 200;
@@ -140,13 +149,98 @@ async fn post_all(url: &str, bodies: Vec<(usize, Bytes)>) -> Storm {
     }
 }
 
-/// The floor: rollbackd's own parser behind a bare axum route that answers 200.
-async fn floor() -> String {
+/// What the undo floor carries out: rollbackd's own executor, and for each Deployment the
+/// command the engine would plan, built before the storm.
+struct Undoer {
+    executor: Executor,
+    commands: HashMap<String, Revert>,
+    started: Mutex<HashSet<String>>,
+}
+
+impl Undoer {
+    /// Plans an undo of every Deployment of `namespace` from one read of its Deployments and
+    /// ReplicaSets: the newest ReplicaSet is blamed, the one before it is the target.
+    async fn new(client: &kube::Client, namespace: &str) -> Arc<Undoer> {
+        let read = |resource| {
+            let api: kube::Api<DynamicObject> =
+                kube::Api::namespaced_with(client.clone(), namespace, &resource);
+            async move { api.list(&Default::default()).await.expect("list").items }
+        };
+        let (deployments, replica_sets) = tokio::join!(
+            read(rollbackd::k8s::deployments()),
+            read(rollbackd::k8s::replica_sets())
+        );
+        let replica_sets: Vec<_> = replica_sets
+            .iter()
+            .filter_map(rollbackd::k8s::replica_set_state)
+            .collect();
+        let commands = deployments
+            .iter()
+            .filter_map(|obj| {
+                let d = rollbackd::k8s::deployment_state(obj)?;
+                let mut owned: Vec<_> = replica_sets
+                    .iter()
+                    .filter(|rs| rs.owner_uid.as_deref() == Some(d.uid.as_str()))
+                    .collect();
+                owned.sort_by_key(|rs| std::cmp::Reverse(rs.revision));
+                let [blamed, target, ..] = owned[..] else {
+                    return None;
+                };
+                let undo = UndoDeployment {
+                    namespace: namespace.to_string(),
+                    name: d.name.clone(),
+                    uid: d.uid.clone(),
+                    blamed: RevisionRef::of(blamed),
+                    planned_target: RevisionRef::of(target),
+                    selector: obj
+                        .data
+                        .pointer("/spec/selector")
+                        .and_then(rollbackd::k8s::selector_string)
+                        .unwrap_or_default(),
+                    dry_run: false,
+                };
+                Some((d.name, Revert::UndoDeployment(undo)))
+            })
+            .collect();
+        Arc::new(Undoer {
+            executor: Executor::new(client.clone()),
+            commands,
+            started: Mutex::default(),
+        })
+    }
+
+    /// Starts the undo of each Deployment `alerts` name for the first time; never waits.
+    fn first_alerts(self: &Arc<Self>, alerts: &[rollbackd::core::alert::Alert]) {
+        for alert in alerts {
+            let Some(name) = alert.labels.get("deployment") else {
+                continue;
+            };
+            let first = self
+                .started
+                .lock()
+                .is_ok_and(|mut started| started.insert(name.clone()));
+            if first && let Some(command) = self.commands.get(name) {
+                let (undoer, command) = (self.clone(), command.clone());
+                tokio::spawn(async move { undoer.executor.execute(&command).await });
+            }
+        }
+    }
+}
+
+/// The floor: rollbackd's own parser behind a bare axum route that answers 200. With an
+/// [`Undoer`], the floor of rollback latency too: each Deployment's first alert starts its
+/// undo at once, with nothing recorded and nothing decided.
+async fn floor(undo: Option<Arc<Undoer>>) -> String {
     let app = axum::Router::new().route(
         "/api/v1/alerts",
         axum::routing::post(|body: Bytes| async move {
             match rollbackd::http::webhook::parse(&body) {
-                Ok(_) => StatusCode::OK,
+                Ok((_, alerts)) => {
+                    if let Some(undo) = &undo {
+                        undo.first_alerts(&alerts);
+                    }
+                    StatusCode::OK
+                }
                 Err(_) => StatusCode::BAD_REQUEST,
             }
         }),
@@ -556,12 +650,19 @@ async fn at_rest(
         }
         None => None,
     };
+    // The floor: the same alerts to a bare endpoint that starts the executor's undo at once.
+    deploy_many(client, "floor-rest", N, &["app:1", "app:2"]).await;
+    let floor_url = floor(Some(Undoer::new(client, "floor-rest").await)).await;
     let (mut ours, mut after_answer) = (Vec::new(), Vec::new());
     let (mut base_sent, mut base_answered) = (Vec::new(), Vec::new());
+    let (mut floor_sent, mut floor_answered) = (Vec::new(), Vec::new());
     for i in 0..N {
         let (sent, answered) = one_by_one(sandbox, &url, "rest", i..i + 1).await;
         ours.extend(sent);
         after_answer.extend(answered);
+        let (sent, answered) = one_by_one(sandbox, &floor_url, "floor-rest", i..i + 1).await;
+        floor_sent.extend(sent);
+        floor_answered.extend(answered);
         if let Some((_, base_url)) = &base {
             let (sent, answered) = one_by_one(sandbox, base_url, "base", i..i + 1).await;
             base_sent.extend(sent);
@@ -575,6 +676,8 @@ async fn at_rest(
         &mut theirs,
         &mut base_sent,
         &mut base_answered,
+        &mut floor_sent,
+        &mut floor_answered,
     ] {
         v.sort_by(f64::total_cmp);
     }
@@ -584,11 +687,18 @@ async fn at_rest(
         latency_row("B1 baseline: POST sent -> undo applied", &base_sent);
         latency_row("B1 baseline: POST answered -> undo", &base_answered);
     }
+    latency_row("B1 floor: POST sent -> undo applied", &floor_sent);
+    latency_row("B1 floor: POST answered -> undo", &floor_answered);
     latency_row("B1 kubectl rollout undo (whole process)", &theirs);
     println!(
         "{:<40} {:.1}x",
         "B1 ratio of medians, kubectl / rollbackd",
         percentile(&theirs, 0.5) / percentile(&ours, 0.5)
+    );
+    println!(
+        "{:<40} {:.1}x",
+        "B1 ratio of medians, kubectl / floor",
+        percentile(&theirs, 0.5) / percentile(&floor_sent, 0.5)
     );
     if base.is_some() {
         println!(
@@ -598,6 +708,130 @@ async fn at_rest(
         );
     }
     println!();
+}
+
+/// Each Deployment of `namespace` undone so far, with when the undo was first seen.
+type Seen = Arc<Mutex<BTreeMap<usize, Instant>>>;
+
+/// Looks for the undos of `namespace` every 5 ms until each Deployment has one (or 10 minutes
+/// pass).
+fn watch_undos(sandbox: &Arc<Sandbox>, namespace: &str) -> (tokio::task::JoinHandle<()>, Seen) {
+    let seen: Seen = Arc::default();
+    let (sandbox, found, namespace) = (sandbox.clone(), seen.clone(), namespace.to_string());
+    let watching = tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            let done = undos(&sandbox, &namespace);
+            if let Ok(mut found) = found.lock() {
+                for n in done.keys() {
+                    found.entry(*n).or_insert(now);
+                }
+                if found.len() == DEPLOYMENTS {
+                    return;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (watching, seen)
+}
+
+/// What came of a storm's alerts: each Deployment's first alert → its undo (ms, ascending),
+/// the storm's start → the last undo (s), and the undos per Deployment.
+struct Undone {
+    latency: Vec<f64>,
+    last: f64,
+    counts: BTreeMap<usize, usize>,
+}
+
+impl Undone {
+    /// Reads what `seen` found once the watch ended, and counts the undos a little later:
+    /// late duplicates would show as a second undo.
+    async fn of(sandbox: &Sandbox, namespace: &str, storm: &Storm, seen: &Seen) -> Undone {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let counts = undos(sandbox, namespace);
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut latency: Vec<f64> = seen
+            .iter()
+            .filter_map(|(n, at)| {
+                let sent = storm.first_sent.get(n)?;
+                Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latency.sort_by(f64::total_cmp);
+        let last = seen
+            .values()
+            .max()
+            .map(|at| at.duration_since(storm.started).as_secs_f64())
+            .unwrap_or(f64::NAN);
+        Undone {
+            latency,
+            last,
+            counts,
+        }
+    }
+
+    fn exactly_one(&self) -> bool {
+        self.counts.len() == DEPLOYMENTS && self.counts.values().all(|c| *c == 1)
+    }
+
+    /// Prints the latency row, if any Deployment was undone.
+    fn print_latency(&self) {
+        if let Some(max) = self.latency.last() {
+            println!(
+                "{:<40} p50={:.1}ms p99={:.1}ms max={max:.1}ms; last undo {:.2}s after the first alert",
+                "  first alert -> undo, per Deployment",
+                percentile(&self.latency, 0.5),
+                percentile(&self.latency, 0.99),
+                self.last
+            );
+        }
+    }
+
+    fn print_counts(&self) {
+        println!(
+            "{:<40} {} of {DEPLOYMENTS} undone, exactly one each: {}",
+            "  undos",
+            self.counts.len(),
+            self.exactly_one()
+        );
+    }
+}
+
+/// The first `BURST` bodies of a storm name every Deployment once: a burst of first alerts
+/// with hardly a storm around it.
+const BURST: usize = DEPLOYMENTS * 4 / 3 + 1;
+
+/// The undo floor's storm: `posts` bodies against a bare endpoint that starts each
+/// Deployment's undo on its first alert, over fresh Deployments of `namespace`. Prints its
+/// rows.
+async fn floor_storm(
+    label: &str,
+    sandbox: &Arc<Sandbox>,
+    client: &kube::Client,
+    namespace: &str,
+    posts: usize,
+    rate: f64,
+) {
+    deploy_many(client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
+    let url = floor(Some(Undoer::new(client, namespace).await)).await;
+    sandbox.clear_requests();
+    let (watching, seen) = watch_undos(sandbox, namespace);
+    let storm = post_all(&url, storm(namespace, posts)).await;
+    watching.await.expect("watcher");
+    let undone = Undone::of(sandbox, namespace, &storm, &seen).await;
+    let with_undo = storm.accepted as f64 / storm.secs;
+    println!(
+        "{label:<40} {with_undo:>8.0} alerts/s ({:.0}% of the bare floor), {} refused",
+        100.0 * with_undo / rate,
+        storm.refused
+    );
+    undone.print_latency();
+    undone.print_counts();
 }
 
 /// One storm against a daemon: prints its rows and returns accepted alerts/s.
@@ -613,29 +847,7 @@ async fn daemon_storm(
     let pid = daemon.0.id();
     let rss_ready = mib(pid, "VmRSS");
     let bodies = storm(namespace, posts);
-    let seen: Arc<Mutex<BTreeMap<usize, Instant>>> = Arc::default();
-    let watching = {
-        let (sandbox, seen, namespace) = (sandbox.clone(), seen.clone(), namespace.to_string());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                let now = Instant::now();
-                let done = undos(&sandbox, &namespace);
-                if let Ok(mut seen) = seen.lock() {
-                    for n in done.keys() {
-                        seen.entry(*n).or_insert(now);
-                    }
-                    if seen.len() == DEPLOYMENTS {
-                        return;
-                    }
-                }
-                if started.elapsed() > Duration::from_secs(600) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let (watching, seen) = watch_undos(sandbox, namespace);
     let metrics_url = url.replace("/api/v1/alerts", "/metrics");
     let metrics_before = scrape(&metrics_url).await;
     let cpu_before = cpu_seconds(pid);
@@ -643,40 +855,15 @@ async fn daemon_storm(
     let cpu = cpu_seconds(pid) - cpu_before;
     watching.await.expect("watcher");
     let metrics_after = scrape(&metrics_url).await;
-    // Late duplicates would show here as a second undo.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let counts = undos(sandbox, namespace);
-    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let mut latency: Vec<f64> = seen
-        .iter()
-        .filter_map(|(n, at)| {
-            let sent = storm.first_sent.get(n)?;
-            Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    latency.sort_by(f64::total_cmp);
-    let last = seen
-        .values()
-        .max()
-        .map(|at| at.duration_since(storm.started).as_secs_f64())
-        .unwrap_or(f64::NAN);
+    let undone = Undone::of(sandbox, namespace, &storm, &seen).await;
     let rate = storm.accepted as f64 / storm.secs;
-    let exactly_one = counts.len() == DEPLOYMENTS && counts.values().all(|c| *c == 1);
     println!(
         "{label:<40} {rate:>8.0} alerts/s ({:.1}% of the floor), {} refused, storm {:.1}s",
         100.0 * rate / floor_rate,
         storm.refused,
         storm.secs
     );
-    if !latency.is_empty() {
-        println!(
-            "{:<40} p50={:.1}ms p99={:.1}ms max={:.1}ms; last undo {last:.2}s after the first alert",
-            "  first alert -> undo, per Deployment",
-            percentile(&latency, 0.5),
-            percentile(&latency, 0.99),
-            latency[latency.len() - 1]
-        );
-    }
+    undone.print_latency();
     println!(
         "{:<40} alert recorded -> undo {:.1}ms, decision -> undo {:.1}ms (the daemon's histograms)",
         "  of which, on average",
@@ -697,11 +884,7 @@ async fn daemon_storm(
         storm.secs,
         100.0 * cpu / storm.secs
     );
-    println!(
-        "{:<40} {} of {DEPLOYMENTS} undone, exactly one each: {exactly_one}",
-        "  undos",
-        counts.len()
-    );
+    undone.print_counts();
     println!(
         "{:<40} at ready {rss_ready:.0} MiB, peak {:.0} MiB, after {:.0} MiB",
         "  daemon RSS",
@@ -752,13 +935,46 @@ async fn main() {
     if posts == 0 {
         return;
     }
-    let floor_url = floor().await;
+    let floor_url = floor(None).await;
     let floor = post_all(&floor_url, storm("floor", posts)).await;
     let floor_rate = floor.accepted as f64 / floor.secs;
     println!(
         "{:<40} {floor_rate:>8.0} alerts/s, {} refused",
         "floor: bare axum + parse", floor.refused
     );
+    floor_storm(
+        "floor: bare axum + parse + undo",
+        &sandbox,
+        &client,
+        "floor-undo",
+        posts,
+        floor_rate,
+    )
+    .await;
+    // How much of an undo's time in a storm is the storm's: the first alerts alone, to the
+    // undo floor and to a daemon.
+    floor_storm(
+        &format!("floor + undo, first alerts alone ({BURST})"),
+        &sandbox,
+        &client,
+        "floor-burst",
+        BURST,
+        floor_rate,
+    )
+    .await;
+    deploy_many(&client, "burst", DEPLOYMENTS, &["app:1", "app:2"]).await;
+    let (daemon, url) = start_daemon(dir.path(), &kubeconfig, "burst", true, None).await;
+    daemon_storm(
+        &format!("rollbackd, first alerts alone ({BURST})"),
+        &sandbox,
+        &daemon,
+        &url,
+        "burst",
+        BURST,
+        floor_rate,
+    )
+    .await;
+    drop(daemon);
 
     for (label, namespace, group_commit) in [
         ("rollbackd, group commit", "grouped", true),
