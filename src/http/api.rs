@@ -1,5 +1,7 @@
 //! JSON review API, health, readiness and metrics.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -41,7 +43,7 @@ pub fn filter_from(
 }
 
 pub async fn list_incidents(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Vec<IncidentSummary>>, ApiError> {
     let filter = IncidentFilter {
@@ -72,7 +74,7 @@ pub async fn load_incident(state: &AppState, id: &str) -> Result<IncidentDetail,
 }
 
 pub async fn show_incident(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<IncidentDetail>, ApiError> {
     Ok(axum::Json(load_incident(&state, &id).await?))
@@ -80,7 +82,7 @@ pub async fn show_incident(
 
 /// Periods during which polled rules could not be evaluated.
 pub async fn inconclusive(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<Vec<crate::store::InconclusivePeriod>>, ApiError> {
     let list = state
         .pipeline
@@ -98,7 +100,7 @@ pub async fn healthz() -> axum::Json<Value> {
 /// Ready while the watches are fresh (discovery done; every watch listed, not failing and
 /// heard from within `kubernetes.stale_after`) and the store answers; otherwise 503 with the
 /// reason in one sentence.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, axum::Json<Value>) {
     let not_fresh = state.readiness.why_not_ready();
     let store = state.pipeline.store.ping().await;
     let reason = not_fresh
@@ -120,7 +122,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
 }
 
 /// The text format 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it.
-pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = crate::metrics::Format::negotiate(accept);
     (

@@ -12,6 +12,8 @@
 //!
 //! A presented token is compared with both configured tokens, each in constant time.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -63,7 +65,7 @@ fn access(state: &AppState, headers: &HeaderMap) -> Access {
 
 /// The webhook: the full token only. A refusal is counted as a rejected delivery.
 pub async fn require_full(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -76,7 +78,7 @@ pub async fn require_full(
 
 /// The pages and the read API: the full or the read token.
 pub async fn require_read(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -88,7 +90,7 @@ pub async fn require_read(
 
 /// `/metrics`: as the read API, unless `server.metrics_auth = false`.
 pub async fn require_metrics(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

@@ -44,9 +44,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-/// Every route, each behind the access it needs (see `auth`).
+/// Every route, each behind the access it needs (see `auth`). The handlers and layers share
+/// one `AppState` behind an `Arc`: axum hands each of them its own copy of the state for every
+/// request, and copying the state itself costs dozens of reference counts each time.
 pub fn router(state: AppState) -> Router {
     use middleware::from_fn_with_state as layer;
+    let state = Arc::new(state);
     let webhook = Router::new()
         .route("/api/v1/alerts", post(webhook::receive))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

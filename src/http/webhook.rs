@@ -6,6 +6,8 @@
 //! a store failure answers 503 so that Alertmanager retries. Before the body is read the
 //! request needs the full token (see `auth`) and `Content-Type: application/json` (else 415).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
@@ -100,7 +102,7 @@ pub fn parse(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), String> {
 /// read. A browser can post `text/plain` or a form to any origin without asking first; it
 /// cannot post JSON without a CORS preflight, which rollbackd never grants.
 pub async fn require_json(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -130,7 +132,7 @@ pub async fn require_json(
 
 /// Times every webhook request, refused ones included, into
 /// `rollbackd_webhook_request_duration_seconds`.
-pub async fn timed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn timed(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     state
@@ -152,7 +154,7 @@ fn timed_out(rejection: &BytesRejection) -> bool {
 }
 
 pub async fn receive(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let body = body.map_err(|rejection| {

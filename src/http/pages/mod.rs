@@ -13,6 +13,8 @@ mod svg;
 mod time;
 mod view;
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
@@ -50,7 +52,7 @@ fn render(page: &impl Template) -> Result<Html<String>, ApiError> {
 }
 
 pub async fn index(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Html<String>, ApiError> {
     let now = Timestamp::now();
@@ -67,7 +69,7 @@ pub async fn index(
 }
 
 pub async fn incident(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Html<String>, ApiError> {
     let detail = load_incident(&state, &id).await?;
