@@ -20,8 +20,8 @@
 //!
 //! `STORM_POSTS=0` runs B1 (one alert at a time, against `kubectl rollout undo`) alone;
 //! `STORM_DAEMON_LOG` sets the daemons' `ROLLBACKD_LOG` (default `error`); `STORM_BASELINE`
-//! names another rollbackd binary, an earlier build, whose daemon B1 measures turn about with
-//! this build's.
+//! names another rollbackd binary, an earlier build, whose daemon takes turns with this
+//! build's: alert for alert in B1, storm for storm in B2.
 //!
 //! `STORM_SCALE=2000,5000,10000 cargo bench --bench storm` measures scale instead: one namespace
 //! grown to each size in turn, Deployments with three ReplicaSets each; at each size a fresh
@@ -879,10 +879,11 @@ async fn daemon_storm(
         ),
     );
     println!(
-        "{:<40} {cpu:.2} s of CPU in {:.2} s of storm ({:.0}% of one core; the machine has 2)",
+        "{:<40} {cpu:.2} s of CPU in {:.2} s of storm ({:.0}% of one core; the machine has 2), {:.2} ms per alert",
         "  daemon CPU while the storm ran",
         storm.secs,
-        100.0 * cpu / storm.secs
+        100.0 * cpu / storm.secs,
+        1000.0 * cpu / posts as f64
     );
     undone.print_counts();
     println!(
@@ -976,18 +977,31 @@ async fn main() {
     .await;
     drop(daemon);
 
-    for (label, namespace, group_commit) in [
-        ("rollbackd, group commit", "grouped", true),
-        ("rollbackd, a transaction per delivery", "single", false),
+    // Three storms on one group-commit daemon, every Deployment rolled out afresh before
+    // each: does its memory come back? With STORM_BASELINE, an earlier build's daemon takes
+    // the same storms over Deployments of its own, storm for storm after this build's.
+    let baseline = std::env::var_os("STORM_BASELINE").map(std::path::PathBuf::from);
+    let mut daemons = Vec::new();
+    for (label, namespace, binary) in [
+        ("rollbackd, group commit", "grouped", None),
+        (
+            "baseline, group commit",
+            "base-grouped",
+            baseline.as_deref(),
+        ),
     ] {
+        if namespace == "base-grouped" && binary.is_none() {
+            continue;
+        }
         deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
-        let (daemon, url) =
-            start_daemon(dir.path(), &kubeconfig, namespace, group_commit, None).await;
-        daemon_storm(label, &sandbox, &daemon, &url, namespace, posts, floor_rate).await;
-        if group_commit {
-            // Two more storms on the same daemon, each after a fresh rollout of every
-            // Deployment: does its memory come back?
-            for round in 2..=3 {
+        let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, true, binary).await;
+        daemons.push((label, namespace, daemon, url));
+    }
+    for round in 1..=3 {
+        for (label, namespace, daemon, url) in &daemons {
+            let label = if round == 1 {
+                label.to_string()
+            } else {
                 reroll(
                     &client,
                     namespace,
@@ -995,15 +1009,26 @@ async fn main() {
                     &format!("app:{}", round + 1),
                 )
                 .await;
-                sandbox.clear_requests();
-                let label = format!("{label}, storm {round} of 3");
-                daemon_storm(
-                    &label, &sandbox, &daemon, &url, namespace, posts, floor_rate,
-                )
-                .await;
-            }
+                format!("{label}, storm {round} of 3")
+            };
+            sandbox.clear_requests();
+            daemon_storm(&label, &sandbox, daemon, url, namespace, posts, floor_rate).await;
         }
     }
+    drop(daemons);
+    let namespace = "single";
+    deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
+    let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, false, None).await;
+    daemon_storm(
+        "rollbackd, a transaction per delivery",
+        &sandbox,
+        &daemon,
+        &url,
+        namespace,
+        posts,
+        floor_rate,
+    )
+    .await;
 }
 
 /// The daemon's metrics, as Prometheus would scrape them.
