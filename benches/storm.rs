@@ -886,6 +886,22 @@ async fn daemon_storm(
         1000.0 * cpu / posts as f64
     );
     undone.print_counts();
+    // "After" is once the storm's backlog is decided: the worker gives memory back only then.
+    let ended = storm.started + Duration::from_secs_f64(storm.secs);
+    let mut pending = f64::NAN;
+    for _ in 0..600 {
+        pending = gauge(&scrape(&metrics_url).await, "rollbackd_pending_alerts");
+        if pending == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{:<40} {:.1}s after the storm ended ({pending} still pending)",
+        "  backlog empty by",
+        ended.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     println!(
         "{:<40} at ready {rss_ready:.0} MiB, peak {:.0} MiB, after {:.0} MiB",
         "  daemon RSS",
@@ -893,6 +909,15 @@ async fn daemon_storm(
         mib(pid, "VmRSS")
     );
     rate
+}
+
+/// The value of the unlabelled gauge `name` in the text exposition `metrics` (NaN if absent).
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
