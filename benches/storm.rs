@@ -802,8 +802,8 @@ impl Undone {
     }
 }
 
-/// The first `BURST` bodies of a storm name every Deployment once: a burst of first alerts
-/// with hardly a storm around it.
+/// The first `BURST` bodies of a storm hold the first alert about every Deployment (and a
+/// few repeats): a burst of first alerts with hardly a storm around it.
 const BURST: usize = DEPLOYMENTS * 4 / 3 + 1;
 
 /// The undo floor's storm: `posts` bodies against a bare endpoint that starts each
