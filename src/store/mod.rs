@@ -118,6 +118,9 @@ type PastRead = (i64, Arc<[crate::core::engine::PastAction]>);
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where write transactions get their connection: one of its own for a SQLite file
+    /// (`open_sqlite`), the pool itself otherwise.
+    writes: AnyPool,
     /// Which database holds the store: decides how a write transaction begins.
     backend: Backend,
     /// The file opened; `None` for a store in memory.
@@ -154,11 +157,14 @@ impl Store {
     /// default, one replica) or `postgres://…` (shared by replicas, docs/ha.md).
     pub async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let (backend, pool, file) = match Backend::of(url) {
-            Some(Backend::Postgres) => (Backend::Postgres, open_postgres(url).await?, None),
+        let (backend, pool, writes, file) = match Backend::of(url) {
+            Some(Backend::Postgres) => {
+                let pool = open_postgres(url).await?;
+                (Backend::Postgres, pool.clone(), pool, None)
+            }
             _ => {
-                let (pool, file) = open_sqlite(url).await?;
-                (Backend::Sqlite, pool, file)
+                let (pool, writes, file) = open_sqlite(url).await?;
+                (Backend::Sqlite, pool, writes, file)
             }
         };
         // Not a migration: it holds nothing but the time of the last readiness probe.
@@ -170,6 +176,7 @@ impl Store {
         let mut store = Store {
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             pool,
+            writes,
             backend,
             file,
             fence: Arc::new(std::sync::Mutex::new(Fence::Off)),
@@ -225,6 +232,7 @@ impl Store {
     /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writes.close().await;
     }
 
     /// Whether the store can take a write now, into the file it opened; used by `/readyz`.

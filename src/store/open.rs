@@ -38,7 +38,7 @@ impl Backend {
 
 /// Opens the SQLite store: its settings, the first connection (the only one that may create
 /// the file), the pool, the migrations, and the identity of the file opened.
-pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, Option<Arc<StoreFile>>)> {
+pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<Arc<StoreFile>>)> {
     let open_err = |source| StoreError::Open {
         url: url.to_string(),
         source,
@@ -77,23 +77,33 @@ pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, Option<Arc<StoreF
     } else {
         file::pool_url(options.get_filename())
     };
-    let pool = AnyPoolOptions::new()
-        .max_connections(4)
-        .min_connections(0)
-        // A store in memory lives only as long as a connection to it.
-        .idle_timeout((!in_memory).then_some(IDLE_CONNECTION))
-        .acquire_timeout(Duration::from_secs(10))
-        // No ping on every acquire: a SQLite connection is a file handle in this process, not
-        // a socket that can drop between uses, and the ping is a round trip to the
-        // connection's worker thread (about 4% of the daemon's CPU in a storm of alerts).
-        // The store checks its file itself (`file.rs`).
-        .test_before_acquire(false)
-        // The journal mode is the file's own (set above); these are each connection's.
-        .after_connect(|conn, _meta| Box::pin(sqlite_settings(conn)))
-        .after_release(tx::discard_if_mid_transaction)
-        .connect(&pool_url)
-        .await
-        .map_err(open_err)?;
+    let pool_of = |connections| {
+        AnyPoolOptions::new()
+            .max_connections(connections)
+            .min_connections(0)
+            // A store in memory lives only as long as a connection to it.
+            .idle_timeout((!in_memory).then_some(IDLE_CONNECTION))
+            .acquire_timeout(Duration::from_secs(10))
+            // No ping on every acquire: a SQLite connection is a file handle in this process,
+            // not a socket that can drop between uses, and the ping is a round trip to the
+            // connection's worker thread (about 4% of the daemon's CPU in a storm of alerts).
+            // The store checks its file itself (`file.rs`).
+            .test_before_acquire(false)
+            // The journal mode is the file's own (set above); these are each connection's.
+            .after_connect(|conn, _meta| Box::pin(sqlite_settings(conn)))
+            .after_release(tx::discard_if_mid_transaction)
+            .connect(&pool_url)
+    };
+    let pool = pool_of(4).await.map_err(open_err)?;
+    // Write transactions take turns anyway (`Store::write_turn`); on one connection of their
+    // own they keep its page cache. SQLite drops a connection's cache whenever another one
+    // has written, so writes spread over the pool each read their B-tree paths again, and more
+    // of them the larger the file (BENCHMARKS.md). Idle, it is closed like the others.
+    let writes = if in_memory {
+        pool.clone()
+    } else {
+        pool_of(1).await.map_err(open_err)?
+    };
     sqlx::migrate!("./migrations")
         .run(&pool)
         .await
@@ -108,7 +118,7 @@ pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, Option<Arc<StoreF
         })?;
         Some(Arc::new(file))
     };
-    Ok((pool, file))
+    Ok((pool, writes, file))
 }
 
 /// The settings of each SQLite connection of the pool (see [`open_sqlite`]).

@@ -70,7 +70,7 @@ impl Store {
             file.check()?;
         }
         let mut tx = WriteTx {
-            conn: self.pool.acquire().await?,
+            conn: self.writes.acquire().await?,
             file: self.file.clone(),
             open: true,
             _turn: turn,
