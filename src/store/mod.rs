@@ -229,7 +229,7 @@ impl Store {
         }
     }
 
-    /// Closes the pool; later calls fail. Used at shutdown and to test store outages.
+    /// Closes the pools; later calls fail. Used at shutdown and to test store outages.
     pub async fn close(&self) {
         self.pool.close().await;
         self.writes.close().await;

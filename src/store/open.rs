@@ -37,7 +37,8 @@ impl Backend {
 }
 
 /// Opens the SQLite store: its settings, the first connection (the only one that may create
-/// the file), the pool, the migrations, and the identity of the file opened.
+/// the file), the pool, the write transactions' own connection, the migrations, and the
+/// identity of the file opened.
 pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<Arc<StoreFile>>)> {
     let open_err = |source| StoreError::Open {
         url: url.to_string(),
