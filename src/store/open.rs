@@ -78,7 +78,7 @@ pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<A
     } else {
         file::pool_url(options.get_filename())
     };
-    let pool_of = |connections| {
+    let options_of = |connections| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .min_connections(0)
@@ -93,17 +93,17 @@ pub(super) async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<A
             // The journal mode is the file's own (set above); these are each connection's.
             .after_connect(|conn, _meta| Box::pin(sqlite_settings(conn)))
             .after_release(tx::discard_if_mid_transaction)
-            .connect(&pool_url)
     };
-    let pool = pool_of(4).await.map_err(open_err)?;
+    let pool = options_of(4).connect(&pool_url).await.map_err(open_err)?;
     // Write transactions take turns anyway (`Store::write_turn`); on one connection of their
     // own they keep its page cache. SQLite drops a connection's cache whenever another one
     // has written, so writes spread over the pool each read their B-tree paths again, and more
-    // of them the larger the file (BENCHMARKS.md). Idle, it is closed like the others.
+    // of them the larger the file (BENCHMARKS.md). Idle, it is closed like the others; it is
+    // opened by the first write, not here (the pool above has checked the URL).
     let writes = if in_memory {
         pool.clone()
     } else {
-        pool_of(1).await.map_err(open_err)?
+        options_of(1).connect_lazy(&pool_url).map_err(open_err)?
     };
     sqlx::migrate!("./migrations")
         .run(&pool)
