@@ -38,7 +38,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use common::{Daemon, cpu_seconds, histogram_mean_ms, histogram_mean_ms_between, mib, percentile};
+use common::{
+    Daemon, cpu_seconds, histogram_mean_ms, histogram_mean_ms_between, mib, percentile,
+    series_total,
+};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -637,13 +640,13 @@ async fn at_rest(
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     client: &kube::Client,
+    baseline: Option<&std::path::Path>,
 ) {
     const N: usize = 50;
-    let baseline = std::env::var_os("STORM_BASELINE").map(std::path::PathBuf::from);
     deploy_many(client, "rest", N, &["app:1", "app:2"]).await;
     deploy_many(client, "kubectl", N, &["app:1", "app:2"]).await;
     let (_daemon, url) = start_daemon(dir, kubeconfig, "rest", true, None).await;
-    let base = match &baseline {
+    let base = match baseline {
         Some(binary) => {
             deploy_many(client, "base", N, &["app:1", "app:2"]).await;
             Some(start_daemon(dir, kubeconfig, "base", true, Some(binary)).await)
@@ -890,7 +893,8 @@ async fn daemon_storm(
     let ended = storm.started + Duration::from_secs_f64(storm.secs);
     let mut pending = f64::NAN;
     for _ in 0..600 {
-        pending = gauge(&scrape(&metrics_url).await, "rollbackd_pending_alerts");
+        pending = series_total(&scrape(&metrics_url).await, "rollbackd_pending_alerts")
+            .unwrap_or(f64::NAN);
         if pending == 0.0 {
             break;
         }
@@ -909,15 +913,6 @@ async fn daemon_storm(
         mib(pid, "VmRSS")
     );
     rate
-}
-
-/// The value of the unlabelled gauge `name` in the text exposition `metrics` (NaN if absent).
-fn gauge(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -957,7 +952,15 @@ async fn main() {
         "rollbackd storm benchmark: {posts} single-alert POSTs at {CONNECTIONS} connections, \
          {DEPLOYMENTS} Deployments (2-core shared machine; compare rows of one run)\n"
     );
-    at_rest(&sandbox, dir.path(), &kubeconfig, &client).await;
+    let baseline = std::env::var_os("STORM_BASELINE").map(std::path::PathBuf::from);
+    at_rest(
+        &sandbox,
+        dir.path(),
+        &kubeconfig,
+        &client,
+        baseline.as_deref(),
+    )
+    .await;
     if posts == 0 {
         return;
     }
@@ -1005,19 +1008,12 @@ async fn main() {
     // Three storms on one group-commit daemon, every Deployment rolled out afresh before
     // each: does its memory come back? With STORM_BASELINE, an earlier build's daemon takes
     // the same storms over Deployments of its own, storm for storm after this build's.
-    let baseline = std::env::var_os("STORM_BASELINE").map(std::path::PathBuf::from);
+    let mut wanted = vec![("rollbackd, group commit", "grouped", None)];
+    if let Some(binary) = baseline.as_deref() {
+        wanted.push(("baseline, group commit", "base-grouped", Some(binary)));
+    }
     let mut daemons = Vec::new();
-    for (label, namespace, binary) in [
-        ("rollbackd, group commit", "grouped", None),
-        (
-            "baseline, group commit",
-            "base-grouped",
-            baseline.as_deref(),
-        ),
-    ] {
-        if namespace == "base-grouped" && binary.is_none() {
-            continue;
-        }
+    for (label, namespace, binary) in wanted {
         deploy_many(&client, namespace, DEPLOYMENTS, &["app:1", "app:2"]).await;
         let (daemon, url) = start_daemon(dir.path(), &kubeconfig, namespace, true, binary).await;
         daemons.push((label, namespace, daemon, url));

@@ -40,20 +40,23 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// The values of the series `name` in the text exposition `metrics`, summed over labels;
+/// `None` when there is no such series.
+pub fn series_total(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
 /// The `_sum` and `_count` of a Prometheus histogram `name` in the text exposition `metrics`,
 /// each summed over labels.
 pub fn histogram_totals(metrics: &str, name: &str) -> (f64, f64) {
-    let total = |suffix: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(suffix))
-                    .is_some_and(|rest| rest.starts_with([' ', '{']))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let total = |suffix: &str| series_total(metrics, &format!("{name}{suffix}")).unwrap_or(0.0);
     (total("_sum"), total("_count"))
 }
 
